@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Debian packages the real-program tests use: nginx with njs, a Docker engine, promtool, busybox.
+set -euo pipefail
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_http_js_module.so ] || need+=(libnginx-mod-http-js)
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v promtool >/dev/null || need+=(prometheus)
+[ -x /bin/busybox ] || need+=(busybox-static)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" != 0 ]; then
+  echo "system-deps: missing ${need[*]}; run as root or install them (tests that need them skip outside CI)" >&2
+  exit 0
+fi
+echo "system-deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+# policy-rc.d keeps package scripts from starting services; the tests start what they need
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,99 @@
+"""``python -m stacks``: plan, render and schema, offline, without Pulumi."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from stacks.config import json_schema, load_stack
+from stacks.errors import ConfigError
+from stacks.plan import GpuPlan, StackPlan, plan
+
+
+def _print_plan(p: StackPlan, console: Console) -> None:
+    console.print(f"[bold]target[/] {p.target}   [bold]image[/] {p.image.base} (vLLM {p.image.vllm_version}, TZ {p.image.timezone})")
+    groups: list[tuple[str, list[str]]]
+    if p.gpus:
+        groups = [(f"GPU {g.index}: {g.name}, {g.memory_gib} GiB", g.models) for g in p.gpus]
+    else:
+        kube = p.config.kube.gpu
+        groups = [(f"per pod: {kube.name}, {kube.memory_gi_b} GiB per GPU", [m.name for m in p.models])]
+    gpu_rows: list[GpuPlan | None] = list(p.gpus) or [None] * len(groups)
+    for (title, names), gpu in zip(groups, gpu_rows, strict=True):
+        table = Table(title=title, title_justify="left")
+        for col in ("model", "fraction", "weights GiB", "KV GiB", "KV tokens", "max seqs", "max len", "starts after"):
+            table.add_column(col, justify="left" if col in ("model", "starts after") else "right")
+        for name in names:
+            m = p.model(name)
+            f = m.memory
+            table.add_row(
+                f"{m.name}" + (f" (tp {m.tensor_parallel})" if m.tensor_parallel > 1 else ""),
+                f"{f.fraction:.3f}{'*' if m.fraction_source == 'auto' else ''}",
+                f"{f.weights_gib:.2f}",
+                f"{f.kv_gib:.2f}",
+                f"{f.kv_tokens:,}",
+                str(f.max_full_sequences),
+                str(m.max_model_len),
+                ", ".join(m.start_after) or "-",
+            )
+        if gpu is not None:
+            table.caption = (
+                f"sum {gpu.fraction_sum:.3f}; CUDA contexts + safety {gpu.overhead_gib:.2f} GiB; reserved {gpu.reserved_gib} GiB; "
+                f"headroom {gpu.headroom_gib:.2f} GiB   (* = auto)"
+            )
+            table.caption_justify = "left"
+        console.print(table)
+    for note in p.notes:
+        console.print(f"[dim]- {note}[/]")
+
+
+def render_files(p: StackPlan) -> dict[str, str]:
+    """Every file the components render, keyed by ``<component>/<file>``."""
+    from components.files import render_all
+
+    return {"plan.json": json.dumps(p.to_json(), indent=2, sort_keys=True) + "\n", **render_all(p)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stacks", description="Plan and render vllm-stack stacks offline.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("plan", help="print the GPU plan of a stack")
+    sp.add_argument("stack", help="stack name (Pulumi.<stack>.yaml at the repo root) or a stack file path")
+    sp.add_argument("--json", action="store_true", help="print plan.json instead of tables")
+    sr = sub.add_parser("render", help="write plan.json and every rendered file")
+    sr.add_argument("stack")
+    sr.add_argument("--out", required=True, type=Path)
+    sub.add_parser("schema", help="print the JSON Schema of the stack config")
+    args = parser.parse_args(argv)
+    console = Console(width=140)
+
+    if args.cmd == "schema":
+        print(json.dumps(json_schema(), indent=2, sort_keys=True))
+        return 0
+    try:
+        p = plan(load_stack(args.stack))
+    except ConfigError as err:
+        Console(stderr=True, width=140).print(err.render(), markup=False, highlight=False)
+        return 1
+    if args.cmd == "plan":
+        if args.json:
+            print(json.dumps(p.to_json(), indent=2, sort_keys=True))
+        else:
+            _print_plan(p, console)
+        return 0
+    files = render_files(p)
+    for rel, content in files.items():
+        path = args.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    console.print(f"wrote {len(files)} files under {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Cross-field rules pydantic cannot express field by field. Each returns every problem found."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from stacks.config import DNS_LABEL, StackConfig, image_pin_problem
+from stacks.errors import Problem
+
+
+def _set_keys(section: object, keys: tuple[str, ...]) -> list[str]:
+    fields_set: set[str] = getattr(section, "model_fields_set", set())
+    return [k for k in keys if k in fields_set]
+
+
+def _target_problems(c: StackConfig) -> list[Problem]:
+    out: list[Problem] = []
+    if c.target == "docker":
+        if c.kubernetes is not None:
+            out.append(Problem("kubernetes", "only applies to target kubernetes; remove it or set target: kubernetes"))
+        if not c.gpus:
+            out.append(Problem("gpus", "the docker target needs the host's GPUs, e.g. [{index: 0, name: RTX 5090, memoryGiB: 31.8}]"))
+        if c.image.registry:
+            out.append(Problem("image.registry", "images are built on the docker host itself; remove it (it is for target kubernetes)"))
+        for key in _set_keys(c.gateway, ("replicas", "ingress")):
+            out.append(Problem(f"gateway.{key}", "only applies to target kubernetes; remove it"))
+        for key in _set_keys(c.webui, ("replicas", "redis_url", "database_url", "storage_size")):
+            out.append(Problem(f"webui.{_camel(key)}", "only applies to target kubernetes; remove it"))
+        for i, m in enumerate(c.models):
+            if m.replicas != 1:
+                out.append(Problem(f"models[{i}].replicas", "the docker target runs one server per model; remove it or use target kubernetes"))
+            if m.autoscaling is not None:
+                out.append(Problem(f"models[{i}].autoscaling", "only applies to target kubernetes; remove it"))
+    else:
+        if c.kubernetes is None:
+            out.append(Problem("kubernetes", "target kubernetes needs this section, at least {gpu: {name: NVIDIA L40S, memoryGiB: 44.5}}"))
+        if c.docker is not None:
+            out.append(Problem("docker", "only applies to target docker; remove it or set target: docker"))
+        if c.gpus:
+            out.append(Problem("gpus", "the kubernetes target schedules GPUs itself; remove it and set kubernetes.gpu"))
+        for i, m in enumerate(c.models):
+            if m.gpus is not None:
+                out.append(Problem(f"models[{i}].gpus", "device indices are for target docker; on kubernetes set tensorParallel (GPUs per pod)"))
+            if m.autoscaling and m.autoscaling.min_replicas > m.autoscaling.max_replicas:
+                out.append(Problem(f"models[{i}].autoscaling.minReplicas", "must not exceed maxReplicas"))
+        if c.webui.replicas > 1 and not (c.webui.redis_url and c.webui.database_url):
+            out.append(Problem("webui.replicas", "several Open WebUI replicas need webui.redisUrl and webui.databaseUrl; set both or use 1"))
+        if c.gateway.ingress.enabled and not c.gateway.ingress.host:
+            out.append(Problem("gateway.ingress.host", "an enabled Ingress needs a host name"))
+    return out
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def _gpu_problems(c: StackConfig) -> list[Problem]:
+    if c.target != "docker":
+        return []
+    out: list[Problem] = []
+    counts = Counter(g.index for g in c.gpus)
+    for i, g in enumerate(c.gpus):
+        if counts[g.index] > 1:
+            out.append(Problem(f"gpus[{i}].index", f"GPU index {g.index} is listed twice; each GPU once"))
+        if g.reserved_gi_b >= g.memory_gi_b:
+            out.append(Problem(f"gpus[{i}].reservedGiB", "must be less than memoryGiB"))
+    known = sorted(counts)
+    for i, m in enumerate(c.models):
+        ranks = m.pipeline_parallel * (m.tensor_parallel or 1)
+        if m.gpus is None:
+            if len(c.gpus) != 1 or ranks != 1 or m.tensor_parallel not in (None, 1):
+                out.append(Problem(f"models[{i}].gpus", f"say which GPUs this model uses, e.g. gpus: [{known[0] if known else 0}]"))
+            continue
+        if not m.gpus:
+            out.append(Problem(f"models[{i}].gpus", "needs at least one GPU index"))
+            continue
+        if len(set(m.gpus)) != len(m.gpus):
+            out.append(Problem(f"models[{i}].gpus", "lists a GPU twice; list each device once"))
+        missing = [g for g in m.gpus if g not in counts]
+        if missing:
+            out.append(Problem(f"models[{i}].gpus", f"GPU {missing} is not in gpus (known: {known}); add it to gpus or fix the index"))
+        tp = m.tensor_parallel or max(1, len(m.gpus) // m.pipeline_parallel)
+        if tp * m.pipeline_parallel != len(m.gpus):
+            out.append(
+                Problem(
+                    f"models[{i}].tensorParallel",
+                    f"tensorParallel ({tp}) x pipelineParallel ({m.pipeline_parallel}) must equal the {len(m.gpus)} GPUs in models[{i}].gpus",
+                )
+            )
+    return out
+
+
+def _name_problems(c: StackConfig) -> list[Problem]:
+    out: list[Problem] = []
+    owner: dict[str, str] = {}
+    for i, m in enumerate(c.models):
+        if not DNS_LABEL.match(m.name):
+            out.append(Problem(f"models[{i}].name", f"{m.name!r} must be a DNS-1123 label: lowercase letters, digits and '-', at most 63"))
+        names = [(f"models[{i}].name", m.name)]
+        names += [(f"models[{i}].servedModelNames[{j}]", a) for j, a in enumerate(m.served_model_names)]
+        names += [(f"models[{i}].loraModules[{j}].name", lo.name) for j, lo in enumerate(m.lora_modules)]
+        for key, name in names:
+            if name in owner:
+                out.append(Problem(key, f"{name!r} is already served by {owner[name]}; served names must be unique"))
+            else:
+                owner[name] = key
+    return out
+
+
+def _port_problems(c: StackConfig) -> list[Problem]:
+    ports: list[tuple[str, int]] = [("gateway.port", c.gateway.port)]
+    if c.webui.enabled:
+        ports.append(("webui.port", c.webui.port))
+    if c.target == "docker":
+        if c.monitoring.prometheus:
+            ports.append(("monitoring.prometheusPort", c.monitoring.prometheus_port))
+        if c.monitoring.dcgm:
+            ports.append(("monitoring.dcgmPort", c.monitoring.dcgm_port))
+    out: list[Problem] = []
+    seen: dict[int, str] = {}
+    for key, port in ports:
+        if port in seen:
+            out.append(Problem(key, f"port {port} is already used by {seen[port]}; choose another port"))
+        seen[port] = key
+    return out
+
+
+def _image_problems(c: StackConfig) -> list[Problem]:
+    if c.allow_unpinned_images:
+        return []
+    refs = [("image.base", c.image.base), ("gateway.image", c.gateway.image)]
+    if c.webui.enabled:
+        refs.append(("webui.image", c.webui.image))
+    if c.monitoring.dcgm:
+        refs.append(("monitoring.dcgmImage", c.monitoring.dcgm_image))
+    if c.monitoring.prometheus:
+        refs.append(("monitoring.prometheusImage", c.monitoring.prometheus_image))
+    out = []
+    for key, ref in refs:
+        why = image_pin_problem(ref)
+        if why:
+            out.append(Problem(key, f"{why} (or set allowUnpinnedImages: true)"))
+    return out
+
+
+def cross_field_problems(c: StackConfig) -> list[Problem]:
+    return [*_target_problems(c), *_gpu_problems(c), *_name_problems(c), *_port_problems(c), *_image_problems(c)]

@@ -1,0 +1,91 @@
+"""``python -m stacks``: plan, render and schema; the committed schema and Pulumi.yaml stay in sync with the model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stacks.cli import main
+from stacks.config import SCALAR_KEYS, SECRET_KEYS, StackConfig, json_schema
+from tests.conftest import ROOT, STACKS
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stacks", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_plan_prints_a_table_per_gpu(stack: str) -> None:
+    r = _run("plan", stack)
+    assert r.returncode == 0, r.stderr
+    assert "fraction" in r.stdout and "KV GiB" in r.stdout and "max seqs" in r.stdout
+    if stack == "multigpu":
+        assert r.stdout.count("GPU ") >= 4
+
+
+def test_plan_bad_config_exits_1_with_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "config": {
+                    "vllm-stack:timezone": "Nowhere/Town",
+                    "vllm-stack:hfToken": "hf_plaintext",
+                    "vllm-stack:gpus": [{"index": 0, "memoryGiB": 24}],
+                    "vllm-stack:models": [{"name": "Bad_Name", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "gpuMemoryUtilization": 2}],
+                }
+            }
+        )
+    )
+    r = _run("plan", str(bad))
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    for key in ("vllm-stack:timezone", "vllm-stack:hfToken", "vllm-stack:models[0].gpuMemoryUtilization"):
+        assert key in r.stderr, r.stderr
+    assert "hf_plaintext" not in r.stderr + r.stdout
+
+
+def test_plan_missing_stack_is_a_clear_error() -> None:
+    r = _run("plan", "no-such-stack")
+    assert r.returncode == 1 and "no stack file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_render_writes_plan_and_component_files(tmp_path: Path) -> None:
+    assert main(["render", "dev", "--out", str(tmp_path)]) == 0
+    files = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
+    assert {"plan.json", "gateway/nginx.conf", "gateway/router.js", "vllm/Dockerfile", "monitoring/prometheus.yml"} <= files
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert [m["name"] for m in plan["models"]] == ["tinyllama", "qwen2-5-3b", "yi-6b"]
+    assert "Asia/Seoul" in (tmp_path / "vllm/Dockerfile").read_text()
+
+
+def test_committed_schema_is_in_sync() -> None:
+    committed = json.loads((ROOT / "schema/stack-config.schema.json").read_text())
+    assert committed == json_schema(), "run: python -m stacks schema > schema/stack-config.schema.json"
+
+
+def test_pulumi_yaml_declares_every_scalar_key_like_the_model() -> None:
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == "vllm-stack"
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": "venv"}}
+    declared = project["config"]
+    assert set(declared) == set(SCALAR_KEYS)
+    fields = {f.alias or name: f for name, f in StackConfig.model_fields.items()}
+    for key, spec in declared.items():
+        field = fields[key]
+        assert spec["default"] == field.default, key
+        assert spec["description"] == field.description, key
+        assert spec["type"] == {bool: "boolean", str: "string"}.get(type(field.default), "string")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_files_hold_no_plaintext_secret(stack: str) -> None:
+    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    for key in SECRET_KEYS:
+        value = doc["config"].get(f"vllm-stack:{key}")
+        assert value is None or set(value) == {"secure"}

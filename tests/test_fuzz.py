@@ -1,0 +1,110 @@
+"""Hypothesis: every generated config either plans or raises ConfigError naming a key - nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stacks.catalog import CATALOG
+from stacks.config import parse
+from stacks.errors import ConfigError
+from stacks.plan import plan
+
+junk = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000), st.floats(allow_nan=True), st.text(max_size=12), st.lists(st.integers(-1, 9), max_size=3))
+fraction = st.one_of(st.just("auto"), st.floats(0.01, 1.2), junk)
+model_id = st.one_of(st.sampled_from(sorted(CATALOG)), st.just("acme/unknown-1b"), st.text(max_size=10))
+
+models = st.fixed_dictionaries(
+    {"name": st.one_of(st.sampled_from(["a", "b", "c", "tiny-1"]), st.text(max_size=8)), "model": model_id},
+    optional={
+        "gpus": st.one_of(st.lists(st.integers(0, 4), max_size=4), junk),
+        "tensorParallel": st.one_of(st.integers(0, 5), junk),
+        "pipelineParallel": st.integers(0, 3),
+        "gpuMemoryUtilization": fraction,
+        "maxModelLen": st.one_of(st.integers(1, 200_000), junk),
+        "maxNumSeqs": st.integers(0, 600),
+        "kvCacheDtype": st.sampled_from(["auto", "fp8", "int3"]),
+        "dtype": st.sampled_from(["auto", "float16", "bfloat16", "fp4"]),
+        "quantization": st.sampled_from(["awq", "fp8", "magic"]),
+        "servedModelNames": st.lists(st.sampled_from(["x", "y", "a", "b c"]), max_size=2),
+        "extraArgs": st.lists(st.sampled_from(["--enable-chunked-prefill", "--use-v2-block-manager", "--port=1", "--seed=1"]), max_size=2),
+        "replicas": st.integers(0, 3),
+        "arch": st.fixed_dictionaries(
+            {},
+            optional={
+                "parametersB": st.floats(0.1, 100),
+                "layers": st.integers(1, 100),
+                "kvHeads": st.integers(1, 16),
+                "headDim": st.sampled_from([64, 128]),
+                "contextLength": st.integers(512, 65536),
+            },
+        ),
+        "unknownKey": junk,
+    },
+)
+
+gpu = st.fixed_dictionaries(
+    {"index": st.integers(0, 4), "memoryGiB": st.one_of(st.floats(1, 200), junk)}, optional={"name": st.text(max_size=5), "reservedGiB": st.floats(0, 8)}
+)
+
+configs = st.fixed_dictionaries(
+    {"models": st.lists(models, max_size=4)},
+    optional={
+        "target": st.sampled_from(["docker", "kubernetes", "k3s"]),
+        "timezone": st.sampled_from(["UTC", "Asia/Seoul", "Mars/Base", ""]),
+        "gpus": st.lists(gpu, max_size=4),
+        "image": st.fixed_dictionaries(
+            {}, optional={"base": st.sampled_from(["vllm/vllm-openai:v0.11.2", "vllm/vllm-openai:latest", "vllm/vllm-openai", "x:v0.6.0"])}
+        ),
+        "gateway": st.fixed_dictionaries({}, optional={"port": st.integers(0, 70000), "routing": st.sampled_from(["model", "path", "dns"])}),
+        "webui": st.fixed_dictionaries({}, optional={"port": st.integers(0, 70000), "enabled": st.booleans(), "replicas": st.integers(1, 3)}),
+        "kubernetes": st.fixed_dictionaries({"gpu": st.fixed_dictionaries({"name": st.just("L40S"), "memoryGiB": st.floats(8, 141)})}),
+        "hfToken": st.one_of(st.just({"secure": "v1:x"}), st.text(max_size=5)),
+    },
+)
+
+
+def _check(raw: dict[str, Any]) -> None:
+    try:
+        plan(parse(raw))
+    except ConfigError as err:
+        assert err.problems
+        for p in err.problems:
+            assert p.key, f"problem without a key: {p}"
+            assert p.message
+
+
+@settings(max_examples=700, deadline=None, suppress_health_check=list(HealthCheck))
+@given(configs)
+def test_random_configs_plan_or_name_a_key(raw: dict[str, Any]) -> None:
+    _check(raw)
+
+
+valid_ish = st.fixed_dictionaries(
+    {
+        "target": st.just("docker"),
+        "gpus": st.just([{"index": i, "memoryGiB": 24.0} for i in range(4)]),
+        "models": st.lists(
+            st.fixed_dictionaries(
+                {"model": st.sampled_from(sorted(CATALOG)), "gpus": st.sampled_from([[0], [1], [2, 3], [0, 1]])},
+                optional={
+                    "maxModelLen": st.sampled_from([512, 2048, 4096, 32768]),
+                    "maxNumSeqs": st.integers(1, 64),
+                    "gpuMemoryUtilization": st.sampled_from(["auto", 0.3, 0.5, 0.9]),
+                },
+            ),
+            min_size=1,
+            max_size=5,
+        ),
+    }
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(valid_ish)
+def test_near_valid_configs_plan_or_name_a_key(raw: dict[str, Any]) -> None:
+    for i, m in enumerate(raw["models"]):
+        m["name"] = f"m{i}"
+    _check(raw)
