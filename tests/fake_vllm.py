@@ -1,0 +1,126 @@
+"""A small OpenAI-compatible stand-in for a vLLM server, for gateway tests and benchmarks.
+
+Listens on 127.0.0.1 only. It echoes what it saw (backend name, model, request id, Authorization)
+in headers and content. Request knobs (in the JSON body): ``max_tokens`` (stream length),
+``delay_ms`` (between stream chunks), ``sleep_ms`` (before answering).
+
+Run: ``python -m tests.fake_vllm --port 9001 --name a --models a,alias-a``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, obj: Any) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self._echo_headers()
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _echo_headers(self) -> None:
+        self.send_header("X-Backend", self.server.name)
+        self.send_header("X-Seen-Request-ID", self.headers.get("X-Request-ID", ""))
+        self.send_header("X-Seen-Authorization", self.headers.get("Authorization", ""))
+        self.send_header("X-Seen-Path", self.path)
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._send(200, {})
+        elif self.path == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "vllm"} for m in self.server.models]})
+        else:
+            self._send(404, {"error": {"message": "not found", "type": "NotFoundError", "code": 404}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._send(400, {"error": {"message": "bad json", "type": "BadRequestError", "code": 400}})
+            return
+        model = body.get("model")
+        if model not in self.server.models:
+            self._send(404, {"error": {"message": f"The model `{model}` does not exist.", "type": "NotFoundError", "code": 404}})
+            return
+        if body.get("sleep_ms"):
+            time.sleep(body["sleep_ms"] / 1000)
+        rid = self.headers.get("X-Request-ID", "")
+        text = f"backend={self.server.name} model={model} rid={rid} bytes={len(raw)}"
+        chat = self.path.endswith("/chat/completions")
+        if self.path.endswith("/embeddings"):
+            self._send(200, {"object": "list", "model": model, "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 1.0]}], "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+            return
+        if not body.get("stream"):
+            choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+            obj = "chat.completion" if chat else "text_completion"
+            self._send(200, {"id": "cmpl-1", "object": obj, "created": 0, "model": model, "choices": [choice], "usage": usage})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self._echo_headers()
+        self.end_headers()
+        self.wfile.flush()
+        tokens = int(body.get("max_tokens") or 5)
+        delay = body.get("delay_ms", 0) / 1000
+        words = [text] + [f" t{i}" for i in range(1, tokens)]
+        for i, word in enumerate(words):
+            if chat:
+                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+            else:
+                chunk = {"id": "c1", "object": "text_completion", "created": 0, "model": model, "choices": [{"index": 0, "text": word, "finish_reason": None}]}
+            self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+            if delay and i < len(words) - 1:
+                time.sleep(delay)
+        self._chunk(b"data: [DONE]\n\n")
+        self._chunk(b"")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512
+
+    def __init__(self, port: int, name: str, models: list[str]) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.name = name
+        self.models = models
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--models", required=True)
+    a = ap.parse_args()
+    server = Server(a.port, a.name, a.models.split(","))
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Run the rendered gateway with a real nginx on 127.0.0.1 in front of fake backends.
+
+Everything started here is stopped by the process id it started. Shared by tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.files import gateway
+from stacks.config import parse
+from stacks.plan import StackPlan, plan
+
+ROOT = Path(__file__).resolve().parent.parent
+JS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@dataclass
+class Running:
+    url: str
+    port: int
+    plan: StackPlan
+    dir: Path
+    nginx: subprocess.Popen[bytes]
+    backends: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    backend_ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def access_log(self) -> Path:
+        return self.dir / "access.log"
+
+    def nginx_pids(self) -> list[int]:
+        """The master this harness started and its workers."""
+        pids = [self.nginx.pid]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    stat = (entry / "stat").read_text()
+                    if int(stat.rsplit(")", 1)[1].split()[1]) == self.nginx.pid:
+                        pids.append(int(entry.name))
+        return pids
+
+    def nginx_cpu_seconds(self) -> float:
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.nginx_pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+
+
+def start_backend(name: str, models: list[str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_vllm", "--port", str(port), "--name", name, "--models", ",".join(models)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return proc
+
+
+def render_into(directory: Path, p: StackPlan, port: int, upstreams: dict[str, str], api_keys: list[str], vllm_key: str | None) -> Path:
+    (directory / "njs").mkdir(parents=True, exist_ok=True)
+    (directory / "tmp").mkdir(exist_ok=True)
+    layout = gateway.Layout(
+        listen=f"127.0.0.1:{port}",
+        js_module=JS_MODULE,
+        njs_dir=str(directory / "njs"),
+        keys_file=str(directory / gateway.KEYS_FILE),
+        pid=str(directory / "nginx.pid"),
+        error_log=str(directory / "error.log"),
+        access_log=str(directory / "access.log"),
+        user="root" if os.geteuid() == 0 else None,
+        temp_dir=str(directory / "tmp"),
+        upstream_addresses=upstreams,
+        worker_processes="1",
+    )
+    files = gateway.render(p, layout)
+    (directory / "nginx.conf").write_text(files["nginx.conf"])
+    (directory / "njs" / "router.js").write_text(files["router.js"])
+    (directory / gateway.KEYS_FILE).write_text(gateway.keys_conf(api_keys, vllm_key))
+    return directory / "nginx.conf"
+
+
+@contextlib.contextmanager
+def running_gateway(
+    raw: dict[str, Any], directory: Path, api_keys: list[str] | None = None, vllm_key: str | None = "internal-vllm-key", start: bool = True
+) -> Iterator[Running]:
+    """Backends for every model of ``raw`` plus nginx, all on 127.0.0.1; stopped on exit."""
+    p = plan(parse(raw))
+    ports = {m.service: free_port() for m in p.models}
+    backends: dict[str, subprocess.Popen[bytes]] = {}
+    nginx: subprocess.Popen[bytes] | None = None
+    try:
+        if start:
+            for m in p.models:
+                backends[m.name] = start_backend(m.name, m.served_names, ports[m.service])
+        gw_port = free_port()
+        conf = render_into(directory, p, gw_port, {s: f"127.0.0.1:{port}" for s, port in ports.items()}, api_keys or [], vllm_key)
+        nginx = subprocess.Popen(["nginx", "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_port(gw_port, nginx)
+        yield Running(
+            url=f"http://127.0.0.1:{gw_port}",
+            port=gw_port,
+            plan=p,
+            dir=directory,
+            nginx=nginx,
+            backends=backends,
+            backend_ports={m.name: ports[m.service] for m in p.models},
+        )
+    finally:
+        if nginx is not None:
+            stop(nginx)
+        for proc in backends.values():
+            stop(proc)
