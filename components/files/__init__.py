@@ -13,8 +13,4 @@ def render_all(plan: StackPlan) -> dict[str, str]:
     out |= {f"gateway/{k}": v for k, v in gateway.render(plan).items()}
     if plan.config.monitoring.prometheus:
         out["monitoring/prometheus.yml"] = prometheus.render(plan)
-    if plan.target == "kubernetes":
-        from components.platforms import manifests
-
-        out |= {f"kubernetes/{k}": v for k, v in manifests.render_yaml(plan).items()}
     return out

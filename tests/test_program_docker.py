@@ -1,0 +1,205 @@
+"""The real __main__.py under Pulumi's mock engine with each committed docker stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+
+from stacks.config import load_stack
+from stacks.plan import plan
+from tests.conftest import ROOT
+from tests.program import FAKE_SECRETS, LAST, Mocks, plaintext_leaks, run_program, stack_config
+
+CONTAINER = "docker:index/container:Container"
+DOCKER_STACKS = ["dev", "multigpu"]
+SNAPSHOTS = ROOT / "tests" / "snapshots"
+
+
+@pytest.fixture(scope="module", params=DOCKER_STACKS)
+def stack(request: pytest.FixtureRequest) -> tuple[str, Mocks]:
+    return request.param, run_program(request.param)
+
+
+def _containers(m: Mocks) -> dict[str, dict[str, Any]]:
+    return {r.name: r.inputs for r in m.of_type(CONTAINER)}
+
+
+def _env(inputs: dict[str, Any]) -> list[str]:
+    envs = inputs.get("envs") or []
+    if isinstance(envs, dict):  # secret-wrapped list
+        envs = envs["value"]
+    return list(envs)
+
+
+def test_one_container_per_model_with_devices_args_health_and_no_port(stack: tuple[str, Mocks]) -> None:
+    name, m = stack
+    p = plan(load_stack(name))
+    containers = _containers(m)
+    for mp in p.models:
+        c = containers[f"vllm-{mp.name}"]
+        assert c["gpus"] == "device=" + ",".join(map(str, mp.gpus))
+        assert c["entrypoints"] == ["vllm", "serve"] and c["command"] == mp.args
+        assert "ports" not in c, "vLLM ports are never published"
+        hc = c["healthcheck"]
+        assert "/health" in hc["tests"][-1] and hc["startPeriod"] == f"{mp.startup_seconds}s"
+        assert c["wait"] is True and c["waitTimeout"] >= mp.startup_seconds
+        assert c["restart"] == "unless-stopped" and c["logOpts"]["max-size"] == "50m"
+        assert c["networksAdvanced"][0]["aliases"] == [mp.service]
+        assert c["ipcMode"] == "host"  # NCCL / torch workers share /dev/shm
+        env = _env(c)
+        assert any(e.startswith("VLLM_API_KEY=") for e in env) and any(e.startswith("HF_TOKEN=") for e in env)
+        assert not any("--api-key" in a for a in c["command"])
+    published = sorted(c["ports"][0]["external"] for c in containers.values() if "ports" in c)
+    cfg = load_stack(name)
+    assert published == sorted([cfg.gateway.port, cfg.webui.port, cfg.monitoring.dcgm_port, cfg.monitoring.prometheus_port])
+
+
+def test_tensor_parallel_model_gets_all_its_devices() -> None:
+    c = _containers(run_program("multigpu"))
+    assert c["vllm-llama-3-1-8b"]["gpus"] == "device=0,1"
+    assert "--tensor-parallel-size" in c["vllm-llama-3-1-8b"]["command"]
+    assert c["vllm-qwen2-5-7b"]["gpus"] == "device=2" and c["vllm-mistral-7b"]["gpus"] == "device=3"
+
+
+def test_models_sharing_a_gpu_start_one_after_another() -> None:
+    """dev: three servers share GPU 0, each container depends on the previous one (which waits until healthy)."""
+    m = run_program("dev")
+    servers = {"vllm-tinyllama", "vllm-qwen2-5-3b", "vllm-yi-6b"}
+    deps = {name: [d for d in m.options[(CONTAINER, name)]["depends_on"] if d in servers] for name in servers}
+    assert deps == {"vllm-tinyllama": [], "vllm-qwen2-5-3b": ["vllm-tinyllama"], "vllm-yi-6b": ["vllm-qwen2-5-3b"]}
+    assert servers <= set(m.options[(CONTAINER, "vllm-gateway")]["depends_on"])
+    multi = run_program("multigpu")
+    multi_servers = {f"vllm-{n}" for n in ("llama-3-1-8b", "qwen2-5-7b", "mistral-7b")}
+    assert all(not set(multi.options[(CONTAINER, n)]["depends_on"]) & multi_servers for n in multi_servers)
+
+
+def test_gateway_and_webui_wiring() -> None:
+    m = run_program("dev")
+    c = _containers(m)
+    gw = c["vllm-gateway"]
+    assert gw["ports"] == [{"internal": 8080, "external": 8000, "ip": "0.0.0.0"}]
+    uploads = gw["uploads"]
+    assert isinstance(uploads, dict) and "value" in uploads, "uploads carrying the API keys must be a secret"
+    files = {u["file"]: u["content"] for u in uploads["value"]}
+    assert {"/etc/nginx/nginx.conf", "/etc/nginx/njs/router.js", "/etc/nginx/secrets/keys.conf", "/etc/nginx/upstream-ids.txt"} <= set(files)
+    assert '"Bearer sk-fake-user-key-1" 1;' in files["/etc/nginx/secrets/keys.conf"]
+    assert "sk-fake" not in files["/etc/nginx/nginx.conf"]
+    assert "vllm-tinyllama-id" in files["/etc/nginx/upstream-ids.txt"]
+    ui = c["vllm-webui"]
+    env = _env(ui)
+    assert "OPENAI_API_BASE_URLS=http://gateway:8080/v1" in env
+    assert "ENABLE_PERSISTENT_CONFIG=False" in env and "ENABLE_OLLAMA_API=False" in env and "ENABLE_SIGNUP=False" in env
+    assert "WEBUI_SECRET_KEY=generated-vllm-webui-secret-key" in env
+    assert "OPENAI_API_KEYS=generated-vllm-webui-gateway-key" in env
+    assert {"volumeName": "vllm-stack-dev-webui-data", "containerPath": "/app/backend/data"} in ui["volumes"]
+    dcgm = c["vllm-dcgm"]
+    assert dcgm["gpus"] == "all" and dcgm["capabilities"] == {"adds": ["SYS_ADMIN"]} and "privileged" not in dcgm
+    prom = c["vllm-prometheus"]
+    conf = next(u["content"] for u in prom["uploads"] if u["file"] == "/etc/prometheus/prometheus.yml")
+    assert "vllm-yi-6b:8000" in conf and "dcgm-exporter:9400" in conf
+
+
+def test_image_build_pins_base_and_timezone() -> None:
+    m = run_program("dev")
+    img = m.of_type("docker:index/image:Image")[0].inputs
+    assert img["build"]["args"] == {"BASE_IMAGE": "vllm/vllm-openai:v0.11.2", "TZ": "Asia/Seoul"}
+    assert img["skipPush"] is True
+    assert "Asia/Seoul" in Path(img["build"]["dockerfile"]).read_text()
+
+
+def test_data_volumes_retained_unless_opted_out() -> None:
+    m = run_program("dev")
+    assert {r.inputs["name"] for r in m.of_type("docker:index/volume:Volume")} == {
+        f"vllm-stack-dev-{v}" for v in ("model-cache", "vllm-cache", "webui-data", "prometheus-data")
+    }
+    for r in m.of_type("docker:index/volume:Volume"):
+        assert m.options[(r.type, r.name)]["retain_on_delete"] is True, r.name
+    cfg, keys = stack_config("dev")
+    cfg["vllm-stack:retainDataOnDestroy"] = "false"
+    opted_out = run_program("dev", secrets={k: FAKE_SECRETS[k] for k in keys}, config=cfg)
+    assert not any(opted_out.options[(r.type, r.name)]["retain_on_delete"] for r in opted_out.of_type("docker:index/volume:Volume"))
+
+
+@pytest.mark.parametrize("name", DOCKER_STACKS)
+def test_no_plaintext_secret_in_any_input(name: str) -> None:
+    m = run_program(name)
+    secrets = [v for s in FAKE_SECRETS.values() for v in s.split(",")]
+    secrets += [f"generated-vllm-{k}" for k in ("webui-secret-key", "webui-gateway-key")]
+    for r in m.resources:
+        assert plaintext_leaks(r.inputs, secrets) == [], f"{r.type} {r.name} leaks a secret"
+
+
+def test_bad_config_fails_before_any_resource() -> None:
+    cfg, keys = stack_config("dev")
+    cfg["vllm-stack:models"] = json.dumps([{"name": "Bad Name", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "gpuMemoryUtilization": 3}])
+    with pytest.raises(pulumi.RunError) as exc:
+        run_program("dev", secrets={k: FAKE_SECRETS[k] for k in keys}, config=cfg)
+    assert "vllm-stack:models[0].gpuMemoryUtilization" in str(exc.value)
+    assert LAST[0].resources == [], "nothing may be declared for a bad config"
+
+
+def test_plaintext_secret_in_config_is_rejected() -> None:
+    cfg, _ = stack_config("dev", secrets={})
+    cfg["vllm-stack:hfToken"] = "hf_plain"
+    with pytest.raises(pulumi.RunError) as exc:
+        run_program("dev", secrets={}, config=cfg)
+    assert "vllm-stack:hfToken" in str(exc.value) and "hf_plain" not in str(exc.value)
+
+
+def _graph(m: Mocks) -> list[dict[str, Any]]:
+    keep = ("name", "image", "gpus", "command", "entrypoints", "ipcMode", "shmSize", "restart", "wait", "waitTimeout", "ports", "capabilities", "buildArgs")
+    out = []
+    for r in m.resources:
+        entry: dict[str, Any] = {"type": r.type, "name": r.name}
+        for k in keep:
+            if k in r.inputs:
+                entry[k] = r.inputs[k]
+        if "build" in r.inputs:
+            entry["buildArgs"] = r.inputs["build"].get("args")
+        if "healthcheck" in r.inputs:
+            entry["startPeriod"] = r.inputs["healthcheck"]["startPeriod"]
+        if "volumes" in r.inputs:
+            entry["volumes"] = r.inputs["volumes"]
+        out.append(entry)
+    return sorted(out, key=lambda e: (e["type"], e["name"]))
+
+
+@pytest.mark.parametrize("name", DOCKER_STACKS)
+def test_resource_graph_matches_snapshot(name: str) -> None:
+    """Any change to what a stack deploys shows up as a diff of tests/snapshots/<stack>.json.
+
+    Regenerate with UPDATE_SNAPSHOTS=1 and review the diff.
+    """
+    graph = _graph(run_program(name))
+    path = SNAPSHOTS / f"{name}.json"
+    text = json.dumps(graph, indent=1, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), "run UPDATE_SNAPSHOTS=1 pytest tests/test_program_docker.py"
+    assert json.loads(path.read_text()) == json.loads(text)
+
+
+@pytest.mark.parametrize("name", DOCKER_STACKS)
+def test_docker_stack_never_imports_pulumi_kubernetes(name: str) -> None:
+    code = (
+        "import sys, runpy; sys.path.insert(0, '.');"
+        f"from tests.program import run_program; run_program({name!r});"
+        "assert 'pulumi_kubernetes' not in sys.modules, 'pulumi_kubernetes imported';"
+        "print('ok')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_cluster_stack_fails_cleanly_until_kubernetes_platform_exists() -> None:
+    with pytest.raises(pulumi.RunError) as exc:
+        run_program("cluster")
+    assert "target kubernetes" in str(exc.value)
