@@ -31,6 +31,8 @@ typecheck: $(VENV)/.dev
 # System packages (nginx + njs, Docker engine, promtool) are installed when running as root;
 # a Docker engine is started for the tests when none answers, and stopped again by its pid.
 test: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	bash scripts/system-deps.sh
 	bash scripts/with-dockerd.sh $(PY) -m pytest $(PYTEST_ARGS)
 

@@ -20,9 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import docker_raw  # noqa: E402
-from tests.gateway_harness import Running, running_gateway  # noqa: E402
-from tests.loadgen import percentile, request_bytes, run_load  # noqa: E402
+import itertools
+
+from tests.conftest import docker_raw
+from tests.gateway_harness import Running, running_gateway
+from tests.loadgen import percentile, request_bytes, run_load
 
 KEY = "sk-bench"
 
@@ -57,7 +59,7 @@ def streaming(port: int, key: str | None, n: int, tokens: int, delay_ms: int) ->
             s.sendall(req)
             stamps, ev = _read_stream(s, t0)
             ttft.append(stamps[0])
-            gaps += [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+            gaps += [b - a for a, b in itertools.pairwise(stamps)]
             events.append(ev)
     return ttft, gaps, events
 
@@ -84,12 +86,14 @@ def report(gw: Running, direct: int, args: argparse.Namespace) -> None:
     # warm up keepalive connections and the njs VM
     run_load(gw.port, [request_bytes(gw.port, "/v1/completions", {"model": "alpha", "prompt": "x"}, KEY)], 500, 8)
 
-    d_ttft, d_gaps, _ = streaming(direct, None, args.streams, 8, 0)
-    g_ttft, g_gaps, g_events = streaming(gw.port, KEY, args.streams, 8, 0)
+    d_ttft, _d_gaps, _ = streaming(direct, None, args.streams, 8, 0)
+    g_ttft, _g_gaps, g_events = streaming(gw.port, KEY, args.streams, 8, 0)
     print(f"\nstreaming, {len(g_ttft)} requests x 8 tokens        p50 ms   p99 ms")
     print(f"  TTFT direct                           {ms(percentile(d_ttft, 50))}  {ms(percentile(d_ttft, 99))}")
     print(f"  TTFT via gateway                      {ms(percentile(g_ttft, 50))}  {ms(percentile(g_ttft, 99))}")
-    print(f"  TTFT added by gateway                 {ms(percentile(g_ttft, 50) - percentile(d_ttft, 50))}  {ms(percentile(g_ttft, 99) - percentile(d_ttft, 99))}")
+    print(
+        f"  TTFT added by gateway                 {ms(percentile(g_ttft, 50) - percentile(d_ttft, 50))}  {ms(percentile(g_ttft, 99) - percentile(d_ttft, 99))}"
+    )
     _, d_slow_gaps, _ = streaming(direct, None, 30, 20, 10)
     _, s_gaps, s_events = streaming(gw.port, KEY, 30, 20, 10)
     print(f"  gap between chunks (10 ms tokens) direct {ms(percentile(d_slow_gaps, 50))}  {ms(percentile(d_slow_gaps, 99))}")

@@ -85,7 +85,8 @@ class VllmStack(pulumi.ComponentResource):
         else:
             webui_key = pulumi.Output.secret("no-key-needed")
             client_keys = pulumi.Output.from_input([])
-        keys_conf = pulumi.Output.secret(pulumi.Output.all(client_keys, vllm_key).apply(lambda v: gateway_files.keys_conf(v[0], v[1])))
+        keys_conf: pulumi.Output[str] = pulumi.Output.all(client_keys, vllm_key).apply(lambda v: gateway_files.keys_conf(v[0], v[1]))
+        keys_conf = pulumi.Output.secret(keys_conf)
 
         network = docker.Network(f"{name}-network", name=cfg.docker_settings.network, driver="bridge", opts=child)
         volumes = {
@@ -120,7 +121,7 @@ class VllmStack(pulumi.ComponentResource):
                 image=remote("gateway", cfg.gateway.image),
                 keys_conf=keys_conf,
                 servers=workloads,
-                restart_on=[w.id for w in workloads],
+                restart_on=[w.id for w in workloads if isinstance(w, pulumi.CustomResource)],
             ),
             opts=child,
         )

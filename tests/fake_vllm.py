@@ -70,7 +70,15 @@ class Handler(BaseHTTPRequestHandler):
         text = f"backend={self.server.name} model={model} rid={rid} bytes={len(raw)}"
         chat = self.path.endswith("/chat/completions")
         if self.path.endswith("/embeddings"):
-            self._send(200, {"object": "list", "model": model, "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 1.0]}], "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "model": model,
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 1.0]}],
+                    "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                },
+            )
             return
         if not body.get("stream"):
             choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
@@ -93,7 +101,13 @@ class Handler(BaseHTTPRequestHandler):
         words = [text] + [f" t{i}" for i in range(1, tokens)]
         for i, word in enumerate(words):
             if chat:
-                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                chunk = {
+                    "id": "c1",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                }
             else:
                 chunk = {"id": "c1", "object": "text_completion", "created": 0, "model": model, "choices": [{"index": 0, "text": word, "finish_reason": None}]}
             self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ def run_program(stack: str, secrets: dict[str, str] | None = None, config: dict[
     pulumi.runtime.set_all_config(cfg, secret_keys)
     mocks = Mocks()
     LAST[0] = mocks
+    # asyncio.run elsewhere (load tests) leaves no current loop; Pulumi's runtime needs one
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_mocks(mocks, project="vllm-stack", stack=stack, preview=False)
 
     @pulumi.runtime.test

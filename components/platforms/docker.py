@@ -11,6 +11,10 @@ from stacks.config import DockerConfig
 HEALTH_INTERVAL_S = 10
 
 
+def _env_entry(key: str, value: pulumi.Output[str]) -> pulumi.Output[str]:
+    return value.apply(lambda v: f"{key}={v}")
+
+
 class DockerPlatform:
     """Runs workloads as containers on ``network`` with the stack's named ``volumes``."""
 
@@ -23,7 +27,7 @@ class DockerPlatform:
     def run(self, name: str, workload: Workload, parent: pulumi.Resource, depends_on: list[pulumi.Resource]) -> docker.Container:
         w = workload
         envs: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in sorted(w.env.items())]
-        envs += [value.apply(lambda v, k=k: f"{k}={v}") for k, value in sorted(w.secret_env.items())]
+        envs += [_env_entry(k, value) for k, value in sorted(w.secret_env.items())]
         uploads = [docker.ContainerUploadArgs(file=path, content=content) for path, content in sorted(w.files.items())]
         uploads += [docker.ContainerUploadArgs(file=path, content=pulumi.Output.secret(content)) for path, content in sorted(w.secret_files.items())]
         healthcheck = None
