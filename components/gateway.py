@@ -7,23 +7,18 @@ from dataclasses import dataclass, field
 import pulumi
 
 from components.files import gateway as files
-from components.platforms.base import Platform, Workload
-from stacks.plan import StackPlan
+from components.platforms.base import ServiceArgs, Workload
 
 CONF_DIR = "/etc/nginx"
 
 
 @dataclass
-class GatewayArgs:
-    plan: StackPlan
-    """Routes, port and limits come from here."""
-    platform: Platform
-    """Where it runs."""
-    image: pulumi.Input[str]
-    """Pinned NGINX image (with njs)."""
+class GatewayArgs(ServiceArgs):
+    """Gateway settings: ``plan.config.gateway``; ``image`` is the pinned NGINX (with njs)."""
+
     keys_conf: pulumi.Output[str]
     """The secret include with client keys and vLLM's key (``files.keys_conf``)."""
-    servers: list[pulumi.Resource] = field(default_factory=list)
+    servers: list[pulumi.CustomResource] = field(default_factory=list)
     """Model servers: the gateway starts after them."""
     restart_on: list[pulumi.Input[str]] = field(default_factory=list)
     """Values whose change must restart nginx (docker: upstream container ids, since nginx resolves names once)."""
@@ -32,13 +27,13 @@ class GatewayArgs:
 class Gateway(pulumi.ComponentResource):
     service: pulumi.Output[str]
     """Network name of the gateway."""
-    workload: pulumi.Resource
+    workload: pulumi.CustomResource
     """The resource that runs it."""
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("vllm-stack:index:Gateway", name, None, opts)
         p = args.plan
-        rendered = files.render(p, files.Layout(listen=str(p.gateway_port_in_container)))
+        rendered = files.render(p)
         conf: dict[str, pulumi.Input[str]] = {f"{CONF_DIR}/nginx.conf": rendered["nginx.conf"], f"{CONF_DIR}/njs/router.js": rendered["router.js"]}
         if args.restart_on:
             # a changed upload replaces the container, so nginx re-resolves replaced upstreams

@@ -33,8 +33,8 @@ class VllmImage(pulumi.ComponentResource):
         super().__init__("vllm-stack:index:VllmImage", name, None, opts)
         content = dockerfile(args.image)
         tag = hashlib.sha256(content.encode()).hexdigest()[:12]
-        # pulumi_docker builds from a directory: the rendered Dockerfile is written to build/<name>/
-        context = BUILD_DIR / name
+        # pulumi_docker builds from a directory: build/<tag>/ is content-addressed, so stacks never overwrite each other's
+        context = BUILD_DIR / tag
         context.mkdir(parents=True, exist_ok=True)
         (context / "Dockerfile").write_text(content)
         built = docker.Image(

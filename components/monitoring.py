@@ -7,25 +7,19 @@ from dataclasses import dataclass, field
 import pulumi
 
 from components.files import prometheus
-from components.platforms.base import Platform, Workload
-from stacks.plan import StackPlan
+from components.platforms.base import ServiceArgs, Workload
 
 DCGM_PORT_IN_CONTAINER = 9400
 PROMETHEUS_PORT_IN_CONTAINER = 9090
 
 
 @dataclass
-class DcgmExporterArgs:
-    plan: StackPlan
-    """Port and image come from its monitoring section."""
-    platform: Platform
-    """Where it runs (kubernetes: a DaemonSet on GPU nodes)."""
-    image: pulumi.Input[str]
-    """Pinned dcgm-exporter image."""
+class DcgmExporterArgs(ServiceArgs):
+    """DCGM settings: ``plan.config.monitoring``; ``image`` is the pinned dcgm-exporter."""
 
 
 class DcgmExporter(pulumi.ComponentResource):
-    workload: pulumi.Resource
+    workload: pulumi.CustomResource
     """The resource that runs it."""
 
     def __init__(self, name: str, args: DcgmExporterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -49,19 +43,15 @@ class DcgmExporter(pulumi.ComponentResource):
 
 
 @dataclass
-class PrometheusArgs:
-    plan: StackPlan
-    """Scrape targets come from here."""
-    platform: Platform
-    """Where it runs."""
-    image: pulumi.Input[str]
-    """Pinned Prometheus image."""
-    after: list[pulumi.Resource] = field(default_factory=list)
+class PrometheusArgs(ServiceArgs):
+    """Scrape targets: ``plan.scrape_targets``; ``image`` is the pinned Prometheus."""
+
+    after: list[pulumi.CustomResource] = field(default_factory=list)
     """Start after these."""
 
 
 class Prometheus(pulumi.ComponentResource):
-    workload: pulumi.Resource
+    workload: pulumi.CustomResource
     """The resource that runs it."""
 
     def __init__(self, name: str, args: PrometheusArgs, opts: pulumi.ResourceOptions | None = None) -> None:

@@ -6,15 +6,14 @@ from typing import Any
 
 import pulumi
 
+from components.stack import StackSecrets, VllmStack, VllmStackArgs
 from stacks.config import NAMESPACE, SCALAR_KEYS, SECRET_KEYS, STRUCTURED_KEYS, parse
 from stacks.errors import ConfigError, Problem
 from stacks.plan import StackPlan, plan
 
 
-def read_config(cfg: pulumi.Config) -> tuple[StackPlan, Any]:
+def read_config(cfg: pulumi.Config) -> tuple[StackPlan, StackSecrets]:
     """Validate and plan before any resource is declared; a user mistake exits with the error list, no traceback."""
-    from components.stack import StackSecrets
-
     raw: dict[str, Any] = {}
     for key in (*SCALAR_KEYS, *STRUCTURED_KEYS):
         value = cfg.get_object(key) if key in STRUCTURED_KEYS else cfg.get(key)
@@ -45,7 +44,5 @@ def _coerce(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run(p: StackPlan, secrets: Any) -> Any:
-    from components.stack import VllmStack, VllmStackArgs
-
+def run(p: StackPlan, secrets: StackSecrets) -> VllmStack:
     return VllmStack("vllm", VllmStackArgs(plan=p, secrets=secrets))

@@ -121,7 +121,7 @@ class VllmStack(pulumi.ComponentResource):
                 image=remote("gateway", cfg.gateway.image),
                 keys_conf=keys_conf,
                 servers=workloads,
-                restart_on=[w.id for w in workloads if isinstance(w, pulumi.CustomResource)],
+                restart_on=[w.id for w in workloads],
             ),
             opts=child,
         )

@@ -25,14 +25,14 @@ class VllmServerArgs:
     """Hugging Face token (secret), passed as HF_TOKEN."""
     vllm_api_key: pulumi.Output[str]
     """Key vLLM requires on /v1 (secret), passed as VLLM_API_KEY."""
-    after: list[pulumi.Resource] = field(default_factory=list)
+    after: list[pulumi.CustomResource] = field(default_factory=list)
     """Servers that must be healthy first (they share a GPU)."""
 
 
 class VllmServer(pulumi.ComponentResource):
     service: pulumi.Output[str]
     """Network name of the server."""
-    workload: pulumi.Resource
+    workload: pulumi.CustomResource
     """The resource that runs it (container or Deployment)."""
 
     def __init__(self, name: str, args: VllmServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:

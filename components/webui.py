@@ -7,29 +7,24 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_random as random
 
-from components.platforms.base import Platform, Workload
-from stacks.plan import StackPlan
+from components.platforms.base import ServiceArgs, Workload
 
 DATA_DIR = "/app/backend/data"
 PORT = 8080
 
 
 @dataclass
-class OpenWebUIArgs:
-    plan: StackPlan
-    """Gateway URL, port and signup policy come from here."""
-    platform: Platform
-    """Where it runs."""
-    image: pulumi.Input[str]
-    """Pinned Open WebUI image."""
+class OpenWebUIArgs(ServiceArgs):
+    """Open WebUI settings: ``plan.config.webui``; ``image`` is the pinned Open WebUI."""
+
     gateway_key: pulumi.Input[str]
     """Key Open WebUI sends to the gateway (secret)."""
-    after: list[pulumi.Resource] = field(default_factory=list)
+    after: list[pulumi.CustomResource] = field(default_factory=list)
     """Start after these (the gateway)."""
 
 
 class OpenWebUI(pulumi.ComponentResource):
-    workload: pulumi.Resource
+    workload: pulumi.CustomResource
     """The resource that runs it."""
 
     def __init__(self, name: str, args: OpenWebUIArgs, opts: pulumi.ResourceOptions | None = None) -> None:

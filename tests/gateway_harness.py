@@ -121,18 +121,15 @@ def render_into(directory: Path, p: StackPlan, port: int, upstreams: dict[str, s
 
 
 @contextlib.contextmanager
-def running_gateway(
-    raw: dict[str, Any], directory: Path, api_keys: list[str] | None = None, vllm_key: str | None = "internal-vllm-key", start: bool = True
-) -> Iterator[Running]:
+def running_gateway(raw: dict[str, Any], directory: Path, api_keys: list[str] | None = None, vllm_key: str | None = "internal-vllm-key") -> Iterator[Running]:
     """Backends for every model of ``raw`` plus nginx, all on 127.0.0.1; stopped on exit."""
     p = plan(parse(raw))
     ports = {m.service: free_port() for m in p.models}
     backends: dict[str, subprocess.Popen[bytes]] = {}
     nginx: subprocess.Popen[bytes] | None = None
     try:
-        if start:
-            for m in p.models:
-                backends[m.name] = start_backend(m.name, m.served_names, ports[m.service])
+        for m in p.models:
+            backends[m.name] = start_backend(m.name, m.served_names, ports[m.service])
         gw_port = free_port()
         conf = render_into(directory, p, gw_port, {s: f"127.0.0.1:{port}" for s, port in ports.items()}, api_keys or [], vllm_key)
         nginx = subprocess.Popen(["nginx", "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -235,7 +235,7 @@ def test_open_gateway_when_no_keys(tmp_path: Path) -> None:
 
 
 def test_path_only_routing_mode(tmp_path: Path) -> None:
-    with running_gateway(_raw(routing="path"), tmp_path, api_keys=[KEY], start=True) as g:
+    with running_gateway(_raw(routing="path"), tmp_path, api_keys=[KEY]) as g:
         auth = {"Authorization": f"Bearer {KEY}"}
         assert httpx.post(g.url + "/beta/v1/completions", headers=auth, json={"model": "beta", "prompt": "x"}).status_code == 200
         assert _err(httpx.post(g.url + "/v1/completions", headers=auth, json={"model": "beta", "prompt": "x"}), 404)

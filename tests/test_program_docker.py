@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -22,9 +23,15 @@ DOCKER_STACKS = ["dev", "multigpu"]
 SNAPSHOTS = ROOT / "tests" / "snapshots"
 
 
+@functools.cache
+def declared(name: str) -> Mocks:
+    """One mock run per stack with the default fake secrets; tests only read what it recorded."""
+    return run_program(name)
+
+
 @pytest.fixture(scope="module", params=DOCKER_STACKS)
 def stack(request: pytest.FixtureRequest) -> tuple[str, Mocks]:
-    return request.param, run_program(request.param)
+    return request.param, declared(request.param)
 
 
 def _containers(m: Mocks) -> dict[str, dict[str, Any]]:
@@ -62,7 +69,7 @@ def test_one_container_per_model_with_devices_args_health_and_no_port(stack: tup
 
 
 def test_tensor_parallel_model_gets_all_its_devices() -> None:
-    c = _containers(run_program("multigpu"))
+    c = _containers(declared("multigpu"))
     assert c["vllm-llama-3-1-8b"]["gpus"] == "device=0,1"
     assert "--tensor-parallel-size" in c["vllm-llama-3-1-8b"]["command"]
     assert c["vllm-qwen2-5-7b"]["gpus"] == "device=2" and c["vllm-mistral-7b"]["gpus"] == "device=3"
@@ -70,18 +77,18 @@ def test_tensor_parallel_model_gets_all_its_devices() -> None:
 
 def test_models_sharing_a_gpu_start_one_after_another() -> None:
     """dev: three servers share GPU 0, each container depends on the previous one (which waits until healthy)."""
-    m = run_program("dev")
+    m = declared("dev")
     servers = {"vllm-tinyllama", "vllm-qwen2-5-3b", "vllm-yi-6b"}
     deps = {name: [d for d in m.options[(CONTAINER, name)]["depends_on"] if d in servers] for name in servers}
     assert deps == {"vllm-tinyllama": [], "vllm-qwen2-5-3b": ["vllm-tinyllama"], "vllm-yi-6b": ["vllm-qwen2-5-3b"]}
     assert servers <= set(m.options[(CONTAINER, "vllm-gateway")]["depends_on"])
-    multi = run_program("multigpu")
+    multi = declared("multigpu")
     multi_servers = {f"vllm-{n}" for n in ("llama-3-1-8b", "qwen2-5-7b", "mistral-7b")}
     assert all(not set(multi.options[(CONTAINER, n)]["depends_on"]) & multi_servers for n in multi_servers)
 
 
 def test_gateway_and_webui_wiring() -> None:
-    m = run_program("dev")
+    m = declared("dev")
     c = _containers(m)
     gw = c["vllm-gateway"]
     assert gw["ports"] == [{"internal": 8080, "external": 8000, "ip": "0.0.0.0"}]
@@ -107,7 +114,7 @@ def test_gateway_and_webui_wiring() -> None:
 
 
 def test_image_build_pins_base_and_timezone() -> None:
-    m = run_program("dev")
+    m = declared("dev")
     img = m.of_type("docker:index/image:Image")[0].inputs
     assert img["build"]["args"] == {"BASE_IMAGE": "vllm/vllm-openai:v0.11.2", "TZ": "Asia/Seoul"}
     assert img["skipPush"] is True
@@ -115,7 +122,7 @@ def test_image_build_pins_base_and_timezone() -> None:
 
 
 def test_data_volumes_retained_unless_opted_out() -> None:
-    m = run_program("dev")
+    m = declared("dev")
     assert {r.inputs["name"] for r in m.of_type("docker:index/volume:Volume")} == {
         f"vllm-stack-dev-{v}" for v in ("model-cache", "vllm-cache", "webui-data", "prometheus-data")
     }
@@ -129,7 +136,7 @@ def test_data_volumes_retained_unless_opted_out() -> None:
 
 @pytest.mark.parametrize("name", DOCKER_STACKS)
 def test_no_plaintext_secret_in_any_input(name: str) -> None:
-    m = run_program(name)
+    m = declared(name)
     secrets = [v for s in FAKE_SECRETS.values() for v in s.split(",")]
     secrets += [f"generated-vllm-{k}" for k in ("webui-secret-key", "webui-gateway-key")]
     for r in m.resources:
@@ -177,7 +184,7 @@ def test_resource_graph_matches_snapshot(name: str) -> None:
 
     Regenerate with UPDATE_SNAPSHOTS=1 and review the diff.
     """
-    graph = _graph(run_program(name))
+    graph = _graph(declared(name))
     path = SNAPSHOTS / f"{name}.json"
     text = json.dumps(graph, indent=1, sort_keys=True) + "\n"
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":

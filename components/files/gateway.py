@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stacks.plan import StackPlan
+from stacks.plan import GATEWAY_PORT_IN_CONTAINER, StackPlan
 
 ROUTER_JS = Path(__file__).with_name("router.js")
 KEYS_FILE = "keys.conf"
@@ -20,7 +20,7 @@ KEYS_FILE = "keys.conf"
 class Layout:
     """Where things live for the nginx that runs the config (the container's defaults)."""
 
-    listen: str = "8080"
+    listen: str = str(GATEWAY_PORT_IN_CONTAINER)
     js_module: str = "modules/ngx_http_js_module.so"
     njs_dir: str = "/etc/nginx/njs"
     keys_file: str = "/etc/nginx/secrets/keys.conf"

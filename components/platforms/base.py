@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import pulumi
+
+from stacks.plan import StackPlan
 
 
 @dataclass
@@ -47,6 +50,18 @@ class Workload:
 
 
 class Platform(Protocol):
-    def run(self, name: str, workload: Workload, parent: pulumi.Resource, depends_on: list[pulumi.Resource]) -> pulumi.Resource:
+    def run(self, name: str, workload: Workload, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]) -> pulumi.CustomResource:
         """Declare the resources that run ``workload``; return the one dependents should wait on."""
         ...
+
+
+@dataclass
+class ServiceArgs:
+    """What every stack service's args start with."""
+
+    plan: StackPlan
+    """The stack plan its settings come from."""
+    platform: Platform
+    """Where it runs."""
+    image: pulumi.Input[str]
+    """Pinned image reference."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 import pulumi_docker as docker
 
@@ -24,7 +26,7 @@ class DockerPlatform:
         self.volumes = volumes
         self.prefix = prefix
 
-    def run(self, name: str, workload: Workload, parent: pulumi.Resource, depends_on: list[pulumi.Resource]) -> docker.Container:
+    def run(self, name: str, workload: Workload, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]) -> docker.Container:
         w = workload
         envs: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in sorted(w.env.items())]
         envs += [_env_entry(k, value) for k, value in sorted(w.secret_env.items())]
@@ -70,5 +72,5 @@ class DockerPlatform:
             wait=w.wait_healthy and healthcheck is not None,
             wait_timeout=w.startup_seconds + 3 * HEALTH_INTERVAL_S if w.wait_healthy else None,
             must_run=True,
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
         )
