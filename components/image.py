@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
 import pulumi_docker as docker
 
-from components.files.dockerfile import dockerfile
+from components.files.dockerfile import content_tag, dockerfile
 from stacks.plan import ImagePlan
 
 BUILD_DIR = Path(__file__).resolve().parent.parent / "build"
@@ -32,7 +31,7 @@ class VllmImage(pulumi.ComponentResource):
     def __init__(self, name: str, args: VllmImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("vllm-stack:index:VllmImage", name, None, opts)
         content = dockerfile(args.image)
-        tag = hashlib.sha256(content.encode()).hexdigest()[:12]
+        tag = content_tag(args.image)
         # pulumi_docker builds from a directory: build/<tag>/ is content-addressed, so stacks never overwrite each other's
         context = BUILD_DIR / tag
         context.mkdir(parents=True, exist_ok=True)

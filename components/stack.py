@@ -1,21 +1,22 @@
-"""VllmStack: composes image, servers, gateway, Open WebUI and metrics from the plan."""
+"""VllmStack: composes image, servers, gateway, Open WebUI and metrics from the plan, on either platform."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi_docker as docker
 import pulumi_random as random
 
 from components.files import gateway as gateway_files
 from components.gateway import Gateway, GatewayArgs
 from components.image import VllmImage, VllmImageArgs
 from components.monitoring import DcgmExporter, DcgmExporterArgs, Prometheus, PrometheusArgs
-from components.platforms.docker import DockerPlatform
+from components.platforms.base import Platform
 from components.vllm import VllmServer, VllmServerArgs
 from components.webui import OpenWebUI, OpenWebUIArgs
+from components.workloads import GATEWAY_KEYS, HF_TOKEN, VLLM_API_KEY, Ref, StackWorkloads, image_refs, stack_workloads
 from stacks.plan import StackPlan
 
 DATA_VOLUMES = ("model-cache", "vllm-cache", "webui-data", "prometheus-data")
@@ -55,6 +56,13 @@ def gpu_summary(plan: StackPlan) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass
+class Urls:
+    gateway: str
+    webui: str | None
+    metrics: str | None
+
+
 class VllmStack(pulumi.ComponentResource):
     gateway_url: pulumi.Output[str]
     """OpenAI base URL for every model."""
@@ -70,13 +78,7 @@ class VllmStack(pulumi.ComponentResource):
     def __init__(self, name: str, args: VllmStackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("vllm-stack:index:VllmStack", name, None, opts)
         p = args.plan
-        cfg = p.config
-        if p.target != "docker":
-            # the kubernetes platform is not built yet; fail before declaring anything
-            raise pulumi.RunError("vllm-stack: target kubernetes is not supported by this version yet; `python -m stacks plan` works for it")
         child = pulumi.ResourceOptions(parent=self)
-        prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
-        retain = cfg.retain_data_on_destroy
 
         vllm_key = args.secrets.vllm_api_key or random.RandomPassword(f"{name}-vllm-api-key", length=40, special=False, opts=child).result
         if args.secrets.api_keys is not None:
@@ -86,66 +88,35 @@ class VllmStack(pulumi.ComponentResource):
             webui_key = pulumi.Output.secret("no-key-needed")
             client_keys = pulumi.Output.from_input([])
         keys_conf: pulumi.Output[str] = pulumi.Output.all(client_keys, vllm_key).apply(lambda v: gateway_files.keys_conf(v[0], v[1]))
-        keys_conf = pulumi.Output.secret(keys_conf)
 
-        network = docker.Network(f"{name}-network", name=cfg.docker_settings.network, driver="bridge", opts=child)
-        volumes = {
-            v: docker.Volume(f"{name}-{v}", name=f"{prefix}-{v}", opts=pulumi.ResourceOptions(parent=self, retain_on_delete=retain)) for v in DATA_VOLUMES
-        }
-        platform = DockerPlatform(cfg.docker_settings, network, volumes, prefix)
+        if p.target == "docker":
+            ws, platform, urls = self._docker(name, p)
+        else:
+            ws, platform, urls = self._kubernetes(name, p)
+        if args.secrets.hf_token is not None:
+            platform.secret(HF_TOKEN.secret, {HF_TOKEN.key: args.secrets.hf_token}, parent=self)
+        platform.secret(VLLM_API_KEY.secret, {VLLM_API_KEY.key: pulumi.Output.secret(vllm_key)}, parent=self)
+        platform.secret(GATEWAY_KEYS.secret, {GATEWAY_KEYS.key: pulumi.Output.secret(keys_conf)}, parent=self)
 
-        def remote(key: str, ref: str) -> pulumi.Output[str]:
-            return docker.RemoteImage(f"{name}-{key}-image", name=ref, keep_locally=True, opts=child).image_id
-
-        image = VllmImage(f"{name}-image", VllmImageArgs(image=p.image, repository=f"{prefix}/vllm"), opts=child)
         servers: dict[str, VllmServer] = {}
-        for m in p.models:
-            servers[m.name] = VllmServer(
-                f"{name}-{m.name}",
-                VllmServerArgs(
-                    model=m,
-                    image=image.image_ref,
-                    platform=platform,
-                    hf_token=args.secrets.hf_token,
-                    vllm_api_key=vllm_key,
-                    after=[servers[a].workload for a in m.start_after],
-                ),
-                opts=child,
-            )
+        for m, w in zip(p.models, ws.servers, strict=True):
+            after = [servers[a].workload for a in m.start_after]
+            servers[m.name] = VllmServer(f"{name}-{m.name}", VllmServerArgs(workload=w, platform=platform, after=after), opts=child)
         workloads = [s.workload for s in servers.values()]
-        gw = Gateway(
-            f"{name}-gateway",
-            GatewayArgs(
-                plan=p,
-                platform=platform,
-                image=remote("gateway", cfg.gateway.image),
-                keys_conf=keys_conf,
-                servers=workloads,
-                restart_on=[w.id for w in workloads],
-            ),
-            opts=child,
-        )
-        host = "localhost" if cfg.docker_settings.bind_address in ("0.0.0.0", "::") else cfg.docker_settings.bind_address
-        self.gateway_url = pulumi.Output.from_input(f"http://{host}:{cfg.gateway.port}/v1")
-        self.webui_url = pulumi.Output.from_input(None)
-        if cfg.webui.enabled:
-            OpenWebUI(
-                f"{name}-webui",
-                OpenWebUIArgs(plan=p, platform=platform, image=remote("webui", cfg.webui.image), gateway_key=webui_key, after=[gw.workload]),
-                opts=child,
-            )
-            self.webui_url = pulumi.Output.from_input(f"http://{host}:{cfg.webui.port}")
-        self.metrics_url = pulumi.Output.from_input(None)
-        if cfg.monitoring.dcgm:
-            DcgmExporter(f"{name}-dcgm", DcgmExporterArgs(plan=p, platform=platform, image=remote("dcgm", cfg.monitoring.dcgm_image)), opts=child)
-            self.metrics_url = pulumi.Output.from_input(f"http://{host}:{cfg.monitoring.dcgm_port}/metrics")
-        if cfg.monitoring.prometheus:
-            Prometheus(
-                f"{name}-prometheus",
-                PrometheusArgs(plan=p, platform=platform, image=remote("prometheus", cfg.monitoring.prometheus_image), after=workloads),
-                opts=child,
-            )
-            self.metrics_url = pulumi.Output.from_input(f"http://{host}:{cfg.monitoring.prometheus_port}")
+        # docker: nginx resolves upstream names once, so a replaced server container must restart it;
+        # kubernetes Services keep their address
+        restart_on: list[pulumi.Input[str]] = [w.id for w in workloads] if p.target == "docker" else []
+        gw = Gateway(f"{name}-gateway", GatewayArgs(workload=ws.gateway, platform=platform, after=workloads, restart_on=restart_on), opts=child)
+        if ws.webui:
+            OpenWebUI(f"{name}-webui", OpenWebUIArgs(workload=ws.webui, platform=platform, after=[gw.workload], gateway_key=webui_key), opts=child)
+        if ws.dcgm:
+            DcgmExporter(f"{name}-dcgm", DcgmExporterArgs(workload=ws.dcgm, platform=platform), opts=child)
+        if ws.prometheus:
+            Prometheus(f"{name}-prometheus", PrometheusArgs(workload=ws.prometheus, platform=platform, after=workloads), opts=child)
+
+        self.gateway_url = pulumi.Output.from_input(urls.gateway)
+        self.webui_url = pulumi.Output.from_input(urls.webui)
+        self.metrics_url = pulumi.Output.from_input(urls.metrics)
         self.served_models = pulumi.Output.from_input([r.served_name for r in p.routes])
         self.gpu_plan = pulumi.Output.from_input(gpu_summary(p))
         self.register_outputs(
@@ -157,3 +128,79 @@ class VllmStack(pulumi.ComponentResource):
                 "gpu_plan": self.gpu_plan,
             }
         )
+
+    def _docker(self, name: str, p: StackPlan) -> tuple[StackWorkloads, Platform, Urls]:
+        import pulumi_docker as docker
+
+        from components.platforms.docker import DockerPlatform
+
+        cfg = p.config
+        child = pulumi.ResourceOptions(parent=self)
+        prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
+        network = docker.Network(f"{name}-network", name=cfg.docker_settings.network, driver="bridge", opts=child)
+        volumes = {
+            v: docker.Volume(f"{name}-{v}", name=f"{prefix}-{v}", opts=pulumi.ResourceOptions(parent=self, retain_on_delete=cfg.retain_data_on_destroy))
+            for v in DATA_VOLUMES
+        }
+        platform = DockerPlatform(cfg.docker_settings, network, volumes, prefix)
+        image = VllmImage(f"{name}-image", VllmImageArgs(image=p.image, repository=f"{prefix}/vllm"), opts=child)
+        refs = image_refs(p)
+
+        def image_for(key: str) -> Ref:
+            if key == "vllm":
+                return image.image_ref
+            return docker.RemoteImage(f"{name}-{key}-image", name=refs[key], keep_locally=True, opts=child).image_id
+
+        ws = stack_workloads(p, _once(image_for))
+        host = "localhost" if cfg.docker_settings.bind_address in ("0.0.0.0", "::") else cfg.docker_settings.bind_address
+        metrics = None
+        if cfg.monitoring.dcgm:
+            metrics = f"http://{host}:{cfg.monitoring.dcgm_port}/metrics"
+        if cfg.runs_prometheus:
+            metrics = f"http://{host}:{cfg.monitoring.prometheus_port}"
+        urls = Urls(
+            gateway=f"http://{host}:{cfg.gateway.port}/v1",
+            webui=f"http://{host}:{cfg.webui.port}" if cfg.webui.enabled else None,
+            metrics=metrics,
+        )
+        return ws, platform, urls
+
+    def _kubernetes(self, name: str, p: StackPlan) -> tuple[StackWorkloads, Platform, Urls]:
+        # imported here: docker stacks never pay for pulumi_kubernetes
+        from components.platforms.kubernetes import KubernetesPlatform
+
+        cfg = p.config
+        refs = image_refs(p)
+        vllm: Ref = refs["vllm"]
+        if p.image.customised and p.image.registry:
+            built = VllmImage(f"{name}-image", VllmImageArgs(image=p.image, repository=p.image.registry, push=True), opts=pulumi.ResourceOptions(parent=self))
+            vllm = built.image_ref
+        ws = stack_workloads(p, lambda key: vllm if key == "vllm" else refs[key])
+        platform = KubernetesPlatform(name, p, ws.all(), parent=self)
+        if platform.render_only:
+            wanted = ", ".join(sorted({f"{r.secret} (key {r.key})" for w in ws.all() for r in (*w.secret_env.values(), *w.secret_files.values())}))
+            pulumi.log.warn(f"kubernetes.renderYamlTo: Secrets are not rendered (their values would be plain text); create them yourself: {wanted}", self)
+        ns = cfg.kube.namespace
+        ing = cfg.gateway.ingress
+        if ing.enabled and ing.host:
+            gateway = f"{'https' if ing.tls_secret else 'http'}://{ing.host}/v1"
+        else:
+            gateway = f"http://{p.gateway_service}.{ns}.svc:{cfg.gateway.port}/v1"
+        urls = Urls(
+            gateway=gateway,
+            webui=f"http://{ws.webui.name}.{ns}.svc:{cfg.webui.port}" if ws.webui else None,
+            metrics=f"http://{ws.dcgm.name}.{ns}.svc:{cfg.monitoring.dcgm_port}/metrics" if ws.dcgm else None,
+        )
+        return ws, platform, urls
+
+
+def _once(make: Callable[[str], Ref]) -> Callable[[str], Ref]:
+    """Each image key resolved once: the vLLM image is asked for once per model."""
+    cache: dict[str, Ref] = {}
+
+    def get(key: str) -> Ref:
+        if key not in cache:
+            cache[key] = make(key)
+        return cache[key]
+
+    return get

@@ -233,8 +233,8 @@ class MonitoringConfig(Section):
     """Pinned DCGM exporter image."""
     dcgm_port: Annotated[int, Field(ge=1, le=65535)] = 9400
     """Port of the DCGM exporter's /metrics."""
-    prometheus: bool = True
-    """Run Prometheus scraping DCGM and every vLLM server (docker target)."""
+    prometheus: bool | None = None
+    """Run Prometheus scraping DCGM and every vLLM server: on by default on docker; kubernetes uses the cluster's own."""
     prometheus_image: str = "prom/prometheus:v3.5.0"
     """Pinned Prometheus image."""
     prometheus_port: Annotated[int, Field(ge=1, le=65535)] = 9090
@@ -345,6 +345,11 @@ class StackConfig(Section):
     @property
     def docker_settings(self) -> DockerConfig:
         return self.docker or DockerConfig()
+
+    @property
+    def runs_prometheus(self) -> bool:
+        """``monitoring.prometheus``, defaulting to on for docker and off for kubernetes."""
+        return self.monitoring.prometheus if self.monitoring.prometheus is not None else self.target == "docker"
 
     @property
     def kube(self) -> KubernetesConfig:

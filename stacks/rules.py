@@ -47,6 +47,20 @@ def _target_problems(c: StackConfig) -> list[Problem]:
             out.append(Problem("webui.replicas", "several Open WebUI replicas need webui.redisUrl and webui.databaseUrl; set both or use 1"))
         if c.gateway.ingress.enabled and not c.gateway.ingress.host:
             out.append(Problem("gateway.ingress.host", "an enabled Ingress needs a host name"))
+        if c.image.customised and not c.image.registry:
+            out.append(
+                Problem(
+                    "image.registry",
+                    "a customised image (aptPackages) must be pushed where the cluster can pull it; set image.registry or drop aptPackages",
+                )
+            )
+        if c.monitoring.prometheus:
+            out.append(
+                Problem(
+                    "monitoring.prometheus",
+                    "the kubernetes target uses the cluster's Prometheus (model and DCGM pods carry prometheus.io/* annotations); remove it",
+                )
+            )
     return out
 
 
@@ -113,7 +127,7 @@ def _port_problems(c: StackConfig) -> list[Problem]:
     if c.webui.enabled:
         ports.append(("webui.port", c.webui.port))
     if c.target == "docker":
-        if c.monitoring.prometheus:
+        if c.runs_prometheus:
             ports.append(("monitoring.prometheusPort", c.monitoring.prometheus_port))
         if c.monitoring.dcgm:
             ports.append(("monitoring.dcgmPort", c.monitoring.dcgm_port))
@@ -134,7 +148,7 @@ def _image_problems(c: StackConfig) -> list[Problem]:
         refs.append(("webui.image", c.webui.image))
     if c.monitoring.dcgm:
         refs.append(("monitoring.dcgmImage", c.monitoring.dcgm_image))
-    if c.monitoring.prometheus:
+    if c.runs_prometheus:
         refs.append(("monitoring.prometheusImage", c.monitoring.prometheus_image))
     out = []
     for key, ref in refs:

@@ -38,6 +38,8 @@ class Mocks(pulumi.runtime.Mocks):
     resources: list[Recorded] = field(default_factory=list)
     options: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """(type, name) -> resource options the engine saw: retain_on_delete, depends_on URNs."""
+    providers: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(type, name) -> provider reference (``urn::id``) the engine saw."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
@@ -74,6 +76,8 @@ def _recording_register(self: MockMonitor, request: Any) -> Any:
             "retain_on_delete": bool(request.retainOnDelete),
             "depends_on": [u.rsplit("::", 1)[-1] for u in request.dependencies],
         }
+        if request.provider:
+            self.mocks.providers[(request.type, request.name)] = request.provider
     return _register(self, request)
 
 

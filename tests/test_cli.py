@@ -62,6 +62,7 @@ def test_render_writes_plan_and_component_files(tmp_path: Path) -> None:
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert [m["name"] for m in plan["models"]] == ["tinyllama", "qwen2-5-3b", "yi-6b"]
     assert "Asia/Seoul" in (tmp_path / "vllm/Dockerfile").read_text()
+    assert not any(f.startswith("kubernetes/") for f in files), "docker stacks render no manifests"
 
 
 def test_committed_schema_is_in_sync() -> None:

@@ -80,6 +80,8 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("gpus on kubernetes", kube_raw(gpus=[{"index": 0, "memoryGiB": 24}]), "gpus", "kubernetes.gpu"),
     ("device ids on kubernetes", kube_raw(models=[{"name": "q", "model": "Qwen/Qwen3-8B", "gpus": [0]}]), "models[0].gpus", "tensorParallel"),
     ("webui replicas", kube_raw(webui={"replicas": 2}), "webui.replicas", "redisUrl"),
+    ("customised image without registry", kube_raw(image={"aptPackages": ["curl"]}), "image.registry", "set image.registry"),
+    ("prometheus on kubernetes", kube_raw(monitoring={"prometheus": True}), "monitoring.prometheus", "cluster's Prometheus"),
     ("bad namespace", kube_raw(kubernetes={"gpu": {"name": "x", "memoryGiB": 40}, "namespace": "Bad_NS"}), "kubernetes.namespace", "does not match"),
     (
         "autoscaling bounds",

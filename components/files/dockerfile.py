@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from stacks.plan import ImagePlan
 
 
@@ -28,6 +30,11 @@ def dockerfile(image: ImagePlan) -> str:
             "    && rm -rf /var/lib/apt/lists/*",
         ]
     return "\n".join(lines) + "\n"
+
+
+def content_tag(image: ImagePlan) -> str:
+    """Image tag that changes exactly when the Dockerfile does."""
+    return hashlib.sha256(dockerfile(image).encode()).hexdigest()[:12]
 
 
 def render(image: ImagePlan) -> dict[str, str]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_docker as docker
 
-from components.platforms.base import Workload
+from components.workloads import SecretRef, Workload
 from stacks.config import DockerConfig
 
 HEALTH_INTERVAL_S = 10
@@ -25,17 +25,34 @@ class DockerPlatform:
         self.network = network
         self.volumes = volumes
         self.prefix = prefix
+        self.secrets: dict[str, Mapping[str, pulumi.Output[str]]] = {}
+
+    def secret(self, name: str, data: Mapping[str, pulumi.Output[str]], parent: pulumi.Resource) -> None:
+        # docker has no secret store: values go straight into env and uploads, kept as Pulumi secrets
+        self.secrets[name] = data
+
+    def _value(self, ref: SecretRef) -> pulumi.Output[str] | None:
+        value = self.secrets.get(ref.secret, {}).get(ref.key)
+        if value is None and not ref.optional:
+            raise KeyError(f"stack secret {ref.secret}/{ref.key} was never defined")
+        return None if value is None else pulumi.Output.secret(value)
 
     def run(self, name: str, workload: Workload, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]) -> docker.Container:
         w = workload
         envs: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in sorted(w.env.items())]
-        envs += [_env_entry(k, value) for k, value in sorted(w.secret_env.items())]
+        for key, ref in sorted(w.secret_env.items()):
+            value = self._value(ref)
+            if value is not None:
+                envs.append(_env_entry(key, value))
         uploads = [docker.ContainerUploadArgs(file=path, content=content) for path, content in sorted(w.files.items())]
-        uploads += [docker.ContainerUploadArgs(file=path, content=pulumi.Output.secret(content)) for path, content in sorted(w.secret_files.items())]
+        for path, ref in sorted(w.secret_files.items()):
+            value = self._value(ref)
+            if value is not None:
+                uploads.append(docker.ContainerUploadArgs(file=path, content=value))
         healthcheck = None
-        if w.wait_healthy and w.health_path and w.health_port:
+        if w.wait_healthy and w.health_path and w.port:
             # python3 is in the vLLM image; curl and wget are not
-            probe = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{w.health_port}{w.health_path}', timeout=5)"
+            probe = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{w.port}{w.health_path}', timeout=5)"
             healthcheck = docker.ContainerHealthcheckArgs(
                 tests=["CMD", "python3", "-c", probe],
                 interval=f"{HEALTH_INTERVAL_S}s",

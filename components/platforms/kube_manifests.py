@@ -1,0 +1,360 @@
+"""Kubernetes objects as plain data, built once from the Workloads. No Pulumi imports here.
+
+The kubernetes platform declares exactly these objects through ``pulumi_kubernetes``, and
+``python -m stacks render`` writes them as YAML. Secret *values* never pass through here: Secret
+objects are built only by the platform, from Pulumi secrets, and are never rendered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from components.workloads import SecretRef, Workload, image_refs, stack_workloads
+from stacks.plan import StackPlan
+
+Obj = dict[str, Any]
+
+PART_OF = "vllm-stack"
+GPU_RESOURCE = "nvidia.com/gpu"
+HEALTH_PERIOD_S = 10
+CONFIG_HASH_ANNOTATION = "vllm-stack/config-hash"
+POD_RESOURCES = "/var/lib/kubelet/pod-resources"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Where a logical volume lives on Kubernetes: a PVC, and a folder in it."""
+
+    name: str
+    size: str
+    access_mode: str
+    sub_path: str | None = None
+
+
+def common_labels(component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/managed-by": "pulumi", "app.kubernetes.io/component": component}
+
+
+def selector(w: Workload) -> dict[str, str]:
+    return {"app.kubernetes.io/name": w.name, "app.kubernetes.io/part-of": PART_OF}
+
+
+def labels(w: Workload) -> dict[str, str]:
+    return {**selector(w), **common_labels(w.component), **w.labels}
+
+
+def _meta(plan: StackPlan, name: str, object_labels: dict[str, str], annotations: dict[str, str] | None = None) -> Obj:
+    meta: Obj = {"name": name, "namespace": plan.config.kube.namespace, "labels": object_labels}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def namespace(plan: StackPlan) -> Obj:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": plan.config.kube.namespace, "labels": common_labels("namespace")}}
+
+
+def secret(plan: StackPlan, name: str, data: Mapping[str, Any]) -> Obj:
+    """A stack secret; ``data`` holds Pulumi secrets in the program (never rendered to a file)."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(plan, name, common_labels("secret")), "type": "Opaque", "stringData": dict(data)}
+
+
+def claim_for(plan: StackPlan, w: Workload, volume: str) -> Claim:
+    """The PVC behind logical ``volume`` of ``w``.
+
+    The model cache is one ReadWriteMany PVC shared by every model pod (a model downloads once);
+    with ``modelCacheAccessMode: ReadWriteOnce`` each model gets its own PVC instead.
+    """
+    kube = plan.config.kube
+    if volume in ("model-cache", "vllm-cache"):
+        name = "model-cache" if kube.model_cache_access_mode == "ReadWriteMany" else f"{w.name}-cache"
+        return Claim(name, kube.model_cache_size, kube.model_cache_access_mode, "huggingface" if volume == "model-cache" else "vllm")
+    access = "ReadWriteOnce" if w.exclusive else "ReadWriteMany"
+    if volume == "webui-data":
+        return Claim("open-webui-data", plan.config.webui.storage_size, access)
+    return Claim(volume, "20Gi", access)
+
+
+def claims(plan: StackPlan, workloads: list[Workload]) -> list[Obj]:
+    """One PVC per claim the workloads mount, in first-use order."""
+    seen: dict[str, Claim] = {}
+    for w in workloads:
+        for volume in w.volumes:
+            c = claim_for(plan, w, volume)
+            seen.setdefault(c.name, c)
+    out = []
+    for c in seen.values():
+        spec: Obj = {"accessModes": [c.access_mode], "resources": {"requests": {"storage": c.size}}}
+        if plan.config.kube.storage_class:
+            spec["storageClassName"] = plan.config.kube.storage_class
+        out.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(plan, c.name, common_labels("storage")), "spec": spec})
+    return out
+
+
+def _quantity_gib(gib: float) -> str:
+    return f"{int(gib)}Gi" if float(gib).is_integer() else f"{math.ceil(gib * 1024)}Mi"
+
+
+def _file_key(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _env(w: Workload) -> list[Obj]:
+    env: list[Obj] = [{"name": k, "value": v} for k, v in sorted(w.env.items())]
+    if w.all_gpus:
+        # every GPU of the node is visible without claiming one (the NVIDIA runtime honours this)
+        env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"})
+    for key, ref in sorted(w.secret_env.items()):
+        source: Obj = {"name": ref.secret, "key": ref.key}
+        if ref.optional:
+            source["optional"] = True
+        env.append({"name": key, "valueFrom": {"secretKeyRef": source}})
+    return env
+
+
+def _probes(w: Workload) -> Obj:
+    if not (w.health_path and w.port):
+        return {}
+
+    def get() -> Obj:
+        return {"path": w.health_path, "port": "http"}
+
+    return {
+        # the startup budget covers model download and load; liveness only counts after it
+        "startupProbe": {
+            "httpGet": get(),
+            "periodSeconds": HEALTH_PERIOD_S,
+            "timeoutSeconds": 5,
+            "failureThreshold": math.ceil(w.startup_seconds / HEALTH_PERIOD_S),
+        },
+        "readinessProbe": {"httpGet": get(), "periodSeconds": HEALTH_PERIOD_S, "timeoutSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": get(), "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 5},
+    }
+
+
+def _resources(w: Workload) -> Obj:
+    requests = {k: v for k, v in (("cpu", w.cpu_request), ("memory", w.memory_request)) if v}
+    limits: Obj = {k: v for k, v in (("memory", w.memory_limit),) if v}
+    if w.gpu_count:
+        limits[GPU_RESOURCE] = w.gpu_count
+    out: Obj = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _security(w: Workload) -> Obj:
+    if not w.cap_add:
+        return {}
+    return {"securityContext": {"privileged": False, "capabilities": {"add": list(w.cap_add), "drop": ["ALL"]}}}
+
+
+def _volumes(plan: StackPlan, w: Workload) -> tuple[list[Obj], list[Obj]]:
+    volumes: list[Obj] = []
+    mounts: list[Obj] = []
+    for volume, path in sorted(w.volumes.items()):
+        c = claim_for(plan, w, volume)
+        if not any(v["name"] == c.name for v in volumes):
+            volumes.append({"name": c.name, "persistentVolumeClaim": {"claimName": c.name}})
+        mount: Obj = {"name": c.name, "mountPath": path}
+        if c.sub_path:
+            mount["subPath"] = c.sub_path
+        mounts.append(mount)
+    if w.files:
+        volumes.append({"name": "files", "configMap": {"name": f"{w.name}-files"}})
+        mounts += [{"name": "files", "mountPath": path, "subPath": _file_key(path), "readOnly": True} for path in sorted(w.files)]
+    by_secret: dict[str, list[tuple[str, SecretRef]]] = {}
+    for path, ref in sorted(w.secret_files.items()):
+        by_secret.setdefault(ref.secret, []).append((path, ref))
+    for name, refs in by_secret.items():
+        volumes.append({"name": f"secret-{name}", "secret": {"secretName": name, "defaultMode": 0o440}})
+        mounts += [{"name": f"secret-{name}", "mountPath": path, "subPath": ref.key, "readOnly": True} for path, ref in refs]
+    if w.ipc_host or w.shm_size_gib:
+        # no host IPC on a cluster: /dev/shm is a memory-backed emptyDir with a size limit
+        size = _quantity_gib(w.shm_size_gib) if w.shm_size_gib else plan.config.kube.shm_size
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    if w.daemon and w.all_gpus:
+        volumes.append({"name": "pod-resources", "hostPath": {"path": POD_RESOURCES, "type": "Directory"}})
+        mounts.append({"name": "pod-resources", "mountPath": POD_RESOURCES, "readOnly": True})
+    return volumes, mounts
+
+
+def config_hash(w: Workload) -> str:
+    """Changes with the mounted files, so a new config rolls the pods (subPath mounts never refresh)."""
+    digest = hashlib.sha256()
+    for path, content in sorted(w.files.items()):
+        digest.update(f"{path}\0{content}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def pod_template(plan: StackPlan, w: Workload) -> Obj:
+    kube = plan.config.kube
+    container: Obj = {"name": w.name, "image": w.image}
+    if w.entrypoint:
+        container["command"] = list(w.entrypoint)
+    if w.args:
+        container["args"] = list(w.args)
+    env = _env(w)
+    if env:
+        container["env"] = env
+    if w.port:
+        container["ports"] = [{"name": "http", "containerPort": w.port, "protocol": "TCP"}]
+    resources = _resources(w)
+    if resources:
+        container["resources"] = resources
+    volumes, mounts = _volumes(plan, w)
+    if mounts:
+        container["volumeMounts"] = mounts
+    container |= _probes(w) | _security(w)
+    # service links would inject VLLM_*-looking variables for every Service in the namespace
+    spec: Obj = {"enableServiceLinks": False, "containers": [container]}
+    if volumes:
+        spec["volumes"] = volumes
+    if w.gpu_count or w.all_gpus:
+        spec["nodeSelector"] = dict(kube.gpu_node_selector)
+        spec["tolerations"] = [t.model_dump(exclude_none=True) for t in kube.tolerations]
+    annotations: dict[str, str] = {}
+    if w.files:
+        annotations[CONFIG_HASH_ANNOTATION] = config_hash(w)
+    if w.metrics_path and w.port:
+        annotations |= {"prometheus.io/scrape": "true", "prometheus.io/port": str(w.port), "prometheus.io/path": w.metrics_path}
+    meta: Obj = {"labels": labels(w)}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"metadata": meta, "spec": spec}
+
+
+def _controller(plan: StackPlan, w: Workload) -> Obj:
+    template = pod_template(plan, w)
+    if w.daemon:
+        spec: Obj = {"selector": {"matchLabels": selector(w)}, "updateStrategy": {"type": "RollingUpdate"}, "template": template}
+        return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": _meta(plan, w.name, labels(w)), "spec": spec}
+    # a rolling update would need spare GPUs (or a second writer on the volume): exclusive workloads Recreate
+    strategy: Obj = {"type": "Recreate"} if w.exclusive else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    spec = {"selector": {"matchLabels": selector(w)}, "strategy": strategy, "revisionHistoryLimit": 3, "template": template}
+    if w.autoscale is None:
+        # with KEDA the replica count is the autoscaler's; leaving it out keeps `pulumi up` from fighting it
+        spec = {"replicas": w.replicas, **spec}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(plan, w.name, labels(w)), "spec": spec}
+
+
+def _service(plan: StackPlan, w: Workload) -> Obj:
+    published = w.publish is not None and not w.daemon
+    port = w.publish or w.port
+    spec: Obj = {
+        "type": plan.config.kube.service_type if published else "ClusterIP",
+        "selector": selector(w),
+        "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+    }
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(plan, w.name, labels(w)), "spec": spec}
+
+
+def _disruption_budget(plan: StackPlan, w: Workload) -> Obj | None:
+    least = w.autoscale.min_replicas if w.autoscale else w.replicas
+    if w.daemon or least < 2:
+        return None
+    spec = {"maxUnavailable": 1, "selector": {"matchLabels": selector(w)}}
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(plan, w.name, labels(w)), "spec": spec}
+
+
+def _ingress(plan: StackPlan, w: Workload) -> Obj | None:
+    gw = plan.config.gateway
+    if w.component != "gateway" or not gw.ingress.enabled or not gw.ingress.host:
+        return None
+    ing = gw.ingress
+    # streaming answers pass the ingress unbuffered, with the gateway's own body and time limits
+    annotations = {
+        "nginx.ingress.kubernetes.io/proxy-buffering": "off",
+        "nginx.ingress.kubernetes.io/proxy-request-buffering": "off",
+        "nginx.ingress.kubernetes.io/proxy-body-size": f"{gw.max_body_mi_b}m",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": str(gw.read_timeout_seconds),
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": str(gw.read_timeout_seconds),
+    }
+    backend = {"service": {"name": w.name, "port": {"name": "http"}}}
+    spec: Obj = {"rules": [{"host": ing.host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}]}
+    if ing.class_name:
+        spec = {"ingressClassName": ing.class_name, **spec}
+    if ing.tls_secret:
+        spec["tls"] = [{"hosts": [ing.host], "secretName": ing.tls_secret}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": _meta(plan, w.name, labels(w), annotations), "spec": spec}
+
+
+def _scaled_object(plan: StackPlan, w: Workload) -> Obj | None:
+    a = w.autoscale
+    if a is None:
+        return None
+    trigger = {"type": "prometheus", "metadata": {"serverAddress": a.prometheus_url, "query": a.query, "threshold": str(a.threshold)}}
+    spec = {
+        "scaleTargetRef": {"name": w.name},
+        "minReplicaCount": a.min_replicas,
+        "maxReplicaCount": a.max_replicas,
+        "pollingInterval": 15,
+        # a new replica loads its model for minutes: scale down slowly
+        "cooldownPeriod": 600,
+        "triggers": [trigger],
+    }
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _meta(plan, w.name, labels(w)), "spec": spec}
+
+
+def config_map(plan: StackPlan, w: Workload) -> Obj | None:
+    if not w.files:
+        return None
+    data = {_file_key(path): content for path, content in sorted(w.files.items())}
+    if len(data) != len(w.files):
+        raise ValueError(f"{w.name}: two files share a name; ConfigMap keys are file names")
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(plan, f"{w.name}-files", labels(w)), "data": data}
+
+
+def workload_objects(plan: StackPlan, w: Workload) -> list[Obj]:
+    """Everything that runs ``w``, in apply order; the controller comes right before its Service."""
+    found = [config_map(plan, w), _controller(plan, w), _service(plan, w) if w.port else None]
+    found += [_disruption_budget(plan, w), _ingress(plan, w), _scaled_object(plan, w)]
+    return [o for o in found if o is not None]
+
+
+def stack_objects(plan: StackPlan) -> list[Obj]:
+    """Every object of a kubernetes stack except the Secrets, with images as the config pins them."""
+    refs = image_refs(plan)
+    ws = stack_workloads(plan, refs.__getitem__).all()
+    out = [namespace(plan), *claims(plan, ws)]
+    for w in ws:
+        out += workload_objects(plan, w)
+    return out
+
+
+def secret_refs(plan: StackPlan) -> list[SecretRef]:
+    """The stack secret values the workloads reference (create them yourself when rendering YAML)."""
+    refs = image_refs(plan)
+    found: dict[tuple[str, str], SecretRef] = {}
+    for w in stack_workloads(plan, refs.__getitem__).all():
+        for ref in (*w.secret_env.values(), *w.secret_files.values()):
+            found.setdefault((ref.secret, ref.key), ref)
+    return list(found.values())
+
+
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def to_yaml(obj: Obj) -> str:
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False)
+
+
+def file_name(index: int, obj: Obj) -> str:
+    return f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+
+
+def render(plan: StackPlan) -> dict[str, str]:
+    """``kubernetes/<nn>-<kind>-<name>.yaml``: `kubectl apply -f` takes them in order."""
+    head = "# Rendered by vllm-stack from the stack config; Secrets are not rendered (see README).\n"
+    return {file_name(i, o): head + to_yaml(o) for i, o in enumerate(stack_objects(plan))}

@@ -1,0 +1,107 @@
+"""Kubernetes platform: declares the objects ``kube_manifests`` builds, through ``pulumi_kubernetes``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.platforms import kube_manifests as manifests
+from components.workloads import Workload
+from stacks.plan import StackPlan
+
+TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "Secret"): k8s.core.v1.Secret,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
+    ("v1", "PersistentVolumeClaim"): k8s.core.v1.PersistentVolumeClaim,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("apps/v1", "DaemonSet"): k8s.apps.v1.DaemonSet,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+    ("networking.k8s.io/v1", "Ingress"): k8s.networking.v1.Ingress,
+}
+TOP_LEVEL = {"metadata": "metadata", "spec": "spec", "data": "data", "stringData": "string_data", "type": "type"}
+AWAIT_MARGIN_S = 600
+"""Added to a workload's startup budget for Pulumi's wait on its rollout (image pull, scheduling)."""
+
+
+def declare(name: str, obj: manifests.Obj, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    """One object as its typed pulumi_kubernetes resource (a CustomResource for CRDs such as KEDA's)."""
+    api, kind = obj["apiVersion"], obj["kind"]
+    cls = TYPED.get((api, kind))
+    if cls is None:
+        body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+        return k8s.apiextensions.CustomResource(name, api_version=api, kind=kind, opts=opts, **body)
+    # top-level fields are snake_case arguments; nested dicts go through as the API's camelCase
+    kwargs: dict[str, Any] = {TOP_LEVEL[k]: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    return cls(name, opts=opts, **kwargs)
+
+
+class KubernetesPlatform:
+    """Runs workloads in the stack's namespace; owns the provider, the namespace, Secrets and PVCs."""
+
+    def __init__(self, name: str, plan: StackPlan, workloads: Sequence[Workload], parent: pulumi.Resource) -> None:
+        kube = plan.config.kube
+        self.plan = plan
+        self.render_only = kube.render_yaml_to is not None
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=kube.kubeconfig,
+            context=kube.context,
+            render_yaml_to_directory=kube.render_yaml_to,
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        retain = plan.config.retain_data_on_destroy
+        # deleting a namespace deletes its PVCs: when data is kept, the namespace is kept too
+        self.namespace = declare(f"{name}-namespace", manifests.namespace(plan), self._opts(parent, [], retain=retain))
+        self.ready: list[pulumi.Resource] = [self.namespace]
+        for obj in manifests.claims(plan, list(workloads)):
+            self.ready.append(declare(f"{name}-{obj['metadata']['name']}-pvc", obj, self._opts(parent, [self.namespace], retain=retain)))
+        self.prefix = name
+
+    def _opts(
+        self,
+        parent: pulumi.Resource,
+        depends_on: Sequence[pulumi.Resource],
+        retain: bool = False,
+        timeout_s: int | None = None,
+    ) -> pulumi.ResourceOptions:
+        timeouts = None
+        if timeout_s:
+            minutes = f"{math.ceil(timeout_s / 60)}m"
+            timeouts = pulumi.CustomTimeouts(create=minutes, update=minutes)
+        return pulumi.ResourceOptions(parent=parent, provider=self.provider, depends_on=list(depends_on), retain_on_delete=retain, custom_timeouts=timeouts)
+
+    def secret(self, name: str, data: Mapping[str, pulumi.Output[str]], parent: pulumi.Resource) -> None:
+        if self.render_only:
+            # the provider's render mode writes Secret values in plain text: GitOps users create these Secrets themselves
+            return
+        values: dict[str, pulumi.Output[str]] = {k: pulumi.Output.secret(v) for k, v in data.items()}
+        self.ready.append(declare(f"{self.prefix}-{name}-secret", manifests.secret(self.plan, name, values), self._opts(parent, [self.namespace])))
+
+    def run(self, name: str, workload: Workload, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]) -> pulumi.CustomResource:
+        """Declares the workload's objects; returns its Service (ready endpoints) or else its controller."""
+        w = workload
+        before = [*self.ready, *depends_on]
+        wait = w.startup_seconds + AWAIT_MARGIN_S
+        controller: pulumi.CustomResource | None = None
+        service: pulumi.CustomResource | None = None
+        for obj in manifests.workload_objects(self.plan, w):
+            kind = obj["kind"]
+            # Pulumi waits for a rollout and for a Service's ready endpoints: both must cover model load
+            timeout = wait if kind in ("Deployment", "DaemonSet", "Service") else None
+            after = before if controller is None else [*before, controller]
+            resource = declare(f"{name}-{kind.lower()}", obj, self._opts(parent, after, timeout_s=timeout))
+            if kind == "ConfigMap":
+                before = [*before, resource]
+            elif kind in ("Deployment", "DaemonSet"):
+                controller = resource
+            elif kind == "Service":
+                service = resource
+        result = service or controller
+        assert result is not None, "every workload has a controller"
+        return result

@@ -1,0 +1,419 @@
+"""The real __main__.py under Pulumi's mock engine with the cluster stack: every Kubernetes object it declares."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pulumi
+import pytest
+import yaml
+
+from components.platforms import kube_manifests
+from stacks.cli import main as cli_main
+from stacks.config import image_pin_problem
+from tests.conftest import ROOT
+from tests.program import FAKE_SECRETS, LAST, SIG_KEY, Mocks, plaintext_leaks, run_program, stack_config
+
+K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+CRD_KINDS = {"ScaledObject"}
+"""Kinds kubernetes-validate has no schema for; checked field by field below."""
+SNAPSHOT = ROOT / "tests" / "snapshots" / "cluster.json"
+GENERATED = ["generated-vllm-vllm-api-key", "generated-vllm-webui-gateway-key", "generated-vllm-webui-secret-key"]
+
+
+def unwrap(value: Any) -> Any:
+    """Drop Pulumi's secret wrappers and turn whole floats back into ints (the mock engine's numbers)."""
+    if isinstance(value, dict):
+        if SIG_KEY in value:
+            return unwrap(value["value"])
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def objects(m: Mocks) -> list[dict[str, Any]]:
+    """Declared Kubernetes objects as manifests (provider excluded)."""
+    out = []
+    for r in m.resources:
+        if r.type.startswith("kubernetes:"):
+            out.append(unwrap(r.inputs))
+    return out
+
+
+def by_kind(m: Mocks, kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects(m) if o["kind"] == kind}
+
+
+def resource_of(m: Mocks, kind: str, name: str) -> tuple[str, str]:
+    for r in m.resources:
+        if r.type.startswith("kubernetes:") and r.inputs.get("kind") == kind and unwrap(r.inputs)["metadata"]["name"] == name:
+            return r.type, r.name
+    raise KeyError((kind, name))
+
+
+def cluster_config(**structured: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """The cluster stack's config with some structured keys replaced."""
+    cfg, keys = stack_config("cluster")
+    for key, value in structured.items():
+        cfg[f"vllm-stack:{key}"] = json.dumps(value)
+    return cfg, {k: FAKE_SECRETS[k] for k in keys}
+
+
+def cluster_value(key: str) -> Any:
+    return copy.deepcopy(yaml.safe_load((ROOT / "Pulumi.cluster.yaml").read_text())["config"][f"vllm-stack:{key}"])
+
+
+@functools.cache
+def declared() -> Mocks:
+    return run_program("cluster")
+
+
+def container(o: dict[str, Any]) -> dict[str, Any]:
+    [c] = o["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_object_validates_strictly(version: str) -> None:
+    objs = objects(declared())
+    assert len(objs) > 20
+    checked = set()
+    for o in objs:
+        if o["kind"] in CRD_KINDS:
+            continue
+        kubernetes_validate.validate(o, version, strict=True)
+        checked.add(o["kind"])
+    assert checked == {"Namespace", "Secret", "PersistentVolumeClaim", "ConfigMap", "Deployment", "DaemonSet", "Service", "PodDisruptionBudget", "Ingress"}
+
+
+def test_validation_catches_a_broken_object() -> None:
+    """The validator is strict: a misspelt field fails (so the test above can fail)."""
+    deployment = copy.deepcopy(by_kind(declared(), "Deployment")["vllm-qwen3-8b"])
+    container(deployment)["startupProbes"] = container(deployment).pop("startupProbe")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+
+
+def test_model_deployments_gpu_limits_placement_strategy_and_shm() -> None:
+    deployments = by_kind(declared(), "Deployment")
+    expected = {"vllm-qwen3-8b": (1, 2), "vllm-llama-3-1-8b": (1, None), "vllm-qwen3-32b": (2, 1)}
+    for name, (gpus, replicas) in expected.items():
+        d = deployments[name]
+        c = container(d)
+        pod = d["spec"]["template"]["spec"]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == gpus, name
+        assert c["resources"]["requests"] == {"cpu": "2", "memory": "16Gi"}
+        assert d["spec"].get("replicas") == replicas, name
+        assert d["spec"]["strategy"] == {"type": "Recreate"}
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L40S"}
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert pod["enableServiceLinks"] is False
+        [shm] = [v for v in pod["volumes"] if v["name"] == "dshm"]
+        assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+        assert c["command"] == ["vllm", "serve"]
+        assert "--tensor-parallel-size" not in c["args"] or c["args"][c["args"].index("--tensor-parallel-size") + 1] == str(gpus)
+
+
+def test_model_probes_cover_the_startup_budget() -> None:
+    for name, d in by_kind(declared(), "Deployment").items():
+        if not name.startswith("vllm-"):
+            continue
+        c = container(d)
+        startup = c["startupProbe"]
+        assert startup["httpGet"] == {"path": "/health", "port": "http"}
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 30 * 60, name
+        assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    cfg, secrets = cluster_config(models=[{**cluster_value("models")[0], "startupMinutes": 90}])
+    m = run_program("cluster", secrets=secrets, config=cfg)
+    startup = container(by_kind(m, "Deployment")["vllm-qwen3-8b"])["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 90 * 60
+
+
+def test_model_services_match_gateway_upstreams() -> None:
+    services = by_kind(declared(), "Service")
+    conf = by_kind(declared(), "ConfigMap")["gateway-files"]["data"]["nginx.conf"]
+    for name in ("vllm-qwen3-8b", "vllm-llama-3-1-8b", "vllm-qwen3-32b"):
+        s = services[name]
+        assert s["spec"]["type"] == "ClusterIP"
+        assert s["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+        assert f"server {name}:8000" in conf
+
+
+def test_keda_scaled_object_for_the_autoscaled_model_only() -> None:
+    scaled = by_kind(declared(), "ScaledObject")
+    assert list(scaled) == ["vllm-llama-3-1-8b"]
+    o = scaled["vllm-llama-3-1-8b"]
+    assert o["apiVersion"] == "keda.sh/v1alpha1"
+    spec = o["spec"]
+    assert spec["scaleTargetRef"] == {"name": "vllm-llama-3-1-8b"}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 3)
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert trigger["metadata"]["query"] == 'sum(vllm:num_requests_waiting{model_name="llama-3-1-8b"})'
+    assert trigger["metadata"]["threshold"] == "8"
+    assert trigger["metadata"]["serverAddress"].startswith("http://")
+
+
+def test_data_is_kept_on_destroy_with_its_namespace() -> None:
+    m = declared()
+    pvcs = by_kind(m, "PersistentVolumeClaim")
+    assert pvcs["model-cache"]["spec"] == {
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": "500Gi"}},
+        "storageClassName": "fast-rwx",
+    }
+    assert pvcs["open-webui-data"]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    kept = {(o["kind"], o["metadata"]["name"]) for o in objects(m) if m.options[resource_of(m, o["kind"], o["metadata"]["name"])]["retain_on_delete"]}
+    # deleting the namespace would delete the PVCs with it
+    assert kept == {("Namespace", "llm"), ("PersistentVolumeClaim", "model-cache"), ("PersistentVolumeClaim", "open-webui-data")}
+    cfg, secrets = cluster_config()
+    cfg["vllm-stack:retainDataOnDestroy"] = "false"
+    opted_out = run_program("cluster", secrets=secrets, config=cfg)
+    assert not any(opt["retain_on_delete"] for opt in opted_out.options.values())
+
+
+def test_read_write_once_cache_is_one_pvc_per_model() -> None:
+    kube = cluster_value("kubernetes") | {"modelCacheAccessMode": "ReadWriteOnce"}
+    cfg, secrets = cluster_config(kubernetes=kube)
+    m = run_program("cluster", secrets=secrets, config=cfg)
+    pvcs = by_kind(m, "PersistentVolumeClaim")
+    assert {"vllm-qwen3-8b-cache", "vllm-llama-3-1-8b-cache", "vllm-qwen3-32b-cache"} <= set(pvcs)
+    assert "model-cache" not in pvcs
+    volumes = by_kind(m, "Deployment")["vllm-qwen3-32b"]["spec"]["template"]["spec"]["volumes"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v}
+    assert claims == {"vllm-qwen3-32b-cache"}
+
+
+def test_secrets_are_secret_objects_referenced_never_literal() -> None:
+    m = declared()
+    secrets = {r.name: r.inputs for r in m.resources if r.type == "kubernetes:core/v1:Secret"}
+    assert {unwrap(i)["metadata"]["name"] for i in secrets.values()} == {"hf-token", "vllm-api-key", "gateway-keys", "open-webui"}
+    for inputs in secrets.values():
+        assert inputs["stringData"].get(SIG_KEY), "Secret data must stay a Pulumi secret"
+    values = {o["metadata"]["name"]: o["stringData"] for o in by_kind(m, "Secret").values()}
+    assert values["hf-token"] == {"token": FAKE_SECRETS["vllm-stack:hfToken"]}
+    assert values["vllm-api-key"] == {"key": FAKE_SECRETS["vllm-stack:vllmApiKey"]}
+    assert "sk-fake-user-key-2" in values["gateway-keys"]["keys.conf"]
+    env = {e["name"]: e for e in container(by_kind(m, "Deployment")["vllm-qwen3-8b"])["env"]}
+    assert env["VLLM_API_KEY"] == {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "vllm-api-key", "key": "key"}}}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token", "optional": True}
+    webui_env = {e["name"]: e for e in container(by_kind(m, "Deployment")["open-webui"])["env"]}
+    assert webui_env["WEBUI_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "open-webui", "key": "secret-key"}
+    assert webui_env["OPENAI_API_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "open-webui", "key": "gateway-key"}
+    gateway = container(by_kind(m, "Deployment")["gateway"])
+    assert {"name": "secret-gateway-keys", "mountPath": "/etc/nginx/secrets/keys.conf", "subPath": "keys.conf", "readOnly": True} in gateway["volumeMounts"]
+
+
+def test_no_plaintext_secret_anywhere_but_inside_secret_wrappers() -> None:
+    m = declared()
+    secrets = [v for s in FAKE_SECRETS.values() for v in s.split(",")] + GENERATED
+    for r in m.resources:
+        assert plaintext_leaks(r.inputs, secrets) == [], f"{r.type} {r.name} leaks a secret"
+    for o in objects(m):
+        if o["kind"] == "Secret":
+            continue
+        text = json.dumps(o)
+        assert not any(s in text for s in secrets), f"{o['kind']} {o['metadata']['name']} holds a secret value"
+
+
+def test_without_hf_token_no_hf_secret_is_declared() -> None:
+    cfg, secrets = cluster_config()
+    del cfg["vllm-stack:hfToken"]
+    secrets.pop("vllm-stack:hfToken")
+    m = run_program("cluster", secrets=secrets, config=cfg)
+    assert "hf-token" not in by_kind(m, "Secret")
+    env = {e["name"]: e for e in container(by_kind(m, "Deployment")["vllm-qwen3-8b"])["env"]}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+def test_labels_and_selectors() -> None:
+    for o in objects(declared()):
+        labels = o["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "vllm-stack", o["metadata"]["name"]
+        assert labels["app.kubernetes.io/managed-by"] == "pulumi"
+        assert "app.kubernetes.io/component" in labels
+        if o["kind"] in ("Deployment", "DaemonSet"):
+            template = o["spec"]["template"]["metadata"]["labels"]
+            assert o["spec"]["selector"]["matchLabels"].items() <= template.items()
+            assert template["app.kubernetes.io/name"] == o["metadata"]["name"]
+        if o["kind"] in ("Service", "PodDisruptionBudget"):
+            sel = o["spec"]["selector"] if o["kind"] == "Service" else o["spec"]["selector"]["matchLabels"]
+            assert sel == {"app.kubernetes.io/name": o["metadata"]["name"], "app.kubernetes.io/part-of": "vllm-stack"}
+
+
+def test_gateway_configmap_deployment_budget_service_and_ingress() -> None:
+    m = declared()
+    cm = by_kind(m, "ConfigMap")["gateway-files"]
+    assert set(cm["data"]) == {"nginx.conf", "router.js"}
+    d = by_kind(m, "Deployment")["gateway"]
+    assert d["spec"]["replicas"] == 2
+    assert d["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert d["spec"]["template"]["metadata"]["annotations"]["vllm-stack/config-hash"]
+    mounts = {mt["mountPath"]: mt for mt in container(d)["volumeMounts"]}
+    assert mounts["/etc/nginx/nginx.conf"]["subPath"] == "nginx.conf"
+    assert mounts["/etc/nginx/njs/router.js"]["subPath"] == "router.js"
+    assert "nodeSelector" not in d["spec"]["template"]["spec"], "the gateway needs no GPU node"
+    pdb = by_kind(m, "PodDisruptionBudget")["gateway"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    svc = by_kind(m, "Service")["gateway"]
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    ing = by_kind(m, "Ingress")["gateway"]
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    assert ing["spec"]["rules"][0]["host"] == "llm.example.internal"
+    assert ing["spec"]["tls"] == [{"hosts": ["llm.example.internal"], "secretName": "llm-tls"}]
+    assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    # the gateway starts after every model's Service answers
+    depends = m.options[resource_of(m, "Deployment", "gateway")]["depends_on"]
+    assert {"vllm-qwen3-8b-service", "vllm-llama-3-1-8b-service", "vllm-qwen3-32b-service", "vllm-gateway-configmap"} <= set(depends)
+
+
+def test_service_type_from_config() -> None:
+    kube = cluster_value("kubernetes") | {"serviceType": "LoadBalancer"}
+    cfg, secrets = cluster_config(kubernetes=kube)
+    services = by_kind(run_program("cluster", secrets=secrets, config=cfg), "Service")
+    assert services["gateway"]["spec"]["type"] == "LoadBalancer"
+    assert services["open-webui"]["spec"]["type"] == "LoadBalancer"
+    assert services["vllm-qwen3-8b"]["spec"]["type"] == "ClusterIP"
+
+
+def test_open_webui_one_replica_with_kept_data() -> None:
+    d = by_kind(declared(), "Deployment")["open-webui"]
+    assert d["spec"]["replicas"] == 1
+    assert d["spec"]["strategy"] == {"type": "Recreate"}
+    env = {e["name"]: e.get("value") for e in container(d)["env"]}
+    assert env["OPENAI_API_BASE_URLS"] == "http://gateway.llm.svc:80/v1"
+    [data] = [v for v in d["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert data["persistentVolumeClaim"]["claimName"] == "open-webui-data"
+    assert by_kind(declared(), "Service")["open-webui"]["spec"]["ports"][0]["port"] == 8080
+
+
+def test_several_webui_replicas_need_redis_and_database() -> None:
+    cfg, secrets = cluster_config(webui={"port": 8080, "replicas": 2})
+    with pytest.raises(pulumi.RunError) as exc:
+        run_program("cluster", secrets=secrets, config=cfg)
+    assert "vllm-stack:webui.replicas" in str(exc.value)
+    assert LAST[0].resources == []
+    shared = {"port": 8080, "replicas": 2, "redisUrl": "redis://redis.llm.svc:6379/0", "databaseUrl": "postgresql://webui@db.llm.svc/webui"}
+    cfg, secrets = cluster_config(webui=shared)
+    m = run_program("cluster", secrets=secrets, config=cfg)
+    d = by_kind(m, "Deployment")["open-webui"]
+    assert d["spec"]["replicas"] == 2 and d["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert by_kind(m, "PersistentVolumeClaim")["open-webui-data"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_dcgm_daemonset_sys_admin_only_and_skippable() -> None:
+    ds = by_kind(declared(), "DaemonSet")["dcgm-exporter"]
+    c = container(ds)
+    assert c["securityContext"] == {"privileged": False, "capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]}}
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L40S"}
+    assert "nvidia.com/gpu" not in c.get("resources", {}).get("limits", {}), "the exporter must not take a GPU from the models"
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"} in c["env"]
+    assert by_kind(declared(), "Service")["dcgm-exporter"]["spec"]["ports"][0]["port"] == 9400
+    cfg, secrets = cluster_config(monitoring={"dcgm": False})
+    m = run_program("cluster", secrets=secrets, config=cfg)
+    assert by_kind(m, "DaemonSet") == {} and "dcgm-exporter" not in by_kind(m, "Service")
+
+
+def test_every_image_is_pinned() -> None:
+    for o in objects(declared()):
+        if o["kind"] in ("Deployment", "DaemonSet"):
+            image = container(o)["image"]
+            assert image_pin_problem(image) is None, image
+
+
+def test_customised_image_is_pushed_and_run_by_digest() -> None:
+    image = {"base": "vllm/vllm-openai:v0.11.2", "aptPackages": ["curl"], "registry": "registry.example.internal/ml/vllm"}
+    cfg, secrets = cluster_config(image=image)
+    m = run_program("cluster", secrets=secrets, config=cfg)
+    [built] = m.of_type("docker:index/image:Image")
+    assert built.inputs["imageName"].startswith("registry.example.internal/ml/vllm:")
+    assert built.inputs["skipPush"] is False
+    ref = container(by_kind(m, "Deployment")["vllm-qwen3-8b"])["image"]
+    assert ref == f"{built.inputs['imageName']}@sha256:{'0' * 64}"
+    # without a registry the cluster could never pull it
+    cfg, secrets = cluster_config(image={"base": "vllm/vllm-openai:v0.11.2", "aptPackages": ["curl"]})
+    with pytest.raises(pulumi.RunError) as exc:
+        run_program("cluster", secrets=secrets, config=cfg)
+    assert "vllm-stack:image.registry" in str(exc.value)
+
+
+def test_uncustomised_image_uses_the_pinned_base_without_a_build() -> None:
+    m = declared()
+    assert m.of_type("docker:index/image:Image") == []
+    assert container(by_kind(m, "Deployment")["vllm-qwen3-8b"])["image"] == "vllm/vllm-openai:v0.11.2"
+
+
+def test_provider_from_config_and_render_mode_declares_no_secret(tmp_path: Path) -> None:
+    [provider] = declared().of_type("pulumi:providers:kubernetes")
+    assert "renderYamlToDirectory" not in provider.inputs
+    kube = cluster_value("kubernetes") | {"kubeconfig": "~/.kube/lab", "context": "lab-admin", "renderYamlTo": str(tmp_path / "yaml")}
+    cfg, secrets = cluster_config(kubernetes=kube)
+    m = run_program("cluster", secrets=secrets, config=cfg)
+    [provider] = m.of_type("pulumi:providers:kubernetes")
+    assert (provider.inputs["kubeconfig"], provider.inputs["context"]) == ("~/.kube/lab", "lab-admin")
+    assert provider.inputs["renderYamlToDirectory"] == str(tmp_path / "yaml")
+    # the provider would write Secret values to those files in plain text
+    assert by_kind(m, "Secret") == {}
+    assert by_kind(m, "Deployment"), "everything else is still declared"
+
+
+def test_every_kubernetes_resource_uses_the_stack_provider() -> None:
+    m = declared()
+    for r in m.resources:
+        if r.type.startswith("kubernetes:"):
+            assert m.providers[(r.type, r.name)].split("::")[-2] == "vllm-k8s", r.name
+
+
+def test_rendered_yaml_equals_what_the_program_declares(tmp_path: Path) -> None:
+    assert cli_main(["render", "cluster", "--out", str(tmp_path)]) == 0
+    files = sorted((tmp_path / "kubernetes").glob("*.yaml"))
+    rendered = [yaml.safe_load(f.read_text()) for f in files]
+    assert [kube_manifests.file_name(i, o) for i, o in enumerate(rendered)] == [f.name for f in files]
+    declared_objs = [o for o in objects(declared()) if o["kind"] != "Secret"]
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(rendered, key=key) == sorted(declared_objs, key=key)
+    assert not any(o["kind"] == "Secret" for o in rendered)
+    text = "".join(f.read_text() for f in files)
+    assert not any(s in text for s in FAKE_SECRETS.values())
+
+
+def test_bad_kubernetes_config_fails_before_any_resource() -> None:
+    cfg, secrets = cluster_config(monitoring={"prometheus": True})
+    with pytest.raises(pulumi.RunError) as exc:
+        run_program("cluster", secrets=secrets, config=cfg)
+    assert "vllm-stack:monitoring.prometheus" in str(exc.value)
+    assert LAST[0].resources == []
+
+
+def _snapshot(m: Mocks) -> list[dict[str, Any]]:
+    out = []
+    for o in objects(m):
+        o = copy.deepcopy(o)
+        if o["kind"] == "ConfigMap":  # file contents are covered by the gateway tests
+            o["data"] = sorted(o["data"])
+        if o["kind"] == "Secret":
+            o["stringData"] = sorted(o["stringData"])
+        out.append(o)
+    return sorted(out, key=lambda o: (o["kind"], o["metadata"]["name"]))
+
+
+def test_declared_objects_match_snapshot() -> None:
+    """A change to the cluster's objects shows as a diff of tests/snapshots/cluster.json (UPDATE_SNAPSHOTS=1 rewrites)."""
+    text = json.dumps(_snapshot(declared()), indent=1, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOT.write_text(text)
+    assert SNAPSHOT.exists(), "run UPDATE_SNAPSHOTS=1 pytest tests/test_program_kubernetes.py"
+    assert json.loads(SNAPSHOT.read_text()) == json.loads(text)
