@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -59,6 +60,23 @@ def render_files(p: StackPlan) -> dict[str, str]:
     return {"plan.json": json.dumps(p.to_json(), indent=2, sort_keys=True) + "\n", **render_all(p)}
 
 
+def _keys_conf() -> int:
+    """keys.conf for the gateway-keys Secret when manifests are rendered (GitOps): keys come from the
+    environment, never from arguments, so they stay out of shell history and process lists."""
+    from components.files import gateway
+
+    vllm_key = os.environ.get("VLLM_API_KEY", "")
+    if not vllm_key:
+        print("set VLLM_API_KEY (the vllm-api-key Secret's value) and, for a closed gateway, API_KEYS", file=sys.stderr)
+        return 1
+    try:
+        sys.stdout.write(gateway.keys_conf(gateway.parse_api_keys(os.environ.get("API_KEYS", "")), vllm_key))
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stacks", description="Plan and render vllm-stack stacks offline.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -69,12 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     sr.add_argument("stack")
     sr.add_argument("--out", required=True, type=Path)
     sub.add_parser("schema", help="print the JSON Schema of the stack config")
+    sub.add_parser(
+        "keys-conf",
+        help="print the gateway's keys.conf from $VLLM_API_KEY and $API_KEYS (comma-separated), for Secrets you create yourself",
+    )
     args = parser.parse_args(argv)
     console = Console(width=140)
 
     if args.cmd == "schema":
         print(json.dumps(json_schema(), indent=2, sort_keys=True))
         return 0
+    if args.cmd == "keys-conf":
+        return _keys_conf()
     try:
         p = plan(load_stack(args.stack))
     except ConfigError as err:

@@ -90,3 +90,18 @@ def test_stack_files_hold_no_plaintext_secret(stack: str) -> None:
     for key in SECRET_KEYS:
         value = doc["config"].get(f"vllm-stack:{key}")
         assert value is None or set(value) == {"secure"}
+
+
+def test_keys_conf_for_self_made_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from components.files.gateway import keys_conf
+
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    assert main(["keys-conf"]) == 1
+    assert "VLLM_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("VLLM_API_KEY", "vk-internal")
+    monkeypatch.setenv("API_KEYS", "sk-a, sk-b")
+    assert main(["keys-conf"]) == 0
+    assert capsys.readouterr().out == keys_conf(["sk-a", "sk-b"], "vk-internal")
+    monkeypatch.setenv("API_KEYS", "sk;bad")
+    assert main(["keys-conf"]) == 1
+    assert "sk;bad" not in capsys.readouterr().err
