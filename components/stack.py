@@ -167,6 +167,7 @@ class VllmStack(pulumi.ComponentResource):
 
     def _kubernetes(self, name: str, p: StackPlan) -> tuple[StackWorkloads, Platform, Urls]:
         # imported here: docker stacks never pay for pulumi_kubernetes
+        from components.platforms import kube_manifests
         from components.platforms.kubernetes import KubernetesPlatform
 
         cfg = p.config
@@ -178,7 +179,7 @@ class VllmStack(pulumi.ComponentResource):
         ws = stack_workloads(p, lambda key: vllm if key == "vllm" else refs[key])
         platform = KubernetesPlatform(name, p, ws.all(), parent=self)
         if platform.render_only:
-            wanted = ", ".join(sorted({f"{r.secret} (key {r.key})" for w in ws.all() for r in (*w.secret_env.values(), *w.secret_files.values())}))
+            wanted = ", ".join(f"{r.secret} (key {r.key}{', optional' if r.optional else ''})" for r in kube_manifests.secret_refs(ws.all()))
             pulumi.log.warn(f"kubernetes.renderYamlTo: Secrets are not rendered (their values would be plain text); create them yourself: {wanted}", self)
         ns = cfg.kube.namespace
         ing = cfg.gateway.ingress

@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from components.platforms import kube_manifests
+from components.workloads import stack_workloads
 from stacks.cli import main as cli_main
-from stacks.config import image_pin_problem
+from stacks.config import image_pin_problem, load_stack
+from stacks.plan import StackPlan, plan
 from tests.conftest import ROOT
 from tests.program import FAKE_SECRETS, LAST, SIG_KEY, Mocks, plaintext_leaks, run_program, stack_config
 
@@ -70,6 +72,10 @@ def cluster_config(**structured: Any) -> tuple[dict[str, str], dict[str, str]]:
 
 def cluster_value(key: str) -> Any:
     return copy.deepcopy(yaml.safe_load((ROOT / "Pulumi.cluster.yaml").read_text())["config"][f"vllm-stack:{key}"])
+
+
+def load_plan(stack: str) -> StackPlan:
+    return plan(load_stack(stack))
 
 
 @functools.cache
@@ -368,6 +374,17 @@ def test_provider_from_config_and_render_mode_declares_no_secret(tmp_path: Path)
     # the provider would write Secret values to those files in plain text
     assert by_kind(m, "Secret") == {}
     assert by_kind(m, "Deployment"), "everything else is still declared"
+    # what the user must create instead (the program warns with this list) is every Secret the pods read
+    wanted = {(r.secret, r.key) for r in kube_manifests.secret_refs(stack_workloads(load_plan("cluster"), lambda key: key).all())}
+    read: set[tuple[str, str]] = set()
+    for o in objects(declared()):
+        if o["kind"] in ("Deployment", "DaemonSet"):
+            pod = o["spec"]["template"]["spec"]
+            read |= {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in container(o).get("env", []) if "valueFrom" in e}
+            secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+            read |= {(secret_volumes[mt["name"]], mt["subPath"]) for mt in container(o)["volumeMounts"] if mt["name"] in secret_volumes}
+    expected = {("hf-token", "token"), ("vllm-api-key", "key"), ("gateway-keys", "keys.conf"), ("open-webui", "secret-key"), ("open-webui", "gateway-key")}
+    assert wanted == read == expected
 
 
 def test_every_kubernetes_resource_uses_the_stack_provider() -> None:

@@ -75,10 +75,10 @@ def claim_for(plan: StackPlan, w: Workload, volume: str) -> Claim:
     if volume in ("model-cache", "vllm-cache"):
         name = "model-cache" if kube.model_cache_access_mode == "ReadWriteMany" else f"{w.name}-cache"
         return Claim(name, kube.model_cache_size, kube.model_cache_access_mode, "huggingface" if volume == "model-cache" else "vllm")
-    access = "ReadWriteOnce" if w.exclusive else "ReadWriteMany"
     if volume == "webui-data":
-        return Claim("open-webui-data", plan.config.webui.storage_size, access)
-    return Claim(volume, "20Gi", access)
+        # one replica owns its volume; several (with an external database) share it
+        return Claim("open-webui-data", plan.config.webui.storage_size, "ReadWriteOnce" if w.exclusive else "ReadWriteMany")
+    raise ValueError(f"{w.name}: volume {volume!r} has no claim on kubernetes")
 
 
 def claims(plan: StackPlan, workloads: list[Workload]) -> list[Obj]:
@@ -331,11 +331,10 @@ def stack_objects(plan: StackPlan) -> list[Obj]:
     return out
 
 
-def secret_refs(plan: StackPlan) -> list[SecretRef]:
+def secret_refs(workloads: list[Workload]) -> list[SecretRef]:
     """The stack secret values the workloads reference (create them yourself when rendering YAML)."""
-    refs = image_refs(plan)
     found: dict[tuple[str, str], SecretRef] = {}
-    for w in stack_workloads(plan, refs.__getitem__).all():
+    for w in workloads:
         for ref in (*w.secret_env.values(), *w.secret_files.values()):
             found.setdefault((ref.secret, ref.key), ref)
     return list(found.values())

@@ -47,6 +47,7 @@ class KubernetesPlatform:
     def __init__(self, name: str, plan: StackPlan, workloads: Sequence[Workload], parent: pulumi.Resource) -> None:
         kube = plan.config.kube
         self.plan = plan
+        self.prefix = name
         self.render_only = kube.render_yaml_to is not None
         self.provider = k8s.Provider(
             f"{name}-k8s",
@@ -61,7 +62,6 @@ class KubernetesPlatform:
         self.ready: list[pulumi.Resource] = [self.namespace]
         for obj in manifests.claims(plan, list(workloads)):
             self.ready.append(declare(f"{name}-{obj['metadata']['name']}-pvc", obj, self._opts(parent, [self.namespace], retain=retain)))
-        self.prefix = name
 
     def _opts(
         self,
