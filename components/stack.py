@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ from components.platforms.base import Platform
 from components.vllm import VllmServer, VllmServerArgs
 from components.webui import OpenWebUI, OpenWebUIArgs
 from components.workloads import GATEWAY_KEYS, HF_TOKEN, VLLM_API_KEY, Ref, StackWorkloads, image_refs, stack_workloads
-from stacks.plan import StackPlan
+from stacks.plan import StackPlan, service_address
 
 DATA_VOLUMES = ("model-cache", "vllm-cache", "webui-data", "prometheus-data")
 
@@ -151,7 +150,7 @@ class VllmStack(pulumi.ComponentResource):
                 return image.image_ref
             return docker.RemoteImage(f"{name}-{key}-image", name=refs[key], keep_locally=True, opts=child).image_id
 
-        ws = stack_workloads(p, _once(image_for))
+        ws = stack_workloads(p, image_for)
         host = "localhost" if cfg.docker_settings.bind_address in ("0.0.0.0", "::") else cfg.docker_settings.bind_address
         metrics = None
         if cfg.monitoring.dcgm:
@@ -167,7 +166,6 @@ class VllmStack(pulumi.ComponentResource):
 
     def _kubernetes(self, name: str, p: StackPlan) -> tuple[StackWorkloads, Platform, Urls]:
         # imported here: docker stacks never pay for pulumi_kubernetes
-        from components.platforms import kube_manifests
         from components.platforms.kubernetes import KubernetesPlatform
 
         cfg = p.config
@@ -179,29 +177,14 @@ class VllmStack(pulumi.ComponentResource):
         ws = stack_workloads(p, lambda key: vllm if key == "vllm" else refs[key])
         platform = KubernetesPlatform(name, p, ws.all(), parent=self)
         if platform.render_only:
-            wanted = ", ".join(f"{r.secret} (key {r.key}{', optional' if r.optional else ''})" for r in kube_manifests.secret_refs(ws.all()))
+            wanted = ", ".join(f"{r.secret} (key {r.key}{', optional' if r.optional else ''})" for r in ws.secret_refs())
             pulumi.log.warn(f"kubernetes.renderYamlTo: Secrets are not rendered (their values would be plain text); create them yourself: {wanted}", self)
-        ns = cfg.kube.namespace
         ing = cfg.gateway.ingress
-        if ing.enabled and ing.host:
-            gateway = f"{'https' if ing.tls_secret else 'http'}://{ing.host}/v1"
-        else:
-            gateway = f"http://{p.gateway_service}.{ns}.svc:{cfg.gateway.port}/v1"
+        # outside an Ingress the stack is reached at its Services' cluster addresses
+        gateway = f"{'https' if ing.tls_secret else 'http'}://{ing.host}/v1" if ing.enabled and ing.host else p.webui_api_base
         urls = Urls(
             gateway=gateway,
-            webui=f"http://{ws.webui.name}.{ns}.svc:{cfg.webui.port}" if ws.webui else None,
-            metrics=f"http://{ws.dcgm.name}.{ns}.svc:{cfg.monitoring.dcgm_port}/metrics" if ws.dcgm else None,
+            webui=f"http://{service_address(cfg, ws.webui.name, cfg.webui.port)}" if ws.webui else None,
+            metrics=f"http://{service_address(cfg, ws.dcgm.name, cfg.monitoring.dcgm_port)}/metrics" if ws.dcgm else None,
         )
         return ws, platform, urls
-
-
-def _once(make: Callable[[str], Ref]) -> Callable[[str], Ref]:
-    """Each image key resolved once: the vLLM image is asked for once per model."""
-    cache: dict[str, Ref] = {}
-
-    def get(key: str) -> Ref:
-        if key not in cache:
-            cache[key] = make(key)
-        return cache[key]
-
-    return get

@@ -263,6 +263,14 @@ class StackWorkloads:
     def all(self) -> list[Workload]:
         return [w for w in (*self.servers, self.gateway, self.webui, self.dcgm, self.prometheus) if w is not None]
 
+    def secret_refs(self) -> list[SecretRef]:
+        """Every stack secret value the workloads read, once each (what to create by hand for rendered YAML)."""
+        found: dict[tuple[str, str], SecretRef] = {}
+        for w in self.all():
+            for ref in (*w.secret_env.values(), *w.secret_files.values()):
+                found.setdefault((ref.secret, ref.key), ref)
+        return list(found.values())
+
 
 def image_refs(plan: StackPlan) -> dict[str, str]:
     """Pinned image of each service, by the key ``stack_workloads`` asks ``image`` for.
@@ -282,10 +290,11 @@ def image_refs(plan: StackPlan) -> dict[str, str]:
 
 
 def stack_workloads(plan: StackPlan, image: Callable[[str], Ref]) -> StackWorkloads:
-    """The stack's workloads; ``image(key)`` gives each service's image, asked only for the services that run."""
+    """The stack's workloads; ``image(key)`` gives each service's image, asked once and only for the services that run."""
     cfg = plan.config
+    vllm = image("vllm")
     return StackWorkloads(
-        servers=[vllm_server(plan, m, image("vllm")) for m in plan.models],
+        servers=[vllm_server(plan, m, vllm) for m in plan.models],
         gateway=gateway(plan, image("gateway")),
         webui=open_webui(plan, image("webui")) if cfg.webui.enabled else None,
         dcgm=dcgm_exporter(plan, image("dcgm")) if cfg.monitoring.dcgm else None,

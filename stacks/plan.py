@@ -345,17 +345,22 @@ def plan(config: StackConfig) -> StackPlan:
     )
 
 
+def service_address(config: StackConfig, service: str, port: int) -> str:
+    """``host:port`` of a service inside the stack's network: the docker alias, or the Service's cluster DNS name."""
+    host = service if config.target == "docker" else f"{service}.{config.kube.namespace}.svc"
+    return f"{host}:{port}"
+
+
 def _webui_api_base(config: StackConfig) -> str:
-    if config.target == "docker":
-        return f"http://gateway:{GATEWAY_PORT_IN_CONTAINER}/v1"
-    return f"http://gateway.{config.kube.namespace}.svc:{config.gateway.port}/v1"
+    # docker reaches the container's own port; kubernetes the gateway Service's port
+    port = GATEWAY_PORT_IN_CONTAINER if config.target == "docker" else config.gateway.port
+    return f"http://{service_address(config, 'gateway', port)}/v1"
 
 
 def _scrape_targets(config: StackConfig, models: list[ModelPlan]) -> list[ScrapeTarget]:
-    suffix = "" if config.target == "docker" else f".{config.kube.namespace}.svc"
-    out = [ScrapeTarget("vllm", f"{m.service}{suffix}:{m.port}", labels={"model": m.name}) for m in models]
+    out = [ScrapeTarget("vllm", service_address(config, m.service, m.port), labels={"model": m.name}) for m in models]
     if config.monitoring.dcgm:
-        out.append(ScrapeTarget("dcgm", f"dcgm-exporter{suffix}:{config.monitoring.dcgm_port}"))
+        out.append(ScrapeTarget("dcgm", service_address(config, "dcgm-exporter", config.monitoring.dcgm_port)))
     return out
 
 

@@ -375,7 +375,7 @@ def test_provider_from_config_and_render_mode_declares_no_secret(tmp_path: Path)
     assert by_kind(m, "Secret") == {}
     assert by_kind(m, "Deployment"), "everything else is still declared"
     # what the user must create instead (the program warns with this list) is every Secret the pods read
-    wanted = {(r.secret, r.key) for r in kube_manifests.secret_refs(stack_workloads(load_plan("cluster"), lambda key: key).all())}
+    wanted = {(r.secret, r.key) for r in stack_workloads(load_plan("cluster"), lambda key: key).secret_refs()}
     read: set[tuple[str, str]] = set()
     for o in objects(declared()):
         if o["kind"] in ("Deployment", "DaemonSet"):

@@ -331,15 +331,6 @@ def stack_objects(plan: StackPlan) -> list[Obj]:
     return out
 
 
-def secret_refs(workloads: list[Workload]) -> list[SecretRef]:
-    """The stack secret values the workloads reference (create them yourself when rendering YAML)."""
-    found: dict[tuple[str, str], SecretRef] = {}
-    for w in workloads:
-        for ref in (*w.secret_env.values(), *w.secret_files.values()):
-            found.setdefault((ref.secret, ref.key), ref)
-    return list(found.values())
-
-
 class _Dumper(yaml.SafeDumper):
     def ignore_aliases(self, data: Any) -> bool:
         return True
