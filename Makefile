@@ -37,7 +37,7 @@ test: $(VENV)/.dev
 	bash scripts/with-dockerd.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev
-	$(PY) benchmarks/program.py
+	$(PY) benchmarks/program_time.py
 	$(PY) benchmarks/gateway.py
 
 clean:

@@ -2,10 +2,11 @@
 
 import pulumi
 
-from components.program import read_config, run
+from components.pulumi_config import read_config
+from components.stack import VllmStack, VllmStackArgs
 
 plan, secrets = read_config(pulumi.Config())
-stack = run(plan, secrets)
+stack = VllmStack("vllm", VllmStackArgs(plan=plan, secrets=secrets))
 pulumi.export("gatewayUrl", stack.gateway_url)
 pulumi.export("webuiUrl", stack.webui_url)
 pulumi.export("metricsUrl", stack.metrics_url)

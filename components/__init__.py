@@ -1,4 +1,2 @@
-"""Pulumi components (``components.stack``, ``components.vllm`` ...) and the pure files they render (``components.files``).
-
-Kept empty so that importing the pure renderers pulls in no provider SDK.
-"""
+"""Pulumi ComponentResources (``stack``, ``vllm``, ``gateway``, ``webui``, ``monitoring``, ``image``) and the two
+platforms that run their workloads. Everything pure they use lives in ``stacks``."""

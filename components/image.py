@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pulumi
 import pulumi_docker as docker
 
-from components.files.dockerfile import content_tag, dockerfile
 from stacks.plan import ImagePlan
-
-BUILD_DIR = Path(__file__).resolve().parent.parent / "build"
+from stacks.render.dockerfile import CONTEXT, TEMPLATE, build_args, content_tag
 
 
 @dataclass
@@ -30,19 +27,14 @@ class VllmImage(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: VllmImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("vllm-stack:index:VllmImage", name, None, opts)
-        content = dockerfile(args.image)
-        tag = content_tag(args.image)
-        # pulumi_docker builds from a directory: build/<tag>/ is content-addressed, so stacks never overwrite each other's
-        context = BUILD_DIR / tag
-        context.mkdir(parents=True, exist_ok=True)
-        (context / "Dockerfile").write_text(content)
+        # the committed template's folder is the build context: nothing is written at preview or deploy time
         built = docker.Image(
             f"{name}-build",
-            image_name=f"{args.repository}:{tag}",
+            image_name=f"{args.repository}:{content_tag(args.image)}",
             build=docker.DockerBuildArgs(
-                context=str(context),
-                dockerfile=str(context / "Dockerfile"),
-                args={"BASE_IMAGE": args.image.base, "TZ": args.image.timezone},
+                context=str(CONTEXT),
+                dockerfile=str(TEMPLATE),
+                args=build_args(args.image),
                 platform="linux/amd64",
             ),
             skip_push=not args.push,

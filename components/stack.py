@@ -1,4 +1,4 @@
-"""VllmStack: composes image, servers, gateway, Open WebUI and metrics from the plan, on either platform."""
+"""VllmStack: composes the vLLM servers, gateway, Open WebUI and metrics from the plan, on the plan's platform."""
 
 from __future__ import annotations
 
@@ -8,17 +8,15 @@ from typing import Any
 import pulumi
 import pulumi_random as random
 
-from components.files import gateway as gateway_files
 from components.gateway import Gateway, GatewayArgs
-from components.image import VllmImage, VllmImageArgs
 from components.monitoring import DcgmExporter, DcgmExporterArgs, Prometheus, PrometheusArgs
-from components.platforms.base import Platform
+from components.platforms import platform_for
 from components.vllm import VllmServer, VllmServerArgs
 from components.webui import OpenWebUI, OpenWebUIArgs
-from components.workloads import GATEWAY_KEYS, HF_TOKEN, VLLM_API_KEY, Ref, StackWorkloads, image_refs, stack_workloads
-from stacks.plan import StackPlan, service_address
-
-DATA_VOLUMES = ("model-cache", "vllm-cache", "webui-data", "prometheus-data")
+from stacks.plan import StackPlan
+from stacks.plan.topology import GATEWAY_KEYS, HF_TOKEN, VLLM_API_KEY
+from stacks.render import gateway as gateway_files
+from stacks.render.workloads import stack_workloads
 
 
 @dataclass
@@ -55,13 +53,6 @@ def gpu_summary(plan: StackPlan) -> list[dict[str, Any]]:
     ]
 
 
-@dataclass
-class Urls:
-    gateway: str
-    webui: str | None
-    metrics: str | None
-
-
 class VllmStack(pulumi.ComponentResource):
     gateway_url: pulumi.Output[str]
     """OpenAI base URL for every model."""
@@ -88,10 +79,8 @@ class VllmStack(pulumi.ComponentResource):
             client_keys = pulumi.Output.from_input([])
         keys_conf: pulumi.Output[str] = pulumi.Output.all(client_keys, vllm_key).apply(lambda v: gateway_files.keys_conf(v[0], v[1]))
 
-        if p.target == "docker":
-            ws, platform, urls = self._docker(name, p)
-        else:
-            ws, platform, urls = self._kubernetes(name, p)
+        platform = platform_for(name, p, parent=self)
+        ws = stack_workloads(p, platform.image)
         if args.secrets.hf_token is not None:
             platform.secret(HF_TOKEN.secret, {HF_TOKEN.key: args.secrets.hf_token}, parent=self)
         platform.secret(VLLM_API_KEY.secret, {VLLM_API_KEY.key: pulumi.Output.secret(vllm_key)}, parent=self)
@@ -102,10 +91,7 @@ class VllmStack(pulumi.ComponentResource):
             after = [servers[a].workload for a in m.start_after]
             servers[m.name] = VllmServer(f"{name}-{m.name}", VllmServerArgs(workload=w, platform=platform, after=after), opts=child)
         workloads = [s.workload for s in servers.values()]
-        # docker: nginx resolves upstream names once, so a replaced server container must restart it;
-        # kubernetes Services keep their address
-        restart_on: list[pulumi.Input[str]] = [w.id for w in workloads] if p.target == "docker" else []
-        gw = Gateway(f"{name}-gateway", GatewayArgs(workload=ws.gateway, platform=platform, after=workloads, restart_on=restart_on), opts=child)
+        gw = Gateway(f"{name}-gateway", GatewayArgs(workload=ws.gateway, platform=platform, after=workloads), opts=child)
         if ws.webui:
             OpenWebUI(f"{name}-webui", OpenWebUIArgs(workload=ws.webui, platform=platform, after=[gw.workload], gateway_key=webui_key), opts=child)
         if ws.dcgm:
@@ -113,9 +99,9 @@ class VllmStack(pulumi.ComponentResource):
         if ws.prometheus:
             Prometheus(f"{name}-prometheus", PrometheusArgs(workload=ws.prometheus, platform=platform, after=workloads), opts=child)
 
-        self.gateway_url = pulumi.Output.from_input(urls.gateway)
-        self.webui_url = pulumi.Output.from_input(urls.webui)
-        self.metrics_url = pulumi.Output.from_input(urls.metrics)
+        self.gateway_url = pulumi.Output.from_input(p.urls.gateway)
+        self.webui_url = pulumi.Output.from_input(p.urls.webui)
+        self.metrics_url = pulumi.Output.from_input(p.urls.metrics)
         self.served_models = pulumi.Output.from_input([r.served_name for r in p.routes])
         self.gpu_plan = pulumi.Output.from_input(gpu_summary(p))
         self.register_outputs(
@@ -127,64 +113,3 @@ class VllmStack(pulumi.ComponentResource):
                 "gpu_plan": self.gpu_plan,
             }
         )
-
-    def _docker(self, name: str, p: StackPlan) -> tuple[StackWorkloads, Platform, Urls]:
-        import pulumi_docker as docker
-
-        from components.platforms.docker import DockerPlatform
-
-        cfg = p.config
-        child = pulumi.ResourceOptions(parent=self)
-        prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
-        network = docker.Network(f"{name}-network", name=cfg.docker_settings.network, driver="bridge", opts=child)
-        volumes = {
-            v: docker.Volume(f"{name}-{v}", name=f"{prefix}-{v}", opts=pulumi.ResourceOptions(parent=self, retain_on_delete=cfg.retain_data_on_destroy))
-            for v in DATA_VOLUMES
-        }
-        platform = DockerPlatform(cfg.docker_settings, network, volumes, prefix)
-        image = VllmImage(f"{name}-image", VllmImageArgs(image=p.image, repository=f"{prefix}/vllm"), opts=child)
-        refs = image_refs(p)
-
-        def image_for(key: str) -> Ref:
-            if key == "vllm":
-                return image.image_ref
-            return docker.RemoteImage(f"{name}-{key}-image", name=refs[key], keep_locally=True, opts=child).image_id
-
-        ws = stack_workloads(p, image_for)
-        host = "localhost" if cfg.docker_settings.bind_address in ("0.0.0.0", "::") else cfg.docker_settings.bind_address
-        metrics = None
-        if cfg.monitoring.dcgm:
-            metrics = f"http://{host}:{cfg.monitoring.dcgm_port}/metrics"
-        if cfg.runs_prometheus:
-            metrics = f"http://{host}:{cfg.monitoring.prometheus_port}"
-        urls = Urls(
-            gateway=f"http://{host}:{cfg.gateway.port}/v1",
-            webui=f"http://{host}:{cfg.webui.port}" if cfg.webui.enabled else None,
-            metrics=metrics,
-        )
-        return ws, platform, urls
-
-    def _kubernetes(self, name: str, p: StackPlan) -> tuple[StackWorkloads, Platform, Urls]:
-        # imported here: docker stacks never pay for pulumi_kubernetes
-        from components.platforms.kubernetes import KubernetesPlatform
-
-        cfg = p.config
-        refs = image_refs(p)
-        vllm: Ref = refs["vllm"]
-        if p.image.customised and p.image.registry:
-            built = VllmImage(f"{name}-image", VllmImageArgs(image=p.image, repository=p.image.registry, push=True), opts=pulumi.ResourceOptions(parent=self))
-            vllm = built.image_ref
-        ws = stack_workloads(p, lambda key: vllm if key == "vllm" else refs[key])
-        platform = KubernetesPlatform(name, p, ws.all(), parent=self)
-        if platform.render_only:
-            wanted = ", ".join(f"{r.secret} (key {r.key}{', optional' if r.optional else ''})" for r in ws.secret_refs())
-            pulumi.log.warn(f"kubernetes.renderYamlTo: Secrets are not rendered (their values would be plain text); create them yourself: {wanted}", self)
-        ing = cfg.gateway.ingress
-        # outside an Ingress the stack is reached at its Services' cluster addresses
-        gateway = f"{'https' if ing.tls_secret else 'http'}://{ing.host}/v1" if ing.enabled and ing.host else p.webui_api_base
-        urls = Urls(
-            gateway=gateway,
-            webui=f"http://{service_address(cfg, ws.webui.name, cfg.webui.port)}" if ws.webui else None,
-            metrics=f"http://{service_address(cfg, ws.dcgm.name, cfg.monitoring.dcgm_port)}/metrics" if ws.dcgm else None,
-        )
-        return ws, platform, urls

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_random as random
 
 from components.platforms.base import ServiceArgs
-from components.workloads import WEBUI_GATEWAY_KEY, WEBUI_SECRET_KEY
+from stacks.plan.topology import WEBUI_GATEWAY_KEY, WEBUI_SECRET_KEY
 
 
 @dataclass(kw_only=True)

@@ -1,1 +1,1 @@
-"""What a stack is: typed config, model catalog, GPU plan and CLI. Imports no provider SDK."""
+"""The pure layers of vllm-stack, one way: config -> plan -> render, with the CLI on top. Imports no Pulumi."""

@@ -14,6 +14,7 @@ from rich.table import Table
 from stacks.config import json_schema, load_stack
 from stacks.errors import ConfigError
 from stacks.plan import GpuPlan, StackPlan, plan
+from stacks.render import gateway, render_all
 
 
 def _print_plan(p: StackPlan, console: Console) -> None:
@@ -22,8 +23,8 @@ def _print_plan(p: StackPlan, console: Console) -> None:
     if p.gpus:
         groups = [(f"GPU {g.index}: {g.name}, {g.memory_gib} GiB", g.models) for g in p.gpus]
     else:
-        kube = p.config.kube.gpu
-        groups = [(f"per pod: {kube.name}, {kube.memory_gi_b} GiB per GPU", [m.name for m in p.models])]
+        assert p.kubernetes is not None, "a plan without GPUs is a kubernetes plan"
+        groups = [(f"per pod: {p.kubernetes.gpu_name}, {p.kubernetes.gpu_memory_gib} GiB per GPU", [m.name for m in p.models])]
     gpu_rows: list[GpuPlan | None] = list(p.gpus) or [None] * len(groups)
     for (title, names), gpu in zip(groups, gpu_rows, strict=True):
         table = Table(title=title, title_justify="left")
@@ -55,16 +56,12 @@ def _print_plan(p: StackPlan, console: Console) -> None:
 
 def render_files(p: StackPlan) -> dict[str, str]:
     """Every file the components render, keyed by ``<component>/<file>``."""
-    from components.files import render_all
-
     return {"plan.json": json.dumps(p.to_json(), indent=2, sort_keys=True) + "\n", **render_all(p)}
 
 
 def _keys_conf() -> int:
     """keys.conf for the gateway-keys Secret when manifests are rendered (GitOps): keys come from the
     environment, never from arguments, so they stay out of shell history and process lists."""
-    from components.files import gateway
-
     vllm_key = os.environ.get("VLLM_API_KEY", "")
     if not vllm_key:
         print("set VLLM_API_KEY (the vllm-api-key Secret's value) and, for a closed gateway, API_KEYS", file=sys.stderr)

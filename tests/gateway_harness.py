@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.files import gateway
 from stacks.config import parse
 from stacks.plan import StackPlan, plan
+from stacks.render import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"

@@ -93,7 +93,7 @@ def test_stack_files_hold_no_plaintext_secret(stack: str) -> None:
 
 
 def test_keys_conf_for_self_made_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from components.files.gateway import keys_conf
+    from stacks.render.gateway import keys_conf
 
     monkeypatch.delenv("VLLM_API_KEY", raising=False)
     assert main(["keys-conf"]) == 1

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import tzdata
 
-from components.files.dockerfile import dockerfile
 from stacks.config import load_stack
 from stacks.plan import plan
+from stacks.render.dockerfile import dockerfile
 from tests.conftest import require_program, unavailable
 
 BUSYBOX_APPLETS = ("sh", "ln", "echo", "cat", "date", "test", "[", "env", "rm")

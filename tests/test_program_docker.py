@@ -13,10 +13,11 @@ from typing import Any
 import pulumi
 import pytest
 
-from stacks.config import load_stack
+from stacks.config import load_stack, parse, read_stack_file
 from stacks.plan import plan
+from stacks.render.dockerfile import TEMPLATE
 from tests.conftest import ROOT
-from tests.program import FAKE_SECRETS, LAST, Mocks, plaintext_leaks, run_program, stack_config
+from tests.mock_engine import FAKE_SECRETS, LAST, Mocks, plaintext_leaks, run_program, stack_config
 
 CONTAINER = "docker:index/container:Container"
 DOCKER_STACKS = ["dev", "multigpu"]
@@ -118,7 +119,11 @@ def test_image_build_pins_base_and_timezone() -> None:
     img = m.of_type("docker:index/image:Image")[0].inputs
     assert img["build"]["args"] == {"BASE_IMAGE": "vllm/vllm-openai:v0.11.2", "TZ": "Asia/Seoul"}
     assert img["skipPush"] is True
-    assert "Asia/Seoul" in Path(img["build"]["dockerfile"]).read_text()
+    # the committed template is built with the stack's values as build arguments: nothing is written at preview or deploy
+    dockerfile = Path(img["build"]["dockerfile"])
+    assert dockerfile == TEMPLATE and Path(img["build"]["context"]) == TEMPLATE.parent
+    assert "ARG TZ" in dockerfile.read_text() and "ENV TZ=${TZ}" in dockerfile.read_text()
+    assert sorted(p.name for p in TEMPLATE.parent.iterdir()) == ["Dockerfile"], "the build context holds the Dockerfile only"
 
 
 def test_data_volumes_retained_unless_opted_out() -> None:
@@ -198,9 +203,36 @@ def test_resource_graph_matches_snapshot(name: str) -> None:
 def test_docker_stack_never_imports_pulumi_kubernetes(name: str) -> None:
     code = (
         "import sys, runpy; sys.path.insert(0, '.');"
-        f"from tests.program import run_program; run_program({name!r});"
+        f"from tests.mock_engine import run_program; run_program({name!r});"
         "assert 'pulumi_kubernetes' not in sys.modules, 'pulumi_kubernetes imported';"
         "print('ok')"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_non_default_ports_everywhere_on_docker() -> None:
+    """Every published port moved: each container still listens on its own port, peers use those, the host the new ones."""
+    cfg, keys = stack_config("dev")
+    ports = {"gateway": 8100, "webui": 3100, "dcgm": 9500, "prometheus": 9191}
+    cfg["vllm-stack:gateway"] = json.dumps({"port": ports["gateway"]})
+    cfg["vllm-stack:webui"] = json.dumps({"port": ports["webui"]})
+    cfg["vllm-stack:monitoring"] = json.dumps({"dcgmPort": ports["dcgm"], "prometheusPort": ports["prometheus"]})
+    c = _containers(run_program("dev", secrets={k: FAKE_SECRETS[k] for k in keys}, config=cfg))
+    published = {name: (x["ports"][0]["internal"], x["ports"][0]["external"]) for name, x in c.items() if "ports" in x}
+    assert published == {
+        "vllm-gateway": (8080, ports["gateway"]),
+        "vllm-webui": (8080, ports["webui"]),
+        "vllm-dcgm": (9400, ports["dcgm"]),
+        "vllm-prometheus": (9090, ports["prometheus"]),
+    }
+    assert "DCGM_EXPORTER_LISTEN=:9400" in _env(c["vllm-dcgm"])
+    conf = next(u["content"] for u in c["vllm-prometheus"]["uploads"] if u["file"] == "/etc/prometheus/prometheus.yml")
+    # peers reach the exporter on the port it listens on, not the host's
+    assert "dcgm-exporter:9400" in conf and "9500" not in conf
+    assert "OPENAI_API_BASE_URLS=http://gateway:8080/v1" in _env(c["vllm-webui"])
+    raw = read_stack_file(ROOT / "Pulumi.dev.yaml") | {
+        k.split(":")[1]: json.loads(cfg[k]) for k in ("vllm-stack:gateway", "vllm-stack:webui", "vllm-stack:monitoring")
+    }
+    urls = plan(parse(raw)).urls
+    assert (urls.gateway, urls.webui, urls.metrics) == ("http://localhost:8100/v1", "http://localhost:3100", "http://localhost:9191")

@@ -14,13 +14,14 @@ import pulumi
 import pytest
 import yaml
 
-from components.platforms import kube_manifests
-from components.workloads import stack_workloads
 from stacks.cli import main as cli_main
-from stacks.config import image_pin_problem, load_stack
+from stacks.config import load_stack, parse
+from stacks.config.rules import image_pin_problem
 from stacks.plan import StackPlan, plan
+from stacks.render import kubernetes as kube_manifests
+from stacks.render.workloads import stack_workloads
 from tests.conftest import ROOT
-from tests.program import FAKE_SECRETS, LAST, SIG_KEY, Mocks, plaintext_leaks, run_program, stack_config
+from tests.mock_engine import FAKE_SECRETS, LAST, SIG_KEY, Mocks, plaintext_leaks, run_program, stack_config
 
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 CRD_KINDS = {"ScaledObject"}
@@ -434,3 +435,23 @@ def test_declared_objects_match_snapshot() -> None:
         SNAPSHOT.write_text(text)
     assert SNAPSHOT.exists(), "run UPDATE_SNAPSHOTS=1 pytest tests/test_program_kubernetes.py"
     assert json.loads(SNAPSHOT.read_text()) == json.loads(text)
+
+
+def test_non_default_ports_everywhere_on_kubernetes() -> None:
+    """Service ports follow the config, containers keep listening on their own ports, peers use the Service ports."""
+    cfg, secrets = cluster_config(gateway={"port": 8100}, webui={"port": 3100}, monitoring={"dcgm": True, "dcgmPort": 9500})
+    m = run_program("cluster", secrets=secrets, config=cfg)
+    services = by_kind(m, "Service")
+    expected = {"gateway": (8100, 8080), "open-webui": (3100, 8080), "dcgm-exporter": (9500, 9400), "vllm-qwen3-8b": (8000, 8000)}
+    for name, (service_port, container_port) in expected.items():
+        assert services[name]["spec"]["ports"] == [{"name": "http", "port": service_port, "targetPort": "http", "protocol": "TCP"}], name
+        controller = {**by_kind(m, "Deployment"), **by_kind(m, "DaemonSet")}[name]
+        assert container(controller)["ports"] == [{"name": "http", "containerPort": container_port, "protocol": "TCP"}], name
+    dcgm = container(by_kind(m, "DaemonSet")["dcgm-exporter"])
+    assert {"name": "DCGM_EXPORTER_LISTEN", "value": ":9400"} in dcgm["env"]
+    webui_env = {e["name"]: e.get("value") for e in container(by_kind(m, "Deployment")["open-webui"])["env"]}
+    assert webui_env["OPENAI_API_BASE_URLS"] == "http://gateway.llm.svc:8100/v1"
+    raw = {k.split(":")[1]: json.loads(v) if v[:1] in "[{" else v for k, v in cfg.items() if k.startswith("vllm-stack:") and k not in FAKE_SECRETS}
+    p = plan(parse(raw))
+    assert [t.target for t in p.scrape_targets if t.job == "dcgm"] == ["dcgm-exporter.llm.svc:9500"]
+    assert p.urls.metrics == "http://dcgm-exporter.llm.svc:9500/metrics" and p.urls.webui == "http://open-webui.llm.svc:3100"

@@ -1,4 +1,4 @@
-"""How a platform is driven: the components hand it Workloads (``components.workloads``) and stack secrets."""
+"""How a platform is driven: the components hand it Workloads (``stacks.render.workloads``) and stack secrets."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ from typing import Protocol
 
 import pulumi
 
-from components.workloads import Workload
+from stacks.render.workloads import Ref, Workload
 
 
 class Platform(Protocol):
+    def image(self, key: str) -> Ref:
+        """The image a service runs (``workloads.image_refs``' keys); built or pulled as the platform needs."""
+        ...
+
     def secret(self, name: str, data: Mapping[str, pulumi.Output[str]], parent: pulumi.Resource) -> None:
         """Make stack secret ``name`` (key -> secret value) available to the workloads' ``SecretRef``s."""
         ...
@@ -26,7 +30,7 @@ class ServiceArgs:
     """What every stack service's args hold."""
 
     workload: Workload
-    """What runs (``components.workloads``)."""
+    """What runs (``stacks.render.workloads``)."""
     platform: Platform
     """Where it runs."""
     after: list[pulumi.CustomResource] = field(default_factory=list)

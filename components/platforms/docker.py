@@ -1,4 +1,4 @@
-"""Docker host platform: one user-defined network, named volumes, one container per workload."""
+"""Docker host platform: one user-defined network, named volumes, pulled and built images, one container per workload."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 import pulumi
 import pulumi_docker as docker
 
-from components.workloads import SecretRef, Workload
-from stacks.config import DockerConfig
+from components.image import VllmImage, VllmImageArgs
+from stacks.plan import SecretRef, StackPlan
+from stacks.plan.types import DockerPlan
+from stacks.render.workloads import Ref, Workload, image_refs
 
 HEALTH_INTERVAL_S = 10
 
@@ -18,14 +20,33 @@ def _env_entry(key: str, value: pulumi.Output[str]) -> pulumi.Output[str]:
 
 
 class DockerPlatform:
-    """Runs workloads as containers on ``network`` with the stack's named ``volumes``."""
+    """Runs workloads as containers on the stack's network; owns the network, the data volumes and the images."""
 
-    def __init__(self, settings: DockerConfig, network: docker.Network, volumes: dict[str, docker.Volume], prefix: str) -> None:
-        self.settings = settings
-        self.network = network
-        self.volumes = volumes
-        self.prefix = prefix
+    def __init__(self, name: str, plan: StackPlan, parent: pulumi.Resource) -> None:
+        assert plan.docker is not None, "the docker platform runs docker stacks"
+        self.name = name
+        self.plan = plan
+        self.settings: DockerPlan = plan.docker
+        self.parent = parent
+        self.prefix = f"{pulumi.get_project()}-{pulumi.get_stack()}"
+        self.network = docker.Network(f"{name}-network", name=self.settings.network, driver="bridge", opts=pulumi.ResourceOptions(parent=parent))
+        self.volumes: dict[str, docker.Volume] = {}
+        self.containers: dict[str, docker.Container] = {}
         self.secrets: dict[str, Mapping[str, pulumi.Output[str]]] = {}
+
+    def image(self, key: str) -> Ref:
+        child = pulumi.ResourceOptions(parent=self.parent)
+        if key == "vllm":
+            # the docker target always builds: the time zone is baked into the image
+            built = VllmImage(f"{self.name}-image", VllmImageArgs(image=self.plan.image, repository=f"{self.prefix}/vllm"), opts=child)
+            return built.image_ref
+        return docker.RemoteImage(f"{self.name}-{key}-image", name=image_refs(self.plan)[key], keep_locally=True, opts=child).image_id
+
+    def _volume(self, volume: str) -> docker.Volume:
+        if volume not in self.volumes:
+            opts = pulumi.ResourceOptions(parent=self.parent, retain_on_delete=self.plan.retain_data)
+            self.volumes[volume] = docker.Volume(f"{self.name}-{volume}", name=f"{self.prefix}-{volume}", opts=opts)
+        return self.volumes[volume]
 
     def secret(self, name: str, data: Mapping[str, pulumi.Output[str]], parent: pulumi.Resource) -> None:
         # docker has no secret store: values go straight into env and uploads, kept as Pulumi secrets
@@ -44,7 +65,12 @@ class DockerPlatform:
             value = self._value(ref)
             if value is not None:
                 envs.append(_env_entry(key, value))
-        uploads = [docker.ContainerUploadArgs(file=path, content=content) for path, content in sorted(w.files.items())]
+        files = dict(w.files)
+        if w.upstreams:
+            # a changed upload replaces the container: nginx starts again and re-resolves the replaced upstreams
+            ids = [self.containers[s].id for s in w.upstreams.services]
+            files[w.upstreams.marker] = pulumi.Output.all(*ids).apply(lambda v: "\n".join(map(str, v)) + "\n")
+        uploads = [docker.ContainerUploadArgs(file=path, content=content) for path, content in sorted(files.items())]
         for path, ref in sorted(w.secret_files.items()):
             value = self._value(ref)
             if value is not None:
@@ -66,7 +92,7 @@ class DockerPlatform:
             gpus = "all"
         elif w.gpus:
             gpus = "device=" + ",".join(str(g) for g in w.gpus)
-        return docker.Container(
+        container = docker.Container(
             name,
             name=f"{self.prefix}-{w.name}",
             image=w.image,
@@ -78,7 +104,7 @@ class DockerPlatform:
             shm_size=int(w.shm_size_gib * 1024) if w.shm_size_gib else None,
             capabilities=docker.ContainerCapabilitiesArgs(adds=w.cap_add) if w.cap_add else None,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.network.name, aliases=[w.name])],
-            volumes=[docker.ContainerVolumeArgs(volume_name=self.volumes[v].name, container_path=path) for v, path in sorted(w.volumes.items())] or None,
+            volumes=[docker.ContainerVolumeArgs(volume_name=self._volume(v).name, container_path=path) for v, path in sorted(w.volumes.items())] or None,
             ports=[docker.ContainerPortArgs(internal=w.port, external=w.publish, ip=self.settings.bind_address)] if w.publish and w.port else None,
             uploads=uploads or None,
             healthcheck=healthcheck,
@@ -91,3 +117,5 @@ class DockerPlatform:
             must_run=True,
             opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
         )
+        self.containers[w.name] = container
+        return container

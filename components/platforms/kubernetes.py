@@ -1,4 +1,4 @@
-"""Kubernetes platform: declares the objects ``kube_manifests`` builds, through ``pulumi_kubernetes``."""
+"""Kubernetes platform: declares the objects ``stacks.render.kubernetes`` builds, through ``pulumi_kubernetes``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.platforms import kube_manifests as manifests
-from components.workloads import Workload
+from components.image import VllmImage, VllmImageArgs
 from stacks.plan import StackPlan
+from stacks.plan.types import KubernetesPlan
+from stacks.render import kubernetes as manifests
+from stacks.render.workloads import Ref, Workload, image_refs
 
 TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("v1", "Namespace"): k8s.core.v1.Namespace,
@@ -42,12 +44,14 @@ def declare(name: str, obj: manifests.Obj, opts: pulumi.ResourceOptions) -> pulu
 
 
 class KubernetesPlatform:
-    """Runs workloads in the stack's namespace; owns the provider, the namespace, Secrets and PVCs."""
+    """Runs workloads in the stack's namespace; owns the provider, the namespace, Secrets, PVCs and the pushed image."""
 
-    def __init__(self, name: str, plan: StackPlan, workloads: Sequence[Workload], parent: pulumi.Resource) -> None:
-        kube = plan.config.kube
+    def __init__(self, name: str, plan: StackPlan, parent: pulumi.Resource) -> None:
+        assert plan.kubernetes is not None, "the kubernetes platform runs kubernetes stacks"
+        kube: KubernetesPlan = plan.kubernetes
         self.plan = plan
         self.prefix = name
+        self.parent = parent
         self.render_only = kube.render_yaml_to is not None
         self.provider = k8s.Provider(
             f"{name}-k8s",
@@ -56,12 +60,10 @@ class KubernetesPlatform:
             render_yaml_to_directory=kube.render_yaml_to,
             opts=pulumi.ResourceOptions(parent=parent),
         )
-        retain = plan.config.retain_data_on_destroy
         # deleting a namespace deletes its PVCs: when data is kept, the namespace is kept too
-        self.namespace = declare(f"{name}-namespace", manifests.namespace(plan), self._opts(parent, [], retain=retain))
+        self.namespace = declare(f"{name}-namespace", manifests.namespace(plan), self._opts(parent, [], retain=plan.retain_data))
         self.ready: list[pulumi.Resource] = [self.namespace]
-        for obj in manifests.claims(plan, list(workloads)):
-            self.ready.append(declare(f"{name}-{obj['metadata']['name']}-pvc", obj, self._opts(parent, [self.namespace], retain=retain)))
+        self.claims: set[str] = set()
 
     def _opts(
         self,
@@ -76,16 +78,36 @@ class KubernetesPlatform:
             timeouts = pulumi.CustomTimeouts(create=minutes, update=minutes)
         return pulumi.ResourceOptions(parent=parent, provider=self.provider, depends_on=list(depends_on), retain_on_delete=retain, custom_timeouts=timeouts)
 
+    def image(self, key: str) -> Ref:
+        refs = image_refs(self.plan)
+        if key == "vllm" and self.plan.image.build and self.plan.image.registry:
+            # a customised image must be pushed where the cluster pulls it; pods run the pushed digest
+            args = VllmImageArgs(image=self.plan.image, repository=self.plan.image.registry, push=True)
+            return VllmImage(f"{self.prefix}-image", args, opts=pulumi.ResourceOptions(parent=self.parent)).image_ref
+        return refs[key]
+
     def secret(self, name: str, data: Mapping[str, pulumi.Output[str]], parent: pulumi.Resource) -> None:
         if self.render_only:
             # the provider's render mode writes Secret values in plain text: GitOps users create these Secrets themselves
+            keys = ", ".join(sorted(data))
+            pulumi.log.warn(f"kubernetes.renderYamlTo: Secret {name} (keys {keys}) is not rendered, its values would be plain text; create it yourself", parent)
             return
         values: dict[str, pulumi.Output[str]] = {k: pulumi.Output.secret(v) for k, v in data.items()}
         self.ready.append(declare(f"{self.prefix}-{name}-secret", manifests.secret(self.plan, name, values), self._opts(parent, [self.namespace])))
 
+    def _claims(self, w: Workload) -> None:
+        """The PVCs ``w`` mounts, declared on first use and kept on destroy with the data."""
+        for obj in manifests.claims(self.plan, [w]):
+            claim = obj["metadata"]["name"]
+            if claim not in self.claims:
+                self.claims.add(claim)
+                opts = self._opts(self.parent, [self.namespace], retain=self.plan.retain_data)
+                self.ready.append(declare(f"{self.prefix}-{claim}-pvc", obj, opts))
+
     def run(self, name: str, workload: Workload, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]) -> pulumi.CustomResource:
         """Declares the workload's objects; returns its Service (ready endpoints) or else its controller."""
         w = workload
+        self._claims(w)
         before = [*self.ready, *depends_on]
         wait = w.startup_seconds + AWAIT_MARGIN_S
         controller: pulumi.CustomResource | None = None

@@ -1,19 +1,18 @@
-"""Pure renderers of the files the components ship. No Pulumi imports here."""
+"""Pure renderers: the plan -> what runs (``workloads``) and the files it needs (nginx.conf and router.js,
+the vLLM Dockerfile, prometheus.yml, Kubernetes manifests). No Pulumi and no provider SDK here."""
 
 from __future__ import annotations
 
 from stacks.plan import StackPlan
+from stacks.render import dockerfile, gateway, kubernetes, prometheus
 
 
 def render_all(plan: StackPlan) -> dict[str, str]:
     """Every rendered file, keyed ``<component>/<file>``; a kubernetes stack adds its manifests under ``kubernetes/``."""
-    from components.files import dockerfile, gateway, prometheus
-    from components.platforms import kube_manifests
-
     out = {f"vllm/{k}": v for k, v in dockerfile.render(plan.image).items()}
     out |= {f"gateway/{k}": v for k, v in gateway.render(plan).items()}
-    if plan.config.runs_prometheus:
+    if plan.prometheus:
         out["monitoring/prometheus.yml"] = prometheus.render(plan)
-    if plan.target == "kubernetes":
-        out |= {f"kubernetes/{k}": v for k, v in kube_manifests.render(plan).items()}
+    if plan.kubernetes:
+        out |= {f"kubernetes/{k}": v for k, v in kubernetes.render(plan).items()}
     return out

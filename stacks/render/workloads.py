@@ -1,4 +1,4 @@
-"""What runs, as plain data: one Workload per server, built from the plan. No Pulumi imports here.
+"""What runs, as plain data: one Workload per service, built from the plan. No Pulumi imports here.
 
 The components declare these through a platform (docker containers or Kubernetes objects), and
 ``python -m stacks render`` turns the very same Workloads into manifests offline. Secrets appear
@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from components.files import gateway as gateway_files
-from components.files import prometheus as prometheus_files
-from components.files.dockerfile import content_tag
-from stacks.plan import ModelPlan, StackPlan
+from stacks.plan import ModelPlan, SecretRef, StackPlan
+from stacks.plan import topology as net
+from stacks.plan.types import Autoscaling
+from stacks.render import gateway as gateway_files
+from stacks.render import prometheus as prometheus_files
+from stacks.render.dockerfile import content_tag
 
 if TYPE_CHECKING:
     import pulumi
@@ -23,42 +25,22 @@ if TYPE_CHECKING:
 else:
     Ref = Any
 
+# Where the images keep things (container paths).
 HF_HOME = "/root/.cache/huggingface"
 VLLM_CACHE = "/root/.cache/vllm"
 GATEWAY_CONF_DIR = "/etc/nginx"
 WEBUI_DATA_DIR = "/app/backend/data"
-WEBUI_PORT = 8080
-WEBUI_STARTUP_SECONDS = 300
-DCGM_PORT_IN_CONTAINER = 9400
-PROMETHEUS_PORT_IN_CONTAINER = 9090
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+PROMETHEUS_DATA_DIR = "/prometheus"
 
 
 @dataclass(frozen=True)
-class SecretRef:
-    """One value of a stack secret: Kubernetes Secret ``secret``, key ``key``."""
+class Upstreams:
+    """Services a workload resolves once, at start (nginx): a platform that replaces one must restart it."""
 
-    secret: str
-    key: str
-    optional: bool = False
-    """Left out where the stack has no value for it (an unset ``hfToken``)."""
-
-
-HF_TOKEN = SecretRef("hf-token", "token", optional=True)
-VLLM_API_KEY = SecretRef("vllm-api-key", "key")
-GATEWAY_KEYS = SecretRef("gateway-keys", gateway_files.KEYS_FILE)
-WEBUI_SECRET_KEY = SecretRef("open-webui", "secret-key")
-WEBUI_GATEWAY_KEY = SecretRef("open-webui", "gateway-key")
-
-
-@dataclass(frozen=True)
-class Autoscale:
-    """Kubernetes: scale replicas on a Prometheus query (KEDA)."""
-
-    min_replicas: int
-    max_replicas: int
-    prometheus_url: str
-    query: str
-    threshold: int
+    services: list[str]
+    marker: str
+    """A file the platform may write (the upstreams' current ids) so that a change restarts the workload."""
 
 
 @dataclass
@@ -93,7 +75,7 @@ class Workload:
     exclusive: bool = False
     """Two copies may never run at once (GPUs, a single-writer volume): Kubernetes uses Recreate."""
     volumes: dict[str, str] = field(default_factory=dict)
-    """Logical volume name -> mount path."""
+    """Logical volume name (``topology``) -> mount path."""
     files: dict[str, Ref] = field(default_factory=dict)
     """Path in the container -> content (plain)."""
     secret_files: dict[str, SecretRef] = field(default_factory=dict)
@@ -103,8 +85,9 @@ class Workload:
     cap_add: list[str] = field(default_factory=list)
     wait_healthy: bool = False
     """Dependents wait until it answers its health check."""
+    upstreams: Upstreams | None = None
     replicas: int = 1
-    autoscale: Autoscale | None = None
+    autoscale: Autoscaling | None = None
     cpu_request: str | None = None
     memory_request: str | None = None
     memory_limit: str | None = None
@@ -112,8 +95,7 @@ class Workload:
 
 
 def vllm_server(plan: StackPlan, m: ModelPlan, image: Ref) -> Workload:
-    auto = next(c for c in plan.config.models if c.name == m.name).autoscaling
-    kube = plan.config.kubernetes
+    kube = plan.kubernetes
     return Workload(
         name=m.service,
         component="model-server",
@@ -121,52 +103,44 @@ def vllm_server(plan: StackPlan, m: ModelPlan, image: Ref) -> Workload:
         entrypoint=m.entrypoint,
         args=m.args,
         env={"HF_HOME": HF_HOME, "VLLM_CACHE_ROOT": VLLM_CACHE, **m.env},
-        secret_env={"HF_TOKEN": HF_TOKEN, "VLLM_API_KEY": VLLM_API_KEY},
+        secret_env={"HF_TOKEN": net.HF_TOKEN, "VLLM_API_KEY": net.VLLM_API_KEY},
         port=m.port,
         health_path=m.health_path,
         startup_seconds=m.startup_seconds,
-        metrics_path="/metrics",
+        metrics_path=m.metrics_path,
         gpus=m.gpus,
         gpu_count=m.gpu_count,
         exclusive=True,
-        volumes={"model-cache": HF_HOME, "vllm-cache": VLLM_CACHE},
+        volumes={net.MODEL_CACHE: HF_HOME, net.VLLM_CACHE: VLLM_CACHE},
         shm_size_gib=m.shm_size_gib,
         # NCCL and PyTorch workers share memory through /dev/shm: host IPC unless a size is set
         ipc_host=m.shm_size_gib is None,
         wait_healthy=True,
         replicas=m.replicas,
-        autoscale=(
-            Autoscale(
-                min_replicas=auto.min_replicas,
-                max_replicas=auto.max_replicas,
-                prometheus_url=auto.prometheus_url,
-                # vLLM labels its metrics with the first served name, which is the model's name
-                query=f'sum(vllm:num_requests_waiting{{model_name="{m.name}"}})',
-                threshold=auto.waiting_requests,
-            )
-            if auto and auto.enabled
-            else None
-        ),
-        cpu_request=kube.cpu_request if kube else None,
-        memory_request=kube.memory_request if kube else None,
+        autoscale=m.autoscaling,
+        cpu_request=kube.model_cpu_request if kube else None,
+        memory_request=kube.model_memory_request if kube else None,
         labels={"vllm-stack.model": m.name},
     )
 
 
 def gateway(plan: StackPlan, image: Ref) -> Workload:
     rendered = gateway_files.render(plan)
+    gw = plan.gateway
     return Workload(
-        name=plan.gateway_service,
+        name=gw.service.name,
         component="gateway",
         image=image,
         args=["nginx", "-g", "daemon off;"],
-        env={"TZ": plan.config.timezone},
-        port=plan.gateway_port_in_container,
-        publish=plan.config.gateway.port,
-        health_path="/health",
+        env={"TZ": plan.timezone},
+        port=gw.service.port,
+        publish=gw.service.published,
+        health_path=gw.service.health_path,
         files={f"{GATEWAY_CONF_DIR}/nginx.conf": rendered["nginx.conf"], f"{GATEWAY_CONF_DIR}/njs/router.js": rendered["router.js"]},
-        secret_files={f"{GATEWAY_CONF_DIR}/secrets/{gateway_files.KEYS_FILE}": GATEWAY_KEYS},
-        replicas=plan.config.gateway.replicas,
+        secret_files={f"{GATEWAY_CONF_DIR}/secrets/{net.KEYS_FILE}": net.GATEWAY_KEYS},
+        # nginx resolves upstream names once, at start
+        upstreams=Upstreams(services=[m.service for m in plan.models], marker=f"{GATEWAY_CONF_DIR}/upstream-ids.txt"),
+        replicas=gw.replicas,
         cpu_request="100m",
         memory_request="128Mi",
         memory_limit="512Mi",
@@ -175,34 +149,35 @@ def gateway(plan: StackPlan, image: Ref) -> Workload:
 
 
 def open_webui(plan: StackPlan, image: Ref) -> Workload:
-    cfg = plan.config.webui
+    ui = plan.webui
+    assert ui is not None, "built only when Open WebUI is enabled"
     env = {
         "OPENAI_API_BASE_URLS": plan.webui_api_base.rstrip("/"),
         "ENABLE_OPENAI_API": "True",
         "ENABLE_OLLAMA_API": "False",
         "ENABLE_PERSISTENT_CONFIG": "False",
-        "ENABLE_SIGNUP": str(cfg.enable_signup),
-        "TZ": plan.config.timezone,
+        "ENABLE_SIGNUP": str(ui.enable_signup),
+        "TZ": plan.timezone,
         "ANONYMIZED_TELEMETRY": "False",
     }
-    if cfg.redis_url:
-        env |= {"WEBSOCKET_MANAGER": "redis", "ENABLE_WEBSOCKET_SUPPORT": "True", "WEBSOCKET_REDIS_URL": cfg.redis_url, "REDIS_URL": cfg.redis_url}
-    if cfg.database_url:
-        env["DATABASE_URL"] = cfg.database_url
+    if ui.redis_url:
+        env |= {"WEBSOCKET_MANAGER": "redis", "ENABLE_WEBSOCKET_SUPPORT": "True", "WEBSOCKET_REDIS_URL": ui.redis_url, "REDIS_URL": ui.redis_url}
+    if ui.database_url:
+        env["DATABASE_URL"] = ui.database_url
     return Workload(
-        name="open-webui",
+        name=ui.service.name,
         component="webui",
         image=image,
         env=env,
-        secret_env={"OPENAI_API_KEYS": WEBUI_GATEWAY_KEY, "WEBUI_SECRET_KEY": WEBUI_SECRET_KEY},
-        port=WEBUI_PORT,
-        publish=cfg.port,
-        health_path="/health",
-        startup_seconds=WEBUI_STARTUP_SECONDS,
+        secret_env={"OPENAI_API_KEYS": net.WEBUI_GATEWAY_KEY, "WEBUI_SECRET_KEY": net.WEBUI_SECRET_KEY},
+        port=ui.service.port,
+        publish=ui.service.published,
+        health_path=ui.service.health_path,
+        startup_seconds=ui.startup_seconds,
         # one replica owns its data volume; several share an external database instead
-        exclusive=cfg.replicas == 1,
-        volumes={"webui-data": WEBUI_DATA_DIR},
-        replicas=cfg.replicas,
+        exclusive=ui.replicas == 1,
+        volumes={net.WEBUI_DATA: WEBUI_DATA_DIR},
+        replicas=ui.replicas,
         cpu_request="250m",
         memory_request="1Gi",
         memory_limit="4Gi",
@@ -211,19 +186,21 @@ def open_webui(plan: StackPlan, image: Ref) -> Workload:
 
 
 def dcgm_exporter(plan: StackPlan, image: Ref) -> Workload:
-    env = {"DCGM_EXPORTER_LISTEN": f":{DCGM_PORT_IN_CONTAINER}"}
-    if plan.target == "kubernetes":
+    dcgm = plan.dcgm
+    assert dcgm is not None, "built only when the DCGM exporter runs"
+    env = {"DCGM_EXPORTER_LISTEN": f":{dcgm.service.port}"}
+    if plan.kubernetes:
         # maps GPUs to the pods using them, through the kubelet's pod-resources socket
         env["DCGM_EXPORTER_KUBERNETES"] = "true"
     return Workload(
-        name="dcgm-exporter",
+        name=dcgm.service.name,
         component="gpu-metrics",
         image=image,
         env=env,
-        port=DCGM_PORT_IN_CONTAINER,
-        publish=plan.config.monitoring.dcgm_port,
-        health_path="/health",
-        metrics_path="/metrics",
+        port=dcgm.service.port,
+        publish=dcgm.service.published,
+        health_path=dcgm.service.health_path,
+        metrics_path=dcgm.service.metrics_path,
         all_gpus=True,
         daemon=True,
         # profiling metrics need SYS_ADMIN; nothing else, and never privileged
@@ -236,23 +213,25 @@ def dcgm_exporter(plan: StackPlan, image: Ref) -> Workload:
 
 
 def prometheus(plan: StackPlan, image: Ref) -> Workload:
+    prom = plan.prometheus
+    assert prom is not None, "built only when Prometheus runs"
     return Workload(
-        name="prometheus",
+        name=prom.service.name,
         component="metrics",
         image=image,
-        args=["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", "--storage.tsdb.retention.time=15d"],
-        port=PROMETHEUS_PORT_IN_CONTAINER,
-        publish=plan.config.monitoring.prometheus_port,
-        files={"/etc/prometheus/prometheus.yml": prometheus_files.render(plan)},
+        args=[f"--config.file={PROMETHEUS_CONFIG}", f"--storage.tsdb.path={PROMETHEUS_DATA_DIR}", "--storage.tsdb.retention.time=15d"],
+        port=prom.service.port,
+        publish=prom.service.published,
+        files={PROMETHEUS_CONFIG: prometheus_files.render(plan)},
         exclusive=True,
-        volumes={"prometheus-data": "/prometheus"},
+        volumes={net.PROMETHEUS_DATA: PROMETHEUS_DATA_DIR},
         labels={"vllm-stack.component": "prometheus"},
     )
 
 
 @dataclass
 class StackWorkloads:
-    """Everything a stack runs; which services exist is decided here, once."""
+    """Everything a stack runs; which services exist is the plan's decision."""
 
     servers: list[Workload]
     gateway: Workload
@@ -275,28 +254,24 @@ class StackWorkloads:
 def image_refs(plan: StackPlan) -> dict[str, str]:
     """Pinned image of each service, by the key ``stack_workloads`` asks ``image`` for.
 
-    A customised vLLM image on a cluster is the content-tagged build in ``image.registry``; the
-    program itself runs it by the digest the push returns.
+    A vLLM image built for a cluster is the content-tagged build in ``image.registry``; the program
+    itself runs it by the digest the push returns.
     """
-    cfg = plan.config
-    vllm = f"{plan.image.registry}:{content_tag(plan.image)}" if plan.image.customised and plan.image.registry else plan.image.base
-    return {
-        "vllm": vllm,
-        "gateway": cfg.gateway.image,
-        "webui": cfg.webui.image,
-        "dcgm": cfg.monitoring.dcgm_image,
-        "prometheus": cfg.monitoring.prometheus_image,
-    }
+    vllm = f"{plan.image.registry}:{content_tag(plan.image)}" if plan.image.build and plan.image.registry else plan.image.base
+    refs = {"vllm": vllm, "gateway": plan.gateway.image}
+    for key, service in (("webui", plan.webui), ("dcgm", plan.dcgm), ("prometheus", plan.prometheus)):
+        if service:
+            refs[key] = service.image
+    return refs
 
 
 def stack_workloads(plan: StackPlan, image: Callable[[str], Ref]) -> StackWorkloads:
     """The stack's workloads; ``image(key)`` gives each service's image, asked once and only for the services that run."""
-    cfg = plan.config
     vllm = image("vllm")
     return StackWorkloads(
         servers=[vllm_server(plan, m, vllm) for m in plan.models],
         gateway=gateway(plan, image("gateway")),
-        webui=open_webui(plan, image("webui")) if cfg.webui.enabled else None,
-        dcgm=dcgm_exporter(plan, image("dcgm")) if cfg.monitoring.dcgm else None,
-        prometheus=prometheus(plan, image("prometheus")) if cfg.runs_prometheus else None,
+        webui=open_webui(plan, image("webui")) if plan.webui else None,
+        dcgm=dcgm_exporter(plan, image("dcgm")) if plan.dcgm else None,
+        prometheus=prometheus(plan, image("prometheus")) if plan.prometheus else None,
     )

@@ -2,7 +2,7 @@
 
 Each case runs in a fresh interpreter so imports count. Prints a table.
 
-    python benchmarks/program.py
+    python benchmarks/program_time.py
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {root!r})
-from tests.program import run_program
+from tests.mock_engine import run_program
 cfg = json.loads({cfg!r}) if {cfg!r} else None
 m = run_program({stack!r}, secrets={{}} if cfg else None, config=cfg)
 print(json.dumps({{"seconds": time.perf_counter() - t0, "resources": len(m.resources)}}))

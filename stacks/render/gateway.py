@@ -10,20 +10,20 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stacks.plan import GATEWAY_PORT_IN_CONTAINER, StackPlan
+from stacks.plan import StackPlan
+from stacks.plan.topology import GATEWAY_PORT, HEALTH_PATH, KEYS_FILE
 
 ROUTER_JS = Path(__file__).with_name("router.js")
-KEYS_FILE = "keys.conf"
 
 
 @dataclass(frozen=True)
 class Layout:
     """Where things live for the nginx that runs the config (the container's defaults)."""
 
-    listen: str = str(GATEWAY_PORT_IN_CONTAINER)
+    listen: str = str(GATEWAY_PORT)
     js_module: str = "modules/ngx_http_js_module.so"
     njs_dir: str = "/etc/nginx/njs"
-    keys_file: str = "/etc/nginx/secrets/keys.conf"
+    keys_file: str = f"/etc/nginx/secrets/{KEYS_FILE}"
     pid: str = "/tmp/nginx.pid"
     error_log: str = "stderr"
     access_log: str = "/dev/stdout"
@@ -85,8 +85,8 @@ def models_json(plan: StackPlan) -> dict[str, object]:
 
 
 def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
-    cfg = plan.config.gateway
-    body = f"{cfg.max_body_mi_b}m"
+    cfg = plan.gateway
+    body = f"{cfg.max_body_mib}m"
     services = {r.service: r.port for r in plan.routes}
     lines: list[str] = [
         "# Rendered by vllm-stack from the stack's model list; edit the stack config, not this file.",
@@ -183,7 +183,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         lines.append(f"        error_page {code} @error{code};")
     lines += [
         "",
-        "        location = /health {",
+        f"        location = {HEALTH_PATH} {{",
         "            access_log off;",
         '            return 200 \'{"status":"ok"}\\n\';',
         "        }",

@@ -1,49 +1,33 @@
-"""The stack config contract: namespace ``vllm-stack``, camelCase keys, validated with pydantic.
+"""What a stack file may say: the pydantic models of the config, camelCase in YAML, snake_case in Python.
 
-Every default lives here. Secrets (``hfToken``, ``apiKeys``, ``vllmApiKey``) never enter these
-models: ``__main__`` reads them as Pulumi secrets, the CLI only checks they are not plain text.
+Pydantic only: every field's type, bound, default and description live here and nowhere else.
+Cross-field rules are in ``stacks.config.rules``; reading files and Pulumi config in ``stacks.config.loading``.
+Secrets (``hfToken``, ``apiKeys``, ``vllmApiKey``) never enter these models.
 """
 
 from __future__ import annotations
 
 import re
 import zoneinfo
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, get_origin
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
-
-from stacks.errors import ConfigError, Problem
-
-NAMESPACE = "vllm-stack"
-SECRET_KEYS = ("hfToken", "apiKeys", "vllmApiKey")
-"""Config keys that must be set with ``pulumi config set --secret``."""
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
-UNPINNED_TAGS = {"latest", "main", "nightly", "edge", "stable", "master"}
 
 
-def image_pin_problem(ref: str) -> str | None:
-    """Why an image reference is not pinned, or None when it is (a version tag or a digest)."""
-    if "@sha256:" in ref:
-        return None
-    last = ref.rsplit("/", 1)[-1]
-    if ":" not in last:
-        return f"image {ref!r} has no tag; pin a version tag (e.g. {ref}:v1.2.3) or a digest"
-    tag = last.split(":", 1)[1]
-    if tag in UNPINNED_TAGS:
-        return f"image tag {tag!r} in {ref!r} moves; pin a version tag or a digest"
-    return None
+def yaml_key(field: str) -> str:
+    """The stack file's key for a Python field: camelCase, with units spelt as people write them (``memory_gib`` -> ``memoryGiB``)."""
+    return re.sub(r"(Gi|Mi)b(?=[A-Z]|$)", r"\1B", to_camel(field))
 
 
 class Section(BaseModel):
     """camelCase keys in YAML, snake_case in Python, unknown keys rejected."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel,
+        alias_generator=yaml_key,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
@@ -62,19 +46,15 @@ class ImageConfig(Section):
     registry: str | None = None
     """Registry repository to push the built image to (kubernetes target), e.g. ``registry.example/ml/vllm``."""
 
-    @property
-    def customised(self) -> bool:
-        return bool(self.apt_packages)
-
 
 class GpuConfig(Section):
     index: Annotated[int, Field(ge=0, le=63)]
     """CUDA device index on the docker host (as ``nvidia-smi`` lists it)."""
     name: str = "GPU"
     """Human name, e.g. ``RTX 5090``."""
-    memory_gi_b: Annotated[float, Field(gt=0, le=1024)]
+    memory_gib: Annotated[float, Field(gt=0, le=1024)]
     """Total memory of the GPU in GiB (``nvidia-smi --query-gpu=memory.total``)."""
-    reserved_gi_b: Annotated[float, Field(ge=0)] = 0.0
+    reserved_gib: Annotated[float, Field(ge=0)] = 0.0
     """Memory other processes hold on this GPU (a desktop session, say), kept out of the plan."""
 
 
@@ -165,16 +145,12 @@ class ModelConfig(Section):
     """Kubernetes target: replicas of this model's Deployment."""
     autoscaling: AutoscalingConfig | None = None
     """Kubernetes target: KEDA autoscaling on the waiting-request queue."""
-    shm_size_gi_b: Annotated[float | None, Field(gt=0, le=512)] = None
+    shm_size_gib: Annotated[float | None, Field(gt=0, le=512)] = None
     """Size of ``/dev/shm``; docker uses the host IPC namespace when left out."""
     startup_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
     """Time allowed for model download and load before health checks count."""
     arch: ArchConfig | None = None
     """Architecture facts overriding the catalog (required for models the catalog lacks)."""
-
-    @property
-    def all_served_names(self) -> list[str]:
-        return [self.name, *self.served_model_names]
 
 
 class IngressConfig(Section):
@@ -193,7 +169,7 @@ class GatewayConfig(Section):
     """Port the OpenAI-compatible URL is published on."""
     routing: Literal["model", "path"] = "model"
     """``model``: route by the JSON body's ``model`` (``/<model>/v1/...`` works too); ``path``: path only."""
-    max_body_mi_b: Annotated[int, Field(ge=1, le=1024)] = 16
+    max_body_mib: Annotated[int, Field(ge=1, le=1024)] = 16
     """Largest request body; bigger ones get 413."""
     read_timeout_seconds: Annotated[int, Field(ge=1, le=86_400)] = 900
     """Longest wait for upstream data (long generations stream well within it)."""
@@ -270,7 +246,7 @@ class Toleration(Section):
 class KubeGpu(Section):
     name: str
     """GPU type of the cluster's GPU nodes, e.g. ``NVIDIA L40S``."""
-    memory_gi_b: Annotated[float, Field(gt=0, le=1024)]
+    memory_gib: Annotated[float, Field(gt=0, le=1024)]
     """Memory of one such GPU in GiB."""
 
 
@@ -343,129 +319,16 @@ class StackConfig(Section):
         return v
 
     @property
-    def docker_settings(self) -> DockerConfig:
-        return self.docker or DockerConfig()
-
-    @property
     def runs_prometheus(self) -> bool:
         """``monitoring.prometheus``, defaulting to on for docker and off for kubernetes."""
         return self.monitoring.prometheus if self.monitoring.prometheus is not None else self.target == "docker"
 
-    @property
-    def kube(self) -> KubernetesConfig:
-        assert self.kubernetes is not None, "kubernetes settings are checked before use"
-        return self.kubernetes
+
+def _scalar(annotation: object) -> bool:
+    return annotation in (bool, str) or get_origin(annotation) is Literal
 
 
-SCALAR_KEYS = ("target", "timezone", "allowUnpinnedImages", "retainDataOnDestroy")
-STRUCTURED_KEYS = ("image", "gpus", "models", "gateway", "webui", "monitoring", "docker", "kubernetes")
-
-
-# --------------------------------------------------------------------------------------------
-# From raw mappings (a stack file or Pulumi config) to a checked StackConfig.
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-
-
-def _pydantic_problems(err: ValidationError) -> list[Problem]:
-    problems = []
-    for e in err.errors():
-        # Drop union-branch names pydantic adds (e.g. "literal['auto']", "float").
-        loc = tuple(p for p in e["loc"] if isinstance(p, int) or (_KEY.match(p) and p not in {"float", "int", "str", "bool"}))
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; check its spelling against schema/stack-config.schema.json"
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        elif e["type"] == "string_pattern_mismatch":
-            msg = f"{e['input']!r} does not match {e['ctx']['pattern']}"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        problems.append(Problem(_path(loc), msg))
-    # One problem per key: union branches (0.5 or "auto") report the same location once each.
-    merged: dict[str, list[str]] = {}
-    for p in problems:
-        msgs = merged.setdefault(p.key, [])
-        if p.message not in msgs:
-            msgs.append(p.message)
-    return [Problem(key, "; or ".join(msgs)) for key, msgs in merged.items()]
-
-
-def parse(raw: dict[str, Any]) -> StackConfig:
-    """Validate an un-namespaced mapping (``{"models": [...], ...}``) fully, or raise ConfigError."""
-    from stacks.rules import cross_field_problems
-
-    problems: list[Problem] = []
-    for key in SECRET_KEYS:
-        if key in raw:
-            value = raw.pop(key)
-            if not (isinstance(value, dict) and set(value) == {"secure"}):
-                problems.append(Problem(key, f"is in plain text; run `pulumi config set --secret {NAMESPACE}:{key} <value>`"))
-    try:
-        config = StackConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(problems + _pydantic_problems(err)) from None
-    problems += cross_field_problems(config)
-    if problems:
-        raise ConfigError(problems)
-    return config
-
-
-def strip_namespace(config_block: dict[str, Any]) -> dict[str, Any]:
-    """``{"vllm-stack:models": ...}`` -> ``{"models": ...}``; other namespaces (``docker:host``) are left out."""
-    raw: dict[str, Any] = {}
-    problems = []
-    for key, value in (config_block or {}).items():
-        ns, sep, name = str(key).partition(":")
-        if not sep:
-            problems.append(Problem(str(key), f"keys need the namespace: write {NAMESPACE}:{key}"))
-        elif ns == NAMESPACE:
-            raw[name] = value
-    if problems:
-        raise ConfigError(problems)
-    return raw
-
-
-def stack_file(stack: str, root: Path | None = None) -> Path:
-    """A stack name (``dev`` -> ``Pulumi.dev.yaml`` at the repo root) or a path to a stack file."""
-    root = root or Path(__file__).resolve().parent.parent
-    p = Path(stack)
-    if p.suffix in {".yaml", ".yml"} or p.exists():
-        return p
-    return root / f"Pulumi.{stack}.yaml"
-
-
-def read_stack_file(path: Path) -> dict[str, Any]:
-    """The un-namespaced config mapping of a stack file."""
-    if not path.is_file():
-        raise ConfigError([Problem("", f"no stack file at {path}; create it or name an existing stack")])
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError([Problem("", f"{path} is not valid YAML: {err}")]) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
-        raise ConfigError([Problem("", f"{path} must hold a mapping with a `config:` mapping")])
-    return strip_namespace(doc.get("config") or {})
-
-
-def load_stack(stack: str) -> StackConfig:
-    """Read and validate a stack by name or path."""
-    return parse(read_stack_file(stack_file(stack)))
-
-
-def json_schema() -> dict[str, Any]:
-    schema = StackConfig.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "vllm-stack config (keys under the vllm-stack: namespace)"
-    return schema
+SCALAR_KEYS = tuple(yaml_key(n) for n, f in StackConfig.model_fields.items() if _scalar(f.annotation))
+"""Keys Pulumi hands over as plain strings (declared in Pulumi.yaml); the others hold YAML mappings or lists."""
+STRUCTURED_KEYS = tuple(yaml_key(n) for n, f in StackConfig.model_fields.items() if not _scalar(f.annotation))
+BOOLEAN_KEYS = tuple(yaml_key(n) for n, f in StackConfig.model_fields.items() if f.annotation is bool)

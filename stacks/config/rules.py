@@ -4,8 +4,23 @@ from __future__ import annotations
 
 from collections import Counter
 
-from stacks.config import DNS_LABEL, StackConfig, image_pin_problem
+from stacks.config.schema import DNS_LABEL, StackConfig, yaml_key
 from stacks.errors import Problem
+
+UNPINNED_TAGS = {"latest", "main", "nightly", "edge", "stable", "master"}
+
+
+def image_pin_problem(ref: str) -> str | None:
+    """Why an image reference is not pinned, or None when it is (a version tag or a digest)."""
+    if "@sha256:" in ref:
+        return None
+    last = ref.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return f"image {ref!r} has no tag; pin a version tag (e.g. {ref}:v1.2.3) or a digest"
+    tag = last.split(":", 1)[1]
+    if tag in UNPINNED_TAGS:
+        return f"image tag {tag!r} in {ref!r} moves; pin a version tag or a digest"
+    return None
 
 
 def _set_keys(section: object, keys: tuple[str, ...]) -> list[str]:
@@ -25,7 +40,7 @@ def _target_problems(c: StackConfig) -> list[Problem]:
         for key in _set_keys(c.gateway, ("replicas", "ingress")):
             out.append(Problem(f"gateway.{key}", "only applies to target kubernetes; remove it"))
         for key in _set_keys(c.webui, ("replicas", "redis_url", "database_url", "storage_size")):
-            out.append(Problem(f"webui.{_camel(key)}", "only applies to target kubernetes; remove it"))
+            out.append(Problem(f"webui.{yaml_key(key)}", "only applies to target kubernetes; remove it"))
         for i, m in enumerate(c.models):
             if m.replicas != 1:
                 out.append(Problem(f"models[{i}].replicas", "the docker target runs one server per model; remove it or use target kubernetes"))
@@ -47,7 +62,7 @@ def _target_problems(c: StackConfig) -> list[Problem]:
             out.append(Problem("webui.replicas", "several Open WebUI replicas need webui.redisUrl and webui.databaseUrl; set both or use 1"))
         if c.gateway.ingress.enabled and not c.gateway.ingress.host:
             out.append(Problem("gateway.ingress.host", "an enabled Ingress needs a host name"))
-        if c.image.customised and not c.image.registry:
+        if c.image.apt_packages and not c.image.registry:
             out.append(
                 Problem(
                     "image.registry",
@@ -64,11 +79,6 @@ def _target_problems(c: StackConfig) -> list[Problem]:
     return out
 
 
-def _camel(snake: str) -> str:
-    head, *rest = snake.split("_")
-    return head + "".join(w.title() for w in rest)
-
-
 def _gpu_problems(c: StackConfig) -> list[Problem]:
     if c.target != "docker":
         return []
@@ -77,7 +87,7 @@ def _gpu_problems(c: StackConfig) -> list[Problem]:
     for i, g in enumerate(c.gpus):
         if counts[g.index] > 1:
             out.append(Problem(f"gpus[{i}].index", f"GPU index {g.index} is listed twice; each GPU once"))
-        if g.reserved_gi_b >= g.memory_gi_b:
+        if g.reserved_gib >= g.memory_gib:
             out.append(Problem(f"gpus[{i}].reservedGiB", "must be less than memoryGiB"))
     known = sorted(counts)
     for i, m in enumerate(c.models):

@@ -8,13 +8,14 @@ from stacks.plan import StackPlan
 
 
 def config(plan: StackPlan) -> dict[str, object]:
-    interval = f"{plan.config.monitoring.scrape_interval_seconds}s"
-    jobs: dict[str, list[dict[str, object]]] = {}
+    assert plan.prometheus, "rendered only for stacks that run Prometheus"
+    interval = f"{plan.prometheus.scrape_interval_seconds}s"
+    jobs: dict[tuple[str, str], list[dict[str, object]]] = {}
     for t in plan.scrape_targets:
-        jobs.setdefault(t.job, []).append({"targets": [t.target], "labels": dict(t.labels)} if t.labels else {"targets": [t.target]})
+        jobs.setdefault((t.job, t.metrics_path), []).append({"targets": [t.target], "labels": dict(t.labels)} if t.labels else {"targets": [t.target]})
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "scrape_configs": [{"job_name": job, "metrics_path": "/metrics", "static_configs": groups} for job, groups in jobs.items()],
+        "scrape_configs": [{"job_name": job, "metrics_path": path, "static_configs": groups} for (job, path), groups in jobs.items()],
     }
 
 

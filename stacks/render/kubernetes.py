@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
-from components.workloads import SecretRef, Workload, image_refs, stack_workloads
-from stacks.plan import StackPlan
+from stacks.plan import SecretRef, StackPlan
+from stacks.plan import topology as net
+from stacks.plan.types import KubernetesPlan
+from stacks.render.workloads import Workload, image_refs, stack_workloads
 
 Obj = dict[str, Any]
 
@@ -49,15 +51,20 @@ def labels(w: Workload) -> dict[str, str]:
     return {**selector(w), **common_labels(w.component), **w.labels}
 
 
+def _kube(plan: StackPlan) -> KubernetesPlan:
+    assert plan.kubernetes is not None, "manifests are built for kubernetes stacks only"
+    return plan.kubernetes
+
+
 def _meta(plan: StackPlan, name: str, object_labels: dict[str, str], annotations: dict[str, str] | None = None) -> Obj:
-    meta: Obj = {"name": name, "namespace": plan.config.kube.namespace, "labels": object_labels}
+    meta: Obj = {"name": name, "namespace": _kube(plan).namespace, "labels": object_labels}
     if annotations:
         meta["annotations"] = annotations
     return meta
 
 
 def namespace(plan: StackPlan) -> Obj:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": plan.config.kube.namespace, "labels": common_labels("namespace")}}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": _kube(plan).namespace, "labels": common_labels("namespace")}}
 
 
 def secret(plan: StackPlan, name: str, data: Mapping[str, Any]) -> Obj:
@@ -71,13 +78,13 @@ def claim_for(plan: StackPlan, w: Workload, volume: str) -> Claim:
     The model cache is one ReadWriteMany PVC shared by every model pod (a model downloads once);
     with ``modelCacheAccessMode: ReadWriteOnce`` each model gets its own PVC instead.
     """
-    kube = plan.config.kube
-    if volume in ("model-cache", "vllm-cache"):
-        name = "model-cache" if kube.model_cache_access_mode == "ReadWriteMany" else f"{w.name}-cache"
-        return Claim(name, kube.model_cache_size, kube.model_cache_access_mode, "huggingface" if volume == "model-cache" else "vllm")
-    if volume == "webui-data":
+    kube = _kube(plan)
+    if volume in (net.MODEL_CACHE, net.VLLM_CACHE):
+        name = net.MODEL_CACHE if kube.model_cache_access_mode == "ReadWriteMany" else f"{w.name}-cache"
+        return Claim(name, kube.model_cache_size, kube.model_cache_access_mode, "huggingface" if volume == net.MODEL_CACHE else "vllm")
+    if volume == net.WEBUI_DATA and plan.webui:
         # one replica owns its volume; several (with an external database) share it
-        return Claim("open-webui-data", plan.config.webui.storage_size, "ReadWriteOnce" if w.exclusive else "ReadWriteMany")
+        return Claim(f"{w.name}-data", plan.webui.storage_size, "ReadWriteOnce" if w.exclusive else "ReadWriteMany")
     raise ValueError(f"{w.name}: volume {volume!r} has no claim on kubernetes")
 
 
@@ -91,8 +98,8 @@ def claims(plan: StackPlan, workloads: list[Workload]) -> list[Obj]:
     out = []
     for c in seen.values():
         spec: Obj = {"accessModes": [c.access_mode], "resources": {"requests": {"storage": c.size}}}
-        if plan.config.kube.storage_class:
-            spec["storageClassName"] = plan.config.kube.storage_class
+        if _kube(plan).storage_class:
+            spec["storageClassName"] = _kube(plan).storage_class
         out.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(plan, c.name, common_labels("storage")), "spec": spec})
     return out
 
@@ -179,7 +186,7 @@ def _volumes(plan: StackPlan, w: Workload) -> tuple[list[Obj], list[Obj]]:
         mounts += [{"name": f"secret-{name}", "mountPath": path, "subPath": ref.key, "readOnly": True} for path, ref in refs]
     if w.ipc_host or w.shm_size_gib:
         # no host IPC on a cluster: /dev/shm is a memory-backed emptyDir with a size limit
-        size = _quantity_gib(w.shm_size_gib) if w.shm_size_gib else plan.config.kube.shm_size
+        size = _quantity_gib(w.shm_size_gib) if w.shm_size_gib else _kube(plan).shm_size
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     if w.daemon and w.all_gpus:
@@ -197,7 +204,7 @@ def config_hash(w: Workload) -> str:
 
 
 def pod_template(plan: StackPlan, w: Workload) -> Obj:
-    kube = plan.config.kube
+    kube = _kube(plan)
     container: Obj = {"name": w.name, "image": w.image}
     if w.entrypoint:
         container["command"] = list(w.entrypoint)
@@ -221,7 +228,7 @@ def pod_template(plan: StackPlan, w: Workload) -> Obj:
         spec["volumes"] = volumes
     if w.gpu_count or w.all_gpus:
         spec["nodeSelector"] = dict(kube.gpu_node_selector)
-        spec["tolerations"] = [t.model_dump(exclude_none=True) for t in kube.tolerations]
+        spec["tolerations"] = [dict(t) for t in kube.tolerations]
     annotations: dict[str, str] = {}
     if w.files:
         annotations[CONFIG_HASH_ANNOTATION] = config_hash(w)
@@ -251,7 +258,7 @@ def _service(plan: StackPlan, w: Workload) -> Obj:
     published = w.publish is not None and not w.daemon
     port = w.publish or w.port
     spec: Obj = {
-        "type": plan.config.kube.service_type if published else "ClusterIP",
+        "type": _kube(plan).service_type if published else "ClusterIP",
         "selector": selector(w),
         "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
     }
@@ -267,15 +274,15 @@ def _disruption_budget(plan: StackPlan, w: Workload) -> Obj | None:
 
 
 def _ingress(plan: StackPlan, w: Workload) -> Obj | None:
-    gw = plan.config.gateway
-    if w.component != "gateway" or not gw.ingress.enabled or not gw.ingress.host:
-        return None
+    gw = plan.gateway
     ing = gw.ingress
+    if w.name != gw.service.name or ing is None:
+        return None
     # streaming answers pass the ingress unbuffered, with the gateway's own body and time limits
     annotations = {
         "nginx.ingress.kubernetes.io/proxy-buffering": "off",
         "nginx.ingress.kubernetes.io/proxy-request-buffering": "off",
-        "nginx.ingress.kubernetes.io/proxy-body-size": f"{gw.max_body_mi_b}m",
+        "nginx.ingress.kubernetes.io/proxy-body-size": f"{gw.max_body_mib}m",
         "nginx.ingress.kubernetes.io/proxy-read-timeout": str(gw.read_timeout_seconds),
         "nginx.ingress.kubernetes.io/proxy-send-timeout": str(gw.read_timeout_seconds),
     }

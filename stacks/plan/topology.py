@@ -1,0 +1,72 @@
+"""Where everything lives: service names, container ports, paths, volumes, secrets, addresses and URLs.
+
+Each of these facts is written here once. The planner puts the results on the plan; renderers and
+components read them from there and never build a name, a port or an address themselves.
+"""
+
+from __future__ import annotations
+
+from stacks.plan.types import SecretRef, Service, Target
+
+# Container ports: what each process listens on inside its container.
+VLLM_PORT = 8000
+"""``vllm serve --port``; the stack passes it explicitly."""
+GATEWAY_PORT = 8080
+"""nginx's ``listen`` in the rendered config (unprivileged, so the port needs no capability)."""
+WEBUI_PORT = 8080
+"""Open WebUI's image serves on 8080."""
+DCGM_PORT = 9400
+"""dcgm-exporter's default listen address ``:9400`` (``DCGM_EXPORTER_LISTEN``)."""
+PROMETHEUS_PORT = 9090
+"""Prometheus' default ``--web.listen-address``."""
+
+HEALTH_PATH = "/health"
+"""vLLM, the gateway, Open WebUI and dcgm-exporter all answer here."""
+METRICS_PATH = "/metrics"
+"""vLLM and dcgm-exporter publish Prometheus metrics here."""
+
+# Service names (docker network aliases, Kubernetes Services).
+GATEWAY = "gateway"
+WEBUI = "open-webui"
+DCGM = "dcgm-exporter"
+PROMETHEUS = "prometheus"
+
+
+def vllm_service(model: str) -> str:
+    return f"vllm-{model}"
+
+
+# Logical data volumes: docker named volumes, Kubernetes PVCs (or folders in one).
+MODEL_CACHE = "model-cache"
+VLLM_CACHE = "vllm-cache"
+WEBUI_DATA = "webui-data"
+PROMETHEUS_DATA = "prometheus-data"
+
+# Stack secrets as the workloads reference them.
+KEYS_FILE = "keys.conf"
+"""The gateway's secret include: client keys and vLLM's own key."""
+HF_TOKEN = SecretRef("hf-token", "token", optional=True)
+VLLM_API_KEY = SecretRef("vllm-api-key", "key")
+GATEWAY_KEYS = SecretRef("gateway-keys", KEYS_FILE)
+WEBUI_SECRET_KEY = SecretRef("open-webui", "secret-key")
+WEBUI_GATEWAY_KEY = SecretRef("open-webui", "gateway-key")
+
+
+def service(
+    target: Target,
+    namespace: str | None,
+    name: str,
+    port: int,
+    published: int | None = None,
+    health_path: str | None = HEALTH_PATH,
+    metrics_path: str | None = None,
+) -> Service:
+    """A service and the address its peers use: the docker alias and container port, or the
+    Kubernetes Service's cluster DNS name and Service port (``published``, else ``port``)."""
+    address = f"{name}:{port}" if target == "docker" else f"{name}.{namespace}.svc:{published or port}"
+    return Service(name=name, port=port, published=published, address=address, health_path=health_path, metrics_path=metrics_path)
+
+
+def docker_host(bind_address: str) -> str:
+    """Host name for URLs of ports published on ``bind_address``."""
+    return "localhost" if bind_address in ("0.0.0.0", "::") else bind_address
