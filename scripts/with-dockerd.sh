@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run a command with a Docker engine: the one that answers already, or one started here (vfs storage,
-# no iptables, no bridge) and stopped afterwards by the pid this script started.
+# no iptables, no bridge, its own state folder so parallel runs never share one) and stopped afterwards
+# by the pid this script started.
 set -uo pipefail
-state=/tmp/vllm-stack-dockerd
 if docker version >/dev/null 2>&1; then
   exec "$@"
 fi
@@ -10,7 +10,7 @@ if ! command -v dockerd >/dev/null || [ "$(id -u)" != 0 ]; then
   echo "with-dockerd: no Docker engine available; docker tests will skip (fail under CI)" >&2
   exec "$@"
 fi
-mkdir -p "$state"
+state=$(mktemp -d /tmp/vllm-stack-dockerd.XXXXXX)
 sock="$state/docker.sock"
 dockerd --storage-driver=vfs --iptables=false --ip6tables=false --bridge=none \
   --data-root "$state/data" --exec-root "$state/exec" --pidfile "$state/dockerd.pid" \
@@ -29,4 +29,5 @@ fi
 "$@"
 rc=$?
 kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+rm -rf "$state"
 exit $rc
