@@ -1,19 +1,23 @@
-# vllm-stack: `make plan` (offline plan of STACK) and `make test` (everything the tests need, then all tests).
+# vllm-stack: `make venv` (what `pulumi` runs in), `make plan` (offline plan of STACK), `make test` (everything the tests need, then all tests).
+# VENV is the folder Pulumi.yaml's runtime.options.virtualenv and policy/PulumiPolicy.yaml name: change them together.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STACK  ?= dev
 PYTEST_ARGS ?=
 
-.PHONY: plan render test lint typecheck bench clean
+.PHONY: venv plan render docs test lint typecheck bench clean
 
-$(VENV)/.runtime: requirements.txt
+# the program's packages and the policy pack's (policy/ runs in this venv too)
+$(VENV)/.runtime: requirements.txt policy/requirements.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r policy/requirements.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
+
+venv: $(VENV)/.runtime
 
 plan: $(VENV)/.runtime
 	$(PY) -m stacks plan $(STACK)
