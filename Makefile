@@ -25,6 +25,11 @@ plan: $(VENV)/.runtime
 render: $(VENV)/.runtime
 	$(PY) -m stacks render $(STACK) --out out/$(STACK)
 
+# generated from stacks/config/schema.py: the JSON Schema for editors and docs/configuration.md
+docs: $(VENV)/.runtime
+	$(PY) -m stacks schema > schema/stack-config.schema.json
+	$(PY) -m stacks config-reference > docs/configuration.md
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
