@@ -1,25 +1,34 @@
-# vllm-stack: `make plan` (offline plan of STACK) and `make test` (everything the tests need, then all tests).
+# vllm-stack: `make venv` (what `pulumi` runs in), `make plan` (offline plan of STACK), `make test` (everything the tests need, then all tests).
+# VENV is the folder Pulumi.yaml's runtime.options.virtualenv and policy/PulumiPolicy.yaml name: change them together.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STACK  ?= dev
 PYTEST_ARGS ?=
 
-.PHONY: plan render test lint typecheck bench clean
+.PHONY: venv plan render docs test lint typecheck bench clean
 
-$(VENV)/.runtime: requirements.txt
+# the program's packages and the policy pack's (policy/ runs in this venv too)
+$(VENV)/.runtime: requirements.txt policy/requirements.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r policy/requirements.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+venv: $(VENV)/.runtime
+
 plan: $(VENV)/.runtime
 	$(PY) -m stacks plan $(STACK)
 
 render: $(VENV)/.runtime
 	$(PY) -m stacks render $(STACK) --out out/$(STACK)
+
+# generated from stacks/config/schema.py: the JSON Schema for editors and docs/configuration.md
+docs: $(VENV)/.runtime
+	$(PY) -m stacks schema > schema/stack-config.schema.json
+	$(PY) -m stacks config-reference > docs/configuration.md
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,4 @@
-"""``python -m stacks``: plan, render and schema, offline, without Pulumi."""
+"""``python -m stacks``: plan, render, schema and the configuration reference, offline, without Pulumi."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from stacks.config import json_schema, load_stack
+from stacks.config import json_schema, load_stack, reference
 from stacks.errors import ConfigError
 from stacks.plan import GpuPlan, StackPlan, plan
 from stacks.render import gateway, render_all
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     sr.add_argument("stack")
     sr.add_argument("--out", required=True, type=Path)
     sub.add_parser("schema", help="print the JSON Schema of the stack config")
+    sub.add_parser("config-reference", help="print the configuration reference (docs/configuration.md) in Markdown")
     sub.add_parser(
         "keys-conf",
         help="print the gateway's keys.conf from $VLLM_API_KEY and $API_KEYS (comma-separated), for Secrets you create yourself",
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "schema":
         print(json.dumps(json_schema(), indent=2, sort_keys=True))
+        return 0
+    if args.cmd == "config-reference":
+        sys.stdout.write(reference.render())
         return 0
     if args.cmd == "keys-conf":
         return _keys_conf()

@@ -40,6 +40,8 @@ class Mocks(pulumi.runtime.Mocks):
     """(type, name) -> resource options the engine saw: retain_on_delete, depends_on URNs."""
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     """(type, name) -> provider reference (``urn::id``) the engine saw."""
+    registrations: list[tuple[str, Any]] = field(default_factory=list)
+    """(URN, RegisterResourceRequest) of every resource, in order: the serialized inputs as the engine got them."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
@@ -78,7 +80,12 @@ def _recording_register(self: MockMonitor, request: Any) -> Any:
         }
         if request.provider:
             self.mocks.providers[(request.type, request.name)] = request.provider
-    return _register(self, request)
+    response = _register(self, request)
+    if isinstance(self.mocks, Mocks):
+        copy = type(request)()
+        copy.CopyFrom(request)
+        self.mocks.registrations.append((response.urn, copy))
+    return response
 
 
 MockMonitor.RegisterResource = _recording_register  # type: ignore[method-assign]

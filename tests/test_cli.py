@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,9 @@ def test_committed_schema_is_in_sync() -> None:
 def test_pulumi_yaml_declares_every_scalar_key_like_the_model() -> None:
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     assert project["name"] == "vllm-stack"
-    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": "venv"}}
+    # pulumi runs the program in the venv `make venv` creates
+    venv = re.search(r"^VENV\s*\?=\s*(\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert venv and project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": venv.group(1)}}
     declared = project["config"]
     assert set(declared) == set(SCALAR_KEYS)
     fields = {f.alias or name: f for name, f in StackConfig.model_fields.items()}

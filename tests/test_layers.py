@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = ("stacks", "components")
+PACKAGES = ("stacks", "components", "policy")
 # (importer prefix, imported prefix it must never reach, why)
 FORBIDDEN = [
     ("stacks", "components", "the pure layers never reach up into Pulumi components"),
@@ -35,6 +35,11 @@ FORBIDDEN = [
     ("components", "stacks.catalog", "components read the plan"),
     ("components.platforms", "stacks.config", "platforms read the plan"),
     ("components.stack", "stacks.config", "components read the plan"),
+    ("policy", "components", "the policy pack judges resource inputs, never the program's components"),
+    ("policy", "pulumi_docker", "the policy pack reads inputs, not provider SDKs"),
+    ("policy", "pulumi_kubernetes", "the policy pack reads inputs, not provider SDKs"),
+    ("stacks", "policy", "the pure layers know nothing of the policy pack"),
+    ("components", "policy", "the program knows nothing of the policy pack"),
 ]
 
 

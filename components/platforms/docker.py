@@ -9,6 +9,7 @@ import pulumi_docker as docker
 
 from components.image import VllmImage, VllmImageArgs
 from stacks.plan import SecretRef, StackPlan
+from stacks.plan import topology as net
 from stacks.plan.types import DockerPlan
 from stacks.render.workloads import Ref, Workload, image_refs
 
@@ -45,7 +46,8 @@ class DockerPlatform:
     def _volume(self, volume: str) -> docker.Volume:
         if volume not in self.volumes:
             opts = pulumi.ResourceOptions(parent=self.parent, retain_on_delete=self.plan.retain_data)
-            self.volumes[volume] = docker.Volume(f"{self.name}-{volume}", name=f"{self.prefix}-{volume}", opts=opts)
+            labels = [docker.VolumeLabelArgs(label=k, value=v) for k, v in net.retain_labels(self.plan.retain_data).items()]
+            self.volumes[volume] = docker.Volume(f"{self.name}-{volume}", name=f"{self.prefix}-{volume}", labels=labels, opts=opts)
         return self.volumes[volume]
 
     def secret(self, name: str, data: Mapping[str, pulumi.Output[str]], parent: pulumi.Resource) -> None:

@@ -8,6 +8,10 @@ from stacks.plan.releases import REMOVED_FLAGS, Version, version_text
 from stacks.plan.topology import VLLM_PORT
 
 ENTRYPOINT = ["vllm", "serve"]
+GPU_MEMORY_FLAG = "--gpu-memory-utilization"
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+"""What vLLM uses without the flag: ``CacheConfig.gpu_memory_utilization = Field(default=0.9)`` in
+vllm/config/cache.py of 0.11.2 through 0.14.1 (sdists read)."""
 
 # flags the stack sets from typed keys: setting them in extraArgs would fight the plan
 MANAGED_FLAGS: dict[str, str] = {
@@ -19,7 +23,7 @@ MANAGED_FLAGS: dict[str, str] = {
     "-tp": "set models[].tensorParallel",
     "--pipeline-parallel-size": "set models[].pipelineParallel",
     "-pp": "set models[].pipelineParallel",
-    "--gpu-memory-utilization": "set models[].gpuMemoryUtilization",
+    GPU_MEMORY_FLAG: "set models[].gpuMemoryUtilization",
     "--max-model-len": "set models[].maxModelLen",
     "--max-num-seqs": "set models[].maxNumSeqs",
     "--max-num-batched-tokens": "set models[].maxNumBatchedTokens",
@@ -57,7 +61,7 @@ def server_args(m: ModelConfig, served_names: list[str], *, tensor_parallel: int
         args += ["--tensor-parallel-size", str(tensor_parallel)]
     if m.pipeline_parallel > 1:
         args += ["--pipeline-parallel-size", str(m.pipeline_parallel)]
-    args += ["--gpu-memory-utilization", f"{fraction:.3f}", "--max-model-len", str(max_model_len), "--max-num-seqs", str(m.max_num_seqs)]
+    args += [GPU_MEMORY_FLAG, f"{fraction:.3f}", "--max-model-len", str(max_model_len), "--max-num-seqs", str(m.max_num_seqs)]
     if m.max_num_batched_tokens:
         args += ["--max-num-batched-tokens", str(m.max_num_batched_tokens)]
     if m.dtype != "auto":

@@ -41,6 +41,15 @@ MODEL_CACHE = "model-cache"
 VLLM_CACHE = "vllm-cache"
 WEBUI_DATA = "webui-data"
 PROMETHEUS_DATA = "prometheus-data"
+RETAIN_LABEL = "vllm-stack/retain-on-destroy"
+"""Label on every data volume, PVC and the namespace: ``"true"`` where ``pulumi destroy`` keeps it.
+Written from the same flag as the resource's ``retainOnDelete`` option, which policy packs cannot see
+(the analyzer protocol carries no such option), so ``policy/`` checks this label instead."""
+
+
+def retain_labels(retain: bool) -> dict[str, str]:
+    return {RETAIN_LABEL: str(retain).lower()}
+
 
 # Stack secrets as the workloads reference them.
 KEYS_FILE = "keys.conf"

@@ -23,6 +23,8 @@ from stacks.render.workloads import Workload, image_refs, stack_workloads
 Obj = dict[str, Any]
 
 PART_OF = "vllm-stack"
+NAME_LABEL = "app.kubernetes.io/name"
+"""Selects a workload's pods; its value is the workload's name (the Service's too)."""
 GPU_RESOURCE = "nvidia.com/gpu"
 HEALTH_PERIOD_S = 10
 CONFIG_HASH_ANNOTATION = "vllm-stack/config-hash"
@@ -44,7 +46,7 @@ def common_labels(component: str) -> dict[str, str]:
 
 
 def selector(w: Workload) -> dict[str, str]:
-    return {"app.kubernetes.io/name": w.name, "app.kubernetes.io/part-of": PART_OF}
+    return {NAME_LABEL: w.name, "app.kubernetes.io/part-of": PART_OF}
 
 
 def labels(w: Workload) -> dict[str, str]:
@@ -64,7 +66,9 @@ def _meta(plan: StackPlan, name: str, object_labels: dict[str, str], annotations
 
 
 def namespace(plan: StackPlan) -> Obj:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": _kube(plan).namespace, "labels": common_labels("namespace")}}
+    # deleting a namespace deletes its PVCs: it is kept (and labelled) with the data
+    ns_labels = {**common_labels("namespace"), **net.retain_labels(plan.retain_data)}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": _kube(plan).namespace, "labels": ns_labels}}
 
 
 def secret(plan: StackPlan, name: str, data: Mapping[str, Any]) -> Obj:
@@ -100,7 +104,14 @@ def claims(plan: StackPlan, workloads: list[Workload]) -> list[Obj]:
         spec: Obj = {"accessModes": [c.access_mode], "resources": {"requests": {"storage": c.size}}}
         if _kube(plan).storage_class:
             spec["storageClassName"] = _kube(plan).storage_class
-        out.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(plan, c.name, common_labels("storage")), "spec": spec})
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": _meta(plan, c.name, {**common_labels("storage"), **net.retain_labels(plan.retain_data)}),
+                "spec": spec,
+            }
+        )
     return out
 
 

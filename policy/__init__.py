@@ -1,0 +1,1 @@
+"""The vllm-stack policy pack: ``pulumi preview --policy-pack policy`` (policies in ``policy.policies``)."""
