@@ -40,5 +40,5 @@ echo "exit code: $?"
 echo "== python3 -m stacks doctor $STACK --json"
 python3 -m stacks doctor "$STACK" --json
 echo "== torch.cuda.mem_get_info() in a separate process (what vLLM reads)"
-python3 -c 'import torch; free, total = torch.cuda.mem_get_info(); print(f"total {total / 2**30:.4f} GiB ({total:,} B), free {free / 2**30:.4f} GiB")'
+env -u PYTHONPATH python3 -c 'import torch; free, total = torch.cuda.mem_get_info(); print(f"total {total / 2**30:.4f} GiB ({total:,} B), free {free / 2**30:.4f} GiB")'
 exit 0
