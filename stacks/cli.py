@@ -1,17 +1,19 @@
-"""``python -m stacks``: plan, render, schema and the configuration reference, offline, without Pulumi."""
+"""``python -m stacks``: plan, render, schema, config-reference and keys-conf offline, and doctor (this machine against a stack), without Pulumi."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from stacks.config import json_schema, load_stack, reference
+from stacks.config import json_schema, load_stack, parse, provider_setting, read_stack_file, reference, stack_file
+from stacks.doctor import Check, ProbeError, doctor, inventory_json, inventory_yaml, local_probes
 from stacks.errors import ConfigError
 from stacks.plan import GpuPlan, StackPlan, plan
 from stacks.render import gateway, render_all
@@ -74,6 +76,50 @@ def _keys_conf() -> int:
     return 0
 
 
+STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+def _print_checks(checks: list[Check], console: Console) -> None:
+    table = Table(title="vllm-stack doctor", title_justify="left", show_lines=False)
+    for col in ("area", "check", "status", "found", "fix"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        style = STATUS_STYLE[c.status]
+        table.add_row(c.area, c.name, f"[{style}]{c.status}[/]", c.detail, c.fix, style="dim" if c.status == "skip" else None)
+    console.print(table)
+    counts = {s: sum(c.status == s for c in checks) for s in STATUS_STYLE}
+    console.print("checks: " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+
+
+def _doctor(args: argparse.Namespace, console: Console) -> int:
+    err = Console(stderr=True, width=140)
+    if args.inventory:
+        try:
+            inv = local_probes().gpu.inventory()
+        except ProbeError as e:
+            err.print(f"{e.message}\nfix: {e.fix}", markup=False, highlight=False)
+            return 1
+        if args.json:
+            print(json.dumps(inventory_json(inv), indent=2))
+        else:
+            sys.stdout.write(inventory_yaml(inv, socket.gethostname()))
+        return 0 if inv.gpus else 1
+    path = stack_file(args.stack)
+    try:
+        raw = read_stack_file(path)
+        hf_token_set = "hfToken" in raw  # its value stays in the file (parse takes it out of the config)
+        p = plan(parse(raw))
+    except ConfigError as e:
+        err.print(e.render(), markup=False, highlight=False)
+        return 1
+    checks = doctor(p, local_probes(provider_setting(path, "docker:host")), hf_token_set=hf_token_set)
+    if args.json:
+        print(json.dumps([c.to_json() for c in checks], indent=2))
+    else:
+        _print_checks(checks, console)
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stacks", description="Plan and render vllm-stack stacks offline.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -89,8 +135,17 @@ def main(argv: list[str] | None = None) -> int:
         "keys-conf",
         help="print the gateway's keys.conf from $VLLM_API_KEY and $API_KEYS (comma-separated), for Secrets you create yourself",
     )
+    sd = sub.add_parser("doctor", help="check this machine against a stack before `pulumi up`; exits 1 when a check fails")
+    sd.add_argument("stack", nargs="?", help="stack name or stack file path")
+    sd.add_argument("--inventory", action="store_true", help="print this host's GPUs as the gpus block of a stack file")
+    sd.add_argument("--json", action="store_true", help="print the checks (or the inventory) as JSON")
     args = parser.parse_args(argv)
-    console = Console(width=140)
+    console = Console(width=160)
+
+    if args.cmd == "doctor":
+        if not args.stack and not args.inventory:
+            sd.error("name a STACK to check, or pass --inventory")
+        return _doctor(args, console)
 
     if args.cmd == "schema":
         print(json.dumps(json_schema(), indent=2, sort_keys=True))

@@ -1,6 +1,6 @@
 """The stack config, one way: ``schema`` (pydantic models) <- ``rules`` (cross-field) <- ``loading`` (files, Pulumi, errors)."""
 
-from stacks.config.loading import NAMESPACE, SECRET_KEYS, from_pulumi, json_schema, load_stack, parse, read_stack_file, stack_file
+from stacks.config.loading import NAMESPACE, SECRET_KEYS, from_pulumi, json_schema, load_stack, parse, provider_setting, read_stack_file, stack_file
 from stacks.config.schema import SCALAR_KEYS, STRUCTURED_KEYS, ArchConfig, ModelConfig, StackConfig
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "json_schema",
     "load_stack",
     "parse",
+    "provider_setting",
     "read_stack_file",
     "stack_file",
 ]

@@ -143,6 +143,16 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     return strip_namespace(doc.get("config") or {})
 
 
+def provider_setting(path: Path, key: str) -> str | None:
+    """A provider's key in a stack file (``docker:host``): the stack's config leaves other namespaces out."""
+    try:
+        config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    value = config.get(key) if isinstance(config, dict) else None
+    return str(value) if isinstance(value, str | int) else None
+
+
 def load_stack(stack: str) -> StackConfig:
     """Read and validate a stack by name or path."""
     return parse(read_stack_file(stack_file(stack)))

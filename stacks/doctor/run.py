@@ -1,0 +1,50 @@
+"""The doctor's one entry: which checks apply to the plan's target, in the order a person fixes them."""
+
+from __future__ import annotations
+
+from stacks.doctor.docker_checks import daemon_check, gpu_runtime_check
+from stacks.doctor.gpu_checks import DEPENDENT, gpu_checks
+from stacks.doctor.host_checks import disk_check, port_checks, published, pvc_check, token_check
+from stacks.doctor.kube_checks import kube_checks
+from stacks.doctor.probes import Probes
+from stacks.doctor.result import Check, skipped
+from stacks.plan.types import StackPlan
+
+
+def doctor(plan: StackPlan, probes: Probes, *, hf_token_set: bool) -> list[Check]:
+    """Every check for ``plan`` on this machine; ``hf_token_set``: the stack file holds ``vllm-stack:hfToken``."""
+    if plan.target == "docker":
+        out = _docker_host(plan, probes)
+    else:
+        assert plan.kubernetes is not None, "a kubernetes plan has kubernetes settings"
+        out = skipped("gpu", ["GPUs"], "kubernetes target: the GPUs are on the cluster's nodes (see the kubernetes checks)")
+        if plan.image.build:
+            out.append(daemon_check(probes.docker, "it builds and pushes the customised vLLM image")[0])
+        out.append(pvc_check(plan, plan.kubernetes))
+        out += kube_checks(plan, plan.kubernetes, probes.kube)
+    out.append(token_check(plan, hf_token_set))
+    return out
+
+
+def _docker_host(plan: StackPlan, probes: Probes) -> list[Check]:
+    daemon, info = daemon_check(probes.docker, "it runs every container of the stack")
+    out = [daemon]
+    if info is not None and info.remote:
+        away = f"the Docker daemon is remote ({info.host}): this machine's GPUs, disk and ports are not the ones that count"
+        fix = "run `python -m stacks doctor STACK` on that host"
+        out.append(gpu_runtime_check(info, probes.host))
+        names = ["NVIDIA driver", *DEPENDENT]
+        return [
+            *out,
+            *skipped("gpu", names, away, fix),
+            *skipped("disk", ["model cache"], away, fix),
+            *skipped("ports", [s.name for s in published(plan)], away, fix),
+        ]
+    if info is not None:
+        out.append(gpu_runtime_check(info, probes.host))
+    else:
+        out += skipped("docker", ["GPU access"], "needs the Docker daemon")
+    out += gpu_checks(plan, probes.gpu)
+    out.append(disk_check(plan, probes.host, info))
+    out += port_checks(plan, probes.host, probes.docker if info is not None else None)
+    return out
