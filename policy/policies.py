@@ -24,7 +24,8 @@ from pulumi_policy import (
 from policy import workloads as w
 from stacks.config.rules import image_pin_problem
 from stacks.plan import topology as net
-from stacks.plan.launch import ENTRYPOINT, GPU_MEMORY_FLAG, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+from stacks.plan.launch import ENTRYPOINT, GPU_MEMORY_FLAG
+from stacks.plan.releases import NEWEST_CHECKED, gpu_memory_utilization_default
 from stacks.plan.memory import SAFETY_FRACTION
 from stacks.render.kubernetes import NAME_LABEL
 
@@ -141,7 +142,8 @@ def gpu_fraction(command: list[str]) -> float | None:
         if arg.startswith(GPU_MEMORY_FLAG + "="):
             return float(arg.split("=", 1)[1])
     is_vllm = any(command[i : i + len(ENTRYPOINT)] == ENTRYPOINT for i in range(len(command)))
-    return VLLM_DEFAULT_GPU_MEMORY_UTILIZATION if is_vllm else None
+    # a server without the flag gets vLLM's default; the newest releases' is the highest
+    return gpu_memory_utilization_default(NEWEST_CHECKED) if is_vllm else None
 
 
 def gpu_fractions_fit(args: StackValidationArgs, report: ReportViolation) -> None:

@@ -7,14 +7,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stacks.catalog import CATALOG
+from stacks.catalog import ids
 from stacks.config import parse
 from stacks.errors import ConfigError
 from stacks.plan import plan
 
 junk = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000), st.floats(allow_nan=True), st.text(max_size=12), st.lists(st.integers(-1, 9), max_size=3))
 fraction = st.one_of(st.just("auto"), st.floats(0.01, 1.2), junk)
-model_id = st.one_of(st.sampled_from(sorted(CATALOG)), st.just("acme/unknown-1b"), st.text(max_size=10))
+model_id = st.one_of(st.sampled_from(ids()), st.just("acme/unknown-1b"), st.text(max_size=10))
 
 models = st.fixed_dictionaries(
     {"name": st.one_of(st.sampled_from(["a", "b", "c", "tiny-1"]), st.text(max_size=8)), "model": model_id},
@@ -88,7 +88,7 @@ valid_ish = st.fixed_dictionaries(
         "gpus": st.just([{"index": i, "memoryGiB": 24.0} for i in range(4)]),
         "models": st.lists(
             st.fixed_dictionaries(
-                {"model": st.sampled_from(sorted(CATALOG)), "gpus": st.sampled_from([[0], [1], [2, 3], [0, 1]])},
+                {"model": st.sampled_from(ids()), "gpus": st.sampled_from([[0], [1], [2, 3], [0, 1]])},
                 optional={
                     "maxModelLen": st.sampled_from([512, 2048, 4096, 32768]),
                     "maxNumSeqs": st.integers(1, 64),

@@ -77,6 +77,24 @@ class ArchConfig(Section):
     """Maximum context (``max_position_embeddings``)."""
     dtype: Literal["float16", "bfloat16", "float32"] | None = None
     """Checkpoint dtype (``torch_dtype``)."""
+    intermediate_size: Annotated[int | None, Field(gt=0, le=1_000_000)] = None
+    """MLP intermediate size (``intermediate_size``); drives the activation estimate."""
+    vocab_size: Annotated[int | None, Field(gt=0, le=10_000_000)] = None
+    """Vocabulary size (``vocab_size``); the sampler's logits grow with it."""
+    tied_embeddings: bool | None = None
+    """``tie_word_embeddings``: the LM head shares the embedding weights."""
+    sliding_window: Annotated[int | None, Field(gt=0, le=10_000_000)] = None
+    """Window of the sliding-window attention layers (``sliding_window``)."""
+    sliding_layers: Annotated[int | None, Field(ge=0, le=1000)] = None
+    """How many layers use the sliding window (the others attend to the whole sequence)."""
+    experts: Annotated[int | None, Field(ge=0, le=4096)] = None
+    """Routed experts per MoE layer (``num_experts`` / ``num_local_experts``); 0 for a dense model."""
+    experts_per_token: Annotated[int | None, Field(ge=0, le=4096)] = None
+    """Experts each token is routed to (``num_experts_per_tok``)."""
+    expert_intermediate_size: Annotated[int | None, Field(gt=0, le=1_000_000)] = None
+    """Intermediate size of one expert (``moe_intermediate_size``)."""
+    encoder_only: bool | None = None
+    """A bidirectional encoder (BERT-style embedding model): vLLM keeps no KV cache for it."""
 
 
 class LoraModule(Section):
@@ -125,8 +143,10 @@ class ModelConfig(Section):
     """Token budget of one scheduler step (vLLM's own default when left out)."""
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     """Weights/activation dtype; ``auto`` uses the checkpoint's."""
-    quantization: Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes", "compressed-tensors"] | None = None
-    """Quantization method of the checkpoint."""
+    quantization: Literal["awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes", "compressed-tensors", "mxfp4", "modelopt"] | None = None
+    """Quantization method of the checkpoint; read from the catalog's config.json when left out (vLLM detects it too)."""
+    task: Literal["generate", "embed"] | None = None
+    """``embed`` serves an embedding model on /v1/embeddings (vLLM's pooling runner); defaults to the catalog's."""
     kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
     """KV cache dtype; fp8 halves KV memory."""
     enforce_eager: bool = False
@@ -200,6 +220,8 @@ class WebuiConfig(Section):
     """External database when running several replicas."""
     storage_size: str = "10Gi"
     """Kubernetes target: size of the data PVC."""
+    embedding_model: str | None = None
+    """Served name of an embedding model (``task: embed``) for Open WebUI's document search (RAG), through the gateway."""
 
 
 class MonitoringConfig(Section):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from stacks.config.schema import ModelConfig
 from stacks.errors import Problem
-from stacks.plan.releases import REMOVED_FLAGS, Version, version_text
+from stacks.plan.releases import Version, removed_flag, runner_flags, version_text
 from stacks.plan.topology import VLLM_PORT
 
 ENTRYPOINT = ["vllm", "serve"]
 GPU_MEMORY_FLAG = "--gpu-memory-utilization"
-VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
-"""What vLLM uses without the flag: ``CacheConfig.gpu_memory_utilization = Field(default=0.9)`` in
-vllm/config/cache.py of 0.11.2 through 0.14.1 (sdists read)."""
+KV_CACHE_FLAG = "--kv-cache-memory-bytes"
 
 # flags the stack sets from typed keys: setting them in extraArgs would fight the plan
 MANAGED_FLAGS: dict[str, str] = {
@@ -24,6 +22,10 @@ MANAGED_FLAGS: dict[str, str] = {
     "--pipeline-parallel-size": "set models[].pipelineParallel",
     "-pp": "set models[].pipelineParallel",
     GPU_MEMORY_FLAG: "set models[].gpuMemoryUtilization",
+    KV_CACHE_FLAG: "the plan sizes the KV cache; set models[].gpuMemoryUtilization or maxNumSeqs",
+    "--kv-cache-memory": "the plan sizes the KV cache; set models[].gpuMemoryUtilization or maxNumSeqs",
+    "--runner": "set models[].task",
+    "--convert": "set models[].task",
     "--max-model-len": "set models[].maxModelLen",
     "--max-num-seqs": "set models[].maxNumSeqs",
     "--max-num-batched-tokens": "set models[].maxNumBatchedTokens",
@@ -47,21 +49,36 @@ def extra_arg_problems(i: int, m: ModelConfig, version: Version) -> list[Problem
     for j, arg in enumerate(m.extra_args):
         flag = arg.split("=", 1)[0]
         key = f"models[{i}].extraArgs[{j}]"
-        if flag in REMOVED_FLAGS and version >= REMOVED_FLAGS[flag][0]:
-            out.append(Problem(key, f"{flag} was removed in vLLM {version_text(REMOVED_FLAGS[flag][0])}; {REMOVED_FLAGS[flag][1]}"))
+        removed = removed_flag(flag, version)
+        if removed:
+            out.append(Problem(key, f"{flag} was removed in vLLM {version_text(removed[0])}, so the pinned {version_text(version)} refuses it; {removed[1]}"))
         elif flag in MANAGED_FLAGS:
             out.append(Problem(key, f"{flag} is managed by the stack; {MANAGED_FLAGS[flag]}"))
     return out
 
 
-def server_args(m: ModelConfig, served_names: list[str], *, tensor_parallel: int, fraction: float, max_model_len: int) -> list[str]:
-    """Arguments after ``vllm serve``."""
+def server_args(
+    m: ModelConfig,
+    served_names: list[str],
+    *,
+    version: Version,
+    task: str,
+    tensor_parallel: int,
+    fraction: float,
+    kv_cache_bytes: int | None,
+    max_model_len: int,
+) -> list[str]:
+    """Arguments after ``vllm serve``: the fraction gates the start; where the release has it, the KV cache is sized in bytes."""
     args = [m.model, "--host", "0.0.0.0", "--port", str(VLLM_PORT), "--served-model-name", *served_names]
     if tensor_parallel > 1:
         args += ["--tensor-parallel-size", str(tensor_parallel)]
     if m.pipeline_parallel > 1:
         args += ["--pipeline-parallel-size", str(m.pipeline_parallel)]
-    args += [GPU_MEMORY_FLAG, f"{fraction:.3f}", "--max-model-len", str(max_model_len), "--max-num-seqs", str(m.max_num_seqs)]
+    args += runner_flags(version, task)
+    args += [GPU_MEMORY_FLAG, f"{fraction:.3f}"]
+    if kv_cache_bytes is not None:
+        args += [KV_CACHE_FLAG, str(kv_cache_bytes)]
+    args += ["--max-model-len", str(max_model_len), "--max-num-seqs", str(m.max_num_seqs)]
     if m.max_num_batched_tokens:
         args += ["--max-num-batched-tokens", str(m.max_num_batched_tokens)]
     if m.dtype != "auto":

@@ -1,10 +1,15 @@
-"""GPU memory arithmetic: weights, activations and KV cache per server, and the split of each GPU.
+"""GPU memory arithmetic: what one vLLM server holds on each of its GPUs, and how a GPU is shared.
 
-Memory semantics are vLLM's (V1 engine): ``--gpu-memory-utilization`` is the fraction of the GPU's
-*total* memory one server may use for weights, activations and KV cache. The CUDA context of each
-process lives outside that fraction, and vLLM refuses to start when free memory is below its
-fraction, so on one GPU: sum(fractions) * total + contexts + reserved + safety <= total, and
-servers sharing a GPU start one after another.
+vLLM's budget per server is ``--gpu-memory-utilization`` x the GPU's total as CUDA reports it. Inside it sit the
+weights, the peak activation of its profiling run, non-torch memory (NCCL, cuBLAS workspaces) and, in some
+releases and runners, CUDA-graph memory; the rest is KV cache. Outside it: the process's CUDA context and,
+where the release captures them after sizing the KV cache, the CUDA graphs. Where the release has
+``--kv-cache-memory-bytes`` the plan passes the KV cache in whole blocks, so vLLM allocates exactly the planned
+KV; the fraction then only gates the start (vLLM refuses to start when less than fraction x total is free).
+
+Every constant below says where its figure comes from: vLLM's source (the release's sdist), the H100
+measurements in ``benchmarks/results/h100-vllm-0.26.0-profile.json`` and ``../shared/gpu/README.md``, or a
+published log.
 """
 
 from __future__ import annotations
@@ -13,173 +18,163 @@ import math
 from dataclasses import dataclass
 
 from stacks.catalog import Arch
-from stacks.config.schema import GpuConfig
-from stacks.errors import Problem
-from stacks.plan.types import GpuPlan, MemoryFigures
 
 GIB = 1024**3
-CUDA_CONTEXT_GIB = 0.5
-"""Per process, outside its fraction: CUDA context, cuBLAS/NCCL handles (0.3-0.5 GiB measured on recent GPUs)."""
-SAFETY_FRACTION = 0.02
-"""Of each GPU kept free for fragmentation and allocator slack."""
-AUTO_MAX_FRACTION = 0.95
-"""``auto`` never hands one server more than this of a GPU."""
-ACTIVATION_BASE_GIB = 0.4
-"""Peak activation floor inside the fraction: sampler buffers, workspace, small CUDA graphs."""
-ACTIVATION_BYTES_PER_TOKEN_HIDDEN = 20
-"""Peak activation bytes per batched token per hidden unit (MLP intermediates of one layer, fp16)."""
 BLOCK_TOKENS = 16
-"""vLLM's KV cache block size: capacity is counted in whole blocks."""
+"""KV block size on CUDA for full and sliding-window attention (CacheConfig.DEFAULT_BLOCK_SIZE; FlashAttention and
+FlashInfer keep 16, vLLM 0.26 Platform.update_block_size_for_backend)."""
 
-DTYPE_BYTES = {"float16": 2.0, "bfloat16": 2.0, "float32": 4.0}
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+
+# Weights of quantized checkpoints, bytes per parameter of the layers the method quantizes; embeddings and the
+# LM head keep the model dtype (AWQ/GPTQ modules_to_not_convert, gpt-oss quantization_config).
 QUANT_BYTES = {
-    # 4-bit weights plus scales and the unquantized embeddings/head, about 0.6 bytes per parameter
-    "awq": 0.6,
-    "awq_marlin": 0.6,
-    "gptq": 0.6,
-    "gptq_marlin": 0.6,
-    "bitsandbytes": 0.6,
-    "fp8": 1.05,
-    "compressed-tensors": 1.05,
+    "awq": 0.5 + 2.5 / 128,  # 4-bit weights, an fp16 scale and a 4-bit zero point per group of 128
+    "awq-marlin": 0.5 + 2.5 / 128,
+    "gptq": 0.5 + 2.5 / 128,
+    "gptq-marlin": 0.5 + 2.5 / 128,
+    "bitsandbytes": 0.5 + 4 / 64,  # NF4 with an absmax per 64 values
+    "fp8": 1.0,  # fp8 weights, block or channel scales
+    "modelopt": 1.0,
+    "compressed-tensors": 1.0,  # taken as 8-bit: the method name alone does not say int4 or fp8
+    "mxfp4": 4.25 / 8,  # 4-bit values, an 8-bit scale per 32 (only MoE experts are quantized)
 }
 
+# Peak activation of vLLM's profiling run (GPUModelRunner.profile_run: one forward over max_num_batched_tokens
+# tokens, then the sampler over min(max_num_seqs, tokens) rows of vocabulary logits), fitted to the H100
+# measurements (vLLM 0.26.0): bytes per batched token per MLP intermediate unit, per hidden unit and per
+# query/key-norm element, and bytes per logit (bf16 logits plus their fp32 copy in the sampler).
+ACT_BYTES_PER_INTERMEDIATE = 6
+ACT_BYTES_PER_HIDDEN = 8
+ACT_BYTES_PER_QK_NORM = 12
+SAMPLER_BYTES_PER_LOGIT = 6
 
-@dataclass
-class Need:
-    """Memory facts of one server, per GPU it runs on."""
-
-    index: int
-    """Position in the config's model list (for error keys)."""
-    name: str
-    arch: Arch
-    gpu_ids: list[int]
-    tp: int
-    max_model_len: int
-    max_num_seqs: int
-    weights_gib: float
-    activation_gib: float
-    kv_per_token_gpu: float
-    kv_bytes_per_token: int
-    fixed: float | None
-
-
-def kv_dtype_bytes(kv_cache_dtype: str, dtype_bytes: float) -> float:
-    return 1.0 if kv_cache_dtype.startswith("fp8") else dtype_bytes
-
-
-def figures(n: Need, fraction: float, gpu_gib: float) -> MemoryFigures:
-    kv_gib = fraction * gpu_gib - n.weights_gib - n.activation_gib
-    tokens_per_gpu = max(0.0, kv_gib) * GIB / n.kv_per_token_gpu
-    blocks = int(tokens_per_gpu // BLOCK_TOKENS)
-    per_seq = math.ceil(n.max_model_len / BLOCK_TOKENS)
-    return MemoryFigures(
-        fraction=fraction,
-        weights_gib=round(n.weights_gib, 3),
-        activation_gib=round(n.activation_gib, 3),
-        kv_gib=round(kv_gib, 3),
-        kv_tokens=blocks * BLOCK_TOKENS,
-        max_full_sequences=blocks // per_seq,
-    )
+NON_TORCH_GIB = 0.22
+"""Non-torch memory at TP 1: 0.22 GiB for every model measured on the H100 (vLLM 0.26.0)."""
+NON_TORCH_GIB_PARALLEL = 2.0
+"""Per GPU at TP or PP >= 2 (NCCL buffers, custom all-reduce): about 2 GiB in published H100 logs; not measured here."""
+CUDAGRAPH_BASE_GIB = 0.12
+CUDAGRAPH_TOKENS = 512
+"""CUDA-graph memory: 0.12-0.17 GiB measured for 1-8B models on the H100 (vLLM 0.26.0); modelled as a floor plus
+the activation of the largest captured batch (vLLM captures up to 512 tokens by default). 0 with enforceEager."""
+CUDA_CONTEXT_GIB = 0.5
+"""Per process, outside any budget: CUDA context and library handles, before vLLM's first memory snapshot."""
+SAFETY_FRACTION = 0.02
+"""Of each GPU kept free for allocator fragmentation and what the figures above do not see."""
 
 
-def min_fraction(n: Need, gpu_gib: float, sequences: float) -> float:
-    return (n.weights_gib + n.activation_gib + sequences * n.max_model_len * n.kv_per_token_gpu / GIB) / gpu_gib
+@dataclass(frozen=True)
+class KvLayout:
+    """How vLLM lays one server's KV cache out on each of its GPUs (vllm/v1/core/kv_cache_utils.py, 0.26).
 
-
-def kubernetes_fractions(needs: list[Need], gpu_gib: float, problems: list[Problem]) -> dict[int, float]:
-    """Each pod owns its GPUs: ``auto`` takes what the CUDA context and the safety margin leave."""
-    fractions = {}
-    for n in needs:
-        usable = 1 - (CUDA_CONTEXT_GIB / gpu_gib) - SAFETY_FRACTION
-        fractions[n.index] = n.fixed if n.fixed is not None else math.floor(min(usable, AUTO_MAX_FRACTION) * 1000) / 1000
-        if n.fixed is not None and n.fixed > usable:
-            problems.append(
-                Problem(
-                    f"models[{n.index}].gpuMemoryUtilization",
-                    f"{n.fixed} leaves no room for the CUDA context on a {gpu_gib} GiB GPU; use at most {usable:.2f} or auto",
-                )
-            )
-    return fractions
-
-
-def docker_fractions(gpu_specs: list[GpuConfig], needs: list[Need], problems: list[Problem], notes: list[str]) -> tuple[dict[int, float], list[GpuPlan]]:
-    """Explicit fractions are checked; ``auto`` ones are water-filled.
-
-    auto: every auto server on a GPU gets its weights and activations, then KV cache in proportion to
-    its demand (maxNumSeqs full maxModelLen sequences) - the same multiple of demand for all, as large as
-    the tightest GPU allows. A multiple >= 1 means every model can run maxNumSeqs sequences; the rest
-    is shared in proportion to demand. GPUs are settled tightest first, so a server spanning several
-    GPUs takes the fraction its fullest GPU allows.
+    Layers of one attention type form groups of ``group_size`` layers (padded); every group draws blocks from
+    one pool, and a block of the pool holds ``group_size`` layers' pages.
     """
-    gpus = {g.index: g for g in gpu_specs}
-    on_gpu: dict[int, list[Need]] = {g: [] for g in gpus}
-    for n in needs:
-        for g in n.gpu_ids:
-            on_gpu[g].append(n)
 
-    def usable(g: int) -> float:
-        spec = gpus[g]
-        return 1 - (len(on_gpu[g]) * CUDA_CONTEXT_GIB + spec.reserved_gib) / spec.memory_gib - SAFETY_FRACTION
+    page_bytes: int
+    """One block of one layer on one GPU: 16 tokens x 2 (K and V) x KV heads per GPU x head dim x dtype bytes."""
+    group_size: int
+    windows: tuple[int | None, ...]
+    """Per group: None for full attention, else its sliding window."""
+    in_flight_tokens: int
+    """Tokens scheduled but not settled (concurrent batches x batched tokens): sliding layers keep their blocks."""
 
-    fractions: dict[int, float] = {n.index: n.fixed for n in needs if n.fixed is not None}
-    pending = {n.index: n for n in needs if n.fixed is None}
-    while pending:
-        best: tuple[float, int] | None = None
-        for g in gpus:
-            autos = [n for n in on_gpu[g] if n.index in pending]
-            if not autos:
-                continue
-            mem = gpus[g].memory_gib
-            room = usable(g) - sum(fractions.get(n.index, 0.0) for n in on_gpu[g] if n.index not in pending)
-            base = sum((n.weights_gib + n.activation_gib) / mem for n in autos)
-            demand = sum(n.max_num_seqs * n.max_model_len * n.kv_per_token_gpu / GIB / mem for n in autos)
-            scale = (room - base) / demand
-            if best is None or scale < best[0]:
-                best = (scale, g)
-        assert best is not None
-        scale, g = best
-        mem = gpus[g].memory_gib
-        settled = [n for n in on_gpu[g] if n.index in pending]
-        for n in settled:
-            seqs = n.max_num_seqs * max(scale, 0.0)
-            fractions[n.index] = math.floor(min(min_fraction(n, mem, seqs), AUTO_MAX_FRACTION) * 1000) / 1000
-            del pending[n.index]
-        names = ", ".join(n.name for n in settled)
-        if scale >= 1:
-            notes.append(f"GPU {g}: auto sized KV cache for {scale:.2f}x maxNumSeqs full-length sequences of {names}")
-        elif scale > 0:
-            notes.append(f"GPU {g}: too small for maxNumSeqs full-length sequences of {names}; each gets {scale:.2f}x its demand")
-        else:
-            notes.append(f"GPU {g}: weights and activations of {names} alone exceed its usable memory")
+    @property
+    def block_bytes(self) -> int:
+        return self.page_bytes * self.group_size
 
-    plans = []
-    for g, spec in sorted(gpus.items()):
-        here = on_gpu[g]
-        total = sum(fractions[n.index] for n in here)
-        overhead = len(here) * CUDA_CONTEXT_GIB + SAFETY_FRACTION * spec.memory_gib
-        headroom = spec.memory_gib * (1 - total) - overhead - spec.reserved_gib
-        fixed = [n for n in here if n.fixed is not None]
-        # an all-auto GPU that cannot fit is reported per model (maxModelLen), with its figures
-        if fixed and headroom < 0:
-            keys = ", ".join(f"models[{n.index}] ({fractions[n.index]:.3f})" for n in here)
-            fix = f"lower models[{fixed[-1].index}].gpuMemoryUtilization or set it to auto"
-            problems.append(
-                Problem(
-                    f"models[{fixed[-1].index}].gpuMemoryUtilization",
-                    f"GPU {g} ({spec.name}, {spec.memory_gib} GiB) is over-committed: {keys} sum to {total:.3f} of it, plus "
-                    f"{overhead:.2f} GiB CUDA contexts and safety margin; {fix}",
-                )
-            )
-        plans.append(
-            GpuPlan(
-                index=g,
-                name=spec.name,
-                memory_gib=spec.memory_gib,
-                reserved_gib=spec.reserved_gib,
-                models=[n.name for n in here],
-                fraction_sum=round(total, 3),
-                overhead_gib=round(overhead, 3),
-                headroom_gib=round(headroom, 3),
-            )
-        )
-    return fractions, plans
+    def blocks_per_sequence(self, max_model_len: int) -> int:
+        blocks = 0
+        for window in self.windows:
+            if window is None:
+                blocks += math.ceil(max_model_len / BLOCK_TOKENS)
+            else:
+                # SlidingWindowSpec.max_admission_blocks_per_request
+                blocks += math.ceil(min(window - 1 + self.in_flight_tokens, max_model_len) / BLOCK_TOKENS) + 1
+        return blocks
+
+    def sequence_bytes(self, max_model_len: int) -> int:
+        return self.blocks_per_sequence(max_model_len) * self.block_bytes
+
+    def reported_tokens(self, blocks: int, max_model_len: int) -> int:
+        """What vLLM logs as "GPU KV cache size: N tokens" (get_kv_cache_capacity: concurrency x max_model_len)."""
+        per_seq = self.blocks_per_sequence(max_model_len)
+        return int(blocks / per_seq * max_model_len) if per_seq else 0
+
+
+def kv_layout(arch: Arch, *, tp: int, pp: int, kv_bytes: float, in_flight_tokens: int) -> KvLayout | None:
+    """None for models without a KV cache (bidirectional encoders)."""
+    if arch.encoder_only:
+        return None
+    kv_heads = max(1, arch.kv_heads // tp)  # ModelConfig.get_num_kv_heads: replicated when tp > kv heads
+    page = int(BLOCK_TOKENS * 2 * kv_heads * arch.head_dim * kv_bytes)
+    full = arch.layers - arch.sliding_layers
+    if arch.sliding_layers == 0 or full == 0:
+        layers = math.ceil(arch.layers / pp)
+        return KvLayout(page, layers, (None if full else arch.sliding_window,), in_flight_tokens)
+    # _get_kv_cache_groups_uniform_page_size: the smaller type's layer count is the group size, unless the larger is
+    # under 1.5 times it; every type's layers are split into groups of that size (the last one padded)
+    small, large = min(full, arch.sliding_layers), max(full, arch.sliding_layers)
+    size = large if large < 1.5 * small else small
+    windows = (None,) * math.ceil(full / size) + (arch.sliding_window,) * math.ceil(arch.sliding_layers / size)
+    return KvLayout(page, math.ceil(size / pp), windows, in_flight_tokens)
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """What one server holds on each of its GPUs besides its KV cache, in GiB."""
+
+    weights: float
+    activation: float
+    non_torch: float
+    cudagraphs: float
+    cudagraphs_in_budget: bool
+    context: float = CUDA_CONTEXT_GIB
+
+    @property
+    def in_budget(self) -> float:
+        """Inside --gpu-memory-utilization besides weights and KV: activation, non-torch, CUDA graphs where counted."""
+        return self.activation + self.non_torch + (self.cudagraphs if self.cudagraphs_in_budget else 0.0)
+
+    @property
+    def outside_budget(self) -> float:
+        return self.context + (0.0 if self.cudagraphs_in_budget else self.cudagraphs)
+
+
+def weights_gib(arch: Arch, dtype_bytes: float, quantization: str | None, tp: int, pp: int) -> float:
+    """Weights per GPU: quantized layers at the method's bytes, embeddings (and an untied LM head) at the model dtype,
+    MoE experts counted in full (every expert is resident), split over the tensor and pipeline ranks."""
+    total = arch.parameters_b * 1e9
+    embeddings = arch.vocab_size * arch.hidden_size * (1 if arch.tied_embeddings else 2)
+    if quantization is None:
+        weight_bytes = total * dtype_bytes
+    elif quantization == "mxfp4":
+        experts = arch.layers * arch.experts * 3 * arch.hidden_size * arch.expert_intermediate_size
+        weight_bytes = experts * QUANT_BYTES["mxfp4"] + (total - experts) * dtype_bytes
+    else:
+        weight_bytes = embeddings * dtype_bytes + max(0.0, total - embeddings) * QUANT_BYTES.get(quantization, 1.0)
+    # rotary cos/sin caches (fp32, per position and rotary dim; Gemma 3 keeps a second one for its local layers)
+    rope = arch.context_length * arch.head_dim * 4 * (2 if arch.sliding_layers else 1)
+    return (weight_bytes / (tp * pp) + rope) / GIB
+
+
+def activation_gib(arch: Arch, batched_tokens: int, max_num_seqs: int, tp: int, *, sampler: bool) -> float:
+    """Peak activation of vLLM's profiling run on one GPU (see the constants above)."""
+    intermediate = arch.experts_per_token * arch.expert_intermediate_size if arch.experts else arch.intermediate_size
+    qk = (arch.attention_heads + arch.kv_heads) * arch.head_dim if arch.qk_norm else 0
+    per_token = ACT_BYTES_PER_INTERMEDIATE * intermediate + ACT_BYTES_PER_HIDDEN * arch.hidden_size + ACT_BYTES_PER_QK_NORM * qk
+    forward = batched_tokens * per_token / tp
+    logits = min(max_num_seqs, batched_tokens) * arch.vocab_size * SAMPLER_BYTES_PER_LOGIT if sampler else 0
+    return (forward + logits) / GIB
+
+
+def cudagraph_gib(arch: Arch, tp: int, enforce_eager: bool) -> float:
+    if enforce_eager:
+        return 0.0
+    intermediate = arch.experts_per_token * arch.expert_intermediate_size if arch.experts else arch.intermediate_size
+    per_token = ACT_BYTES_PER_INTERMEDIATE * intermediate + ACT_BYTES_PER_HIDDEN * arch.hidden_size
+    return CUDAGRAPH_BASE_GIB + CUDAGRAPH_TOKENS * per_token / tp / GIB
+
+
+def non_torch_gib(tp: int, pp: int) -> float:
+    return NON_TORCH_GIB_PARALLEL if tp * pp > 1 else NON_TORCH_GIB

@@ -6,27 +6,37 @@ The only place that reads the config; everything downstream reads the plan.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from stacks.catalog import resolve
+from stacks.catalog import Arch, quantized_by_name, resolve
 from stacks.config.schema import DockerConfig, ModelConfig, StackConfig
 from stacks.errors import ConfigError, Problem
 from stacks.plan import topology as net
 from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args
 from stacks.plan.memory import (
-    ACTIVATION_BASE_GIB,
-    ACTIVATION_BYTES_PER_TOKEN_HIDDEN,
-    AUTO_MAX_FRACTION,
     DTYPE_BYTES,
     GIB,
-    QUANT_BYTES,
-    Need,
-    docker_fractions,
-    figures,
-    kubernetes_fractions,
-    kv_dtype_bytes,
-    min_fraction,
+    SAFETY_FRACTION,
+    KvLayout,
+    Overhead,
+    activation_gib,
+    cudagraph_gib,
+    kv_layout,
+    non_torch_gib,
+    weights_gib,
 )
-from stacks.plan.releases import image_vllm_version, version_text
+from stacks.plan.releases import (
+    KV_CACHE_MEMORY_BYTES_SINCE,
+    Version,
+    async_scheduling,
+    batch_defaults,
+    cudagraphs_in_budget,
+    image_vllm_version,
+    uses_v2_model_runner,
+    version_text,
+)
+from stacks.plan.sharing import Gpu, Server, share, usable
 from stacks.plan.types import (
     Autoscaling,
     DcgmPlan,
@@ -36,6 +46,7 @@ from stacks.plan.types import (
     ImagePlan,
     IngressPlan,
     KubernetesPlan,
+    MemoryFigures,
     ModelPlan,
     PrometheusPlan,
     Route,
@@ -49,12 +60,61 @@ WEBUI_STARTUP_SECONDS = 300
 """Open WebUI's first start (database migrations) before its health check counts."""
 
 
-def _needs(config: StackConfig, problems: list[Problem]) -> list[Need]:
-    version = image_vllm_version(config.image.base)
+@dataclass
+class _Model:
+    """A model on its way through the planner: config, facts and its server in the sharing."""
+
+    index: int
+    config: ModelConfig
+    arch: Arch
+    task: str
+    tp: int
+    quantization: str | None
+    server: Server
+
+
+def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int) -> list[Problem]:
+    """What vLLM refuses at start (ModelConfig.verify_with_parallel_config, QKVParallelLinear, vLLM 0.26)."""
+    out = []
+    if arch.attention_heads % tp:
+        fits = [d for d in range(1, arch.attention_heads + 1) if arch.attention_heads % d == 0 and d <= 64]
+        out.append(Problem(f"models[{i}].tensorParallel", f"{tp} does not divide {m.model}'s {arch.attention_heads} attention heads; use one of {fits}"))
+    elif arch.kv_heads % tp and tp % arch.kv_heads:
+        out.append(
+            Problem(
+                f"models[{i}].tensorParallel",
+                f"{tp} neither divides {m.model}'s {arch.kv_heads} KV heads nor is a multiple of them (vLLM splits or replicates them); "
+                f"use a divisor or a multiple of {arch.kv_heads}",
+            )
+        )
+    if m.pipeline_parallel > arch.layers:
+        out.append(Problem(f"models[{i}].pipelineParallel", f"{m.pipeline_parallel} stages for {arch.layers} layers; use at most {arch.layers}"))
+    return out
+
+
+def _quantization(i: int, m: ModelConfig, arch: Arch, problems: list[Problem]) -> str | None:
+    """The checkpoint's method: configured, else the catalog's config.json; a quantized-looking id nobody describes is refused."""
+    if m.quantization:
+        return m.quantization.replace("_", "-")
+    if arch.quantization:
+        return arch.quantization
+    word = quantized_by_name(m.model)
+    if word:
+        problems.append(
+            Problem(
+                f"models[{i}].quantization",
+                f"{m.model!r} says {word!r} but the catalog does not know its method; set quantization (awq, gptq, fp8, ...) "
+                "so the plan counts its weights at their real size",
+            )
+        )
+    return None
+
+
+def _models(config: StackConfig, version: Version, problems: list[Problem]) -> list[_Model]:
     docker = config.target == "docker"
-    gpu_mem = {g.index: g.memory_gib for g in config.gpus}
-    kube_gib = config.kubernetes.gpu.memory_gib if config.kubernetes else 0.0
-    needs = []
+    kube = config.kubernetes
+    gpu_by_index = {g.index: g for g in config.gpus}
+    out = []
     for i, m in enumerate(config.models):
         problems += extra_arg_problems(i, m, version)
         arch = resolve(m.model, m.arch)
@@ -66,112 +126,183 @@ def _needs(config: StackConfig, problems: list[Problem]) -> list[Need]:
         if docker:
             ids = m.gpus if m.gpus is not None else [config.gpus[0].index]
             tp = m.tensor_parallel or max(1, len(ids) // m.pipeline_parallel)
+            gpu_total = min(gpu_by_index[g].memory_gib for g in ids if g in gpu_by_index) if ids else 0.0
+            gpu_name = gpu_by_index[ids[0]].name if ids and ids[0] in gpu_by_index else ""
         else:
+            assert kube is not None
             tp = m.tensor_parallel or 1
-            ids = []
+            ids = list(range(tp * m.pipeline_parallel))
+            gpu_total, gpu_name = kube.gpu.memory_gib, kube.gpu.name
+        parallel = _parallel_problems(i, m, arch, tp)
+        problems += parallel
+        quant = _quantization(i, m, arch, problems)
         mml = m.max_model_len or arch.context_length
         if mml > arch.context_length:
             problems.append(Problem(f"models[{i}].maxModelLen", f"{mml} exceeds {m.model}'s context length {arch.context_length}; lower it"))
+        if parallel:
+            continue
+        task = m.task or arch.task
+        pooling = task == "embed"
+        default_tokens, _ = batch_defaults(version, gpu_total, gpu_name)
+        # vLLM caps its default batch at what maxNumSeqs full sequences need (EngineArgs defaults)
+        batched = m.max_num_batched_tokens or min(default_tokens, m.max_num_seqs * mml)
         dtype_bytes = DTYPE_BYTES[arch.dtype if m.dtype == "auto" else m.dtype]
-        weight_bytes = QUANT_BYTES.get(m.quantization or "", dtype_bytes)
-        ranks = tp * m.pipeline_parallel
-        gpu_gib_for_default = min((gpu_mem.get(g, 0.0) for g in ids), default=kube_gib)
-        batched = m.max_num_batched_tokens or (8192 if gpu_gib_for_default >= 70 else 2048)
-        kv_b = kv_dtype_bytes(m.kv_cache_dtype, dtype_bytes)
-        kv_heads_rank = max(1.0, arch.kv_heads / tp)
-        layers_rank = math.ceil(arch.layers / m.pipeline_parallel)
-        needs.append(
-            Need(
-                index=i,
-                name=m.name,
-                arch=arch,
-                gpu_ids=ids,
-                tp=tp,
-                max_model_len=mml,
-                max_num_seqs=m.max_num_seqs,
-                weights_gib=arch.parameters_b * 1e9 * weight_bytes / ranks / GIB,
-                activation_gib=ACTIVATION_BASE_GIB + batched * arch.hidden_size * ACTIVATION_BYTES_PER_TOKEN_HIDDEN / GIB / tp,
-                kv_per_token_gpu=2 * layers_rank * kv_heads_rank * arch.head_dim * kv_b,
-                kv_bytes_per_token=int(2 * arch.layers * arch.kv_heads * arch.head_dim * kv_b),
-                fixed=None if m.gpu_memory_utilization == "auto" else float(m.gpu_memory_utilization),
-            )
+        kv_bytes = 1.0 if m.kv_cache_dtype.startswith("fp8") else dtype_bytes
+        pp = m.pipeline_parallel
+        v2 = uses_v2_model_runner(version, moe=arch.experts > 0, pooling=pooling)
+        batches = (pp + 1 if v2 else 2 if pp == 1 else pp) if async_scheduling(version, pooling=pooling) else pp
+        layout = kv_layout(arch, tp=tp, pp=pp, kv_bytes=kv_bytes, in_flight_tokens=batches * batched)
+        overhead = Overhead(
+            weights=weights_gib(arch, dtype_bytes, quant, tp, pp),
+            activation=activation_gib(arch, batched, m.max_num_seqs, tp, sampler=not pooling),
+            non_torch=non_torch_gib(tp, pp),
+            cudagraphs=cudagraph_gib(arch, tp, m.enforce_eager),
+            cudagraphs_in_budget=cudagraphs_in_budget(version, v2_runner=v2),
         )
-    return needs
+        server = Server(
+            index=i,
+            name=m.name,
+            gpus=list(ids),
+            overhead=overhead,
+            layout=layout,
+            max_model_len=mml,
+            max_num_seqs=m.max_num_seqs,
+            fixed=None if m.gpu_memory_utilization == "auto" else float(m.gpu_memory_utilization),
+            longest_len=_longest_len(layout, mml),
+        )
+        out.append(_Model(i, m, arch, task, tp, quant, server))
+    return out
 
 
-def _fit_problem(m: ModelConfig, n: Need, gib: float, fraction: float) -> Problem | None:
-    fig = figures(n, fraction, gib)
-    if fig.max_full_sequences >= 1:
-        return None
-    if n.fixed is None:
-        return Problem(
-            f"models[{n.index}].maxModelLen",
-            f"auto can give {m.name} only {fig.fraction:.3f} of its {gib} GiB GPU, too little for one maxModelLen={n.max_model_len} "
-            f"sequence after {n.weights_gib:.2f} GiB of weights; lower maxModelLen, set kvCacheDtype: fp8, or move models to another GPU",
-        )
-    need = min_fraction(n, gib, 1)
-    return Problem(
-        f"models[{n.index}].gpuMemoryUtilization",
-        f"{fig.fraction:.3f} of {gib} GiB leaves {max(fig.kv_gib, 0):.2f} GiB for KV cache ({fig.kv_tokens} tokens) but one "
-        f"maxModelLen={n.max_model_len} sequence needs {n.max_model_len * n.kv_per_token_gpu / GIB:.2f} GiB; "
-        f"raise it to at least {need:.3f}, lower models[{n.index}].maxModelLen, or set kvCacheDtype: fp8",
-    )
+def _longest_len(layout: KvLayout | None, current: int) -> Callable[[float], int]:
+    def longest(gib: float) -> int:
+        if layout is None:
+            return current
+        lo, hi = 0, current
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if layout.sequence_bytes(mid) / GIB <= gib:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo // 16 * 16
+
+    return longest
+
+
+def _gpus(config: StackConfig, models: list[_Model]) -> dict[int, Gpu]:
+    if config.target == "docker":
+        return {g.index: Gpu(g.index, g.name, g.memory_gib, g.reserved_gib) for g in config.gpus}
+    assert config.kubernetes is not None
+    kube = config.kubernetes.gpu
+    # every pod owns its GPUs: each server gets GPUs of its own
+    gpus: dict[int, Gpu] = {}
+    for md in models:
+        first = len(gpus)
+        md.server.gpus = list(range(first, first + len(md.server.gpus)))
+        gpus |= {g: Gpu(g, kube.name, kube.memory_gib) for g in md.server.gpus}
+    return gpus
 
 
 def plan(config: StackConfig) -> StackPlan:
     """Plan a validated config, or raise ConfigError listing every problem."""
     problems: list[Problem] = []
-    needs = _needs(config, problems)
+    version = image_vllm_version(config.image.base)
+    models = _models(config, version, problems)
     if problems:
         raise ConfigError(problems)
+    exact = version >= KV_CACHE_MEMORY_BYTES_SINCE
+    docker = config.target == "docker"
+    gpus = _gpus(config, models)
+    notes: list[str] = []
+    gpu_key = "models[{i}].gpus" if docker else "models[{i}].tensorParallel"
+    share(gpus, [md.server for md in models], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key)
+    if problems:
+        raise ConfigError(problems)
+    if not docker:
+        assert config.kubernetes is not None
+        kube = config.kubernetes.gpu
+        notes.append(f"kubernetes: each pod owns its GPUs ({kube.name}, {kube.memory_gib} GiB); auto budgets each server what its GPUs leave")
 
     target = config.target
-    kube = config.kubernetes
-    namespace = kube.namespace if kube else None
-    notes: list[str] = []
-    if target == "docker":
-        fractions, gpu_plans = docker_fractions(config.gpus, needs, problems, notes)
-        gpu_mem = {g.index: g.memory_gib for g in config.gpus}
-    else:
-        assert kube is not None, "the rules require kubernetes settings on that target"
-        fractions = kubernetes_fractions(needs, kube.gpu.memory_gib, problems)
-        gpu_plans = []
-        gpu_mem = {}
-        notes.append(f"kubernetes: each pod owns its GPUs ({kube.gpu.name}, {kube.gpu.memory_gib} GiB); auto uses {AUTO_MAX_FRACTION:.2f} or less of each")
-
-    models: list[ModelPlan] = []
+    namespace = config.kubernetes.namespace if config.kubernetes else None
+    plans: list[ModelPlan] = []
+    gpu_plans: list[GpuPlan] = []
+    used: dict[int, float] = {g: gpus[g].reserved for g in gpus}
+    overcommitted = _overcommitted(gpus, models, exact, problems) if docker else set()
     last_on_gpu: dict[int, str] = {}
-    for n in needs:
-        m = config.models[n.index]
-        if n.index not in fractions:
-            continue
-        gib = min((gpu_mem[g] for g in n.gpu_ids), default=kube.gpu.memory_gib if kube else 0.0)
-        fig = figures(n, fractions[n.index], gib)
-        problem = _fit_problem(m, n, gib, fractions[n.index])
-        if problem:
-            problems.append(problem)
-        after = sorted({last_on_gpu[g] for g in n.gpu_ids if g in last_on_gpu})
-        for g in n.gpu_ids:
+    for md in models:
+        m, s = md.config, md.server
+        total = min(gpus[g].total for g in s.gpus)
+        o = s.overhead
+        kv_gib = s.kv_bytes / GIB
+        in_budget_use = s.base + kv_gib if exact else s.fraction * total
+        footprint = in_budget_use + o.outside_budget
+        free_at_start = min(gpus[g].total - used[g] - o.context for g in s.gpus)
+        if s.fixed is not None or not exact:
+            problem = _fixed_problem(s, total)
+            if problem:
+                problems.append(problem)
+        if free_at_start + 1e-9 < s.fraction * total and not any(g in overcommitted for g in s.gpus):
+            problems.append(
+                Problem(
+                    f"models[{s.index}].gpuMemoryUtilization",
+                    f"when {s.name} starts, {free_at_start:.2f} GiB are free on its GPU but vLLM wants {s.fraction:.3f} x {total} = "
+                    f"{s.fraction * total:.2f} GiB free; lower it, set it to auto, or move a model to another GPU",
+                )
+            )
+        for g in s.gpus:
+            used[g] += footprint
+        blocks = s.kv_bytes // s.layout.block_bytes if s.layout else 0
+        per_seq = s.layout.blocks_per_sequence(s.max_model_len) if s.layout else 0
+        figures = MemoryFigures(
+            fraction=s.fraction,
+            weights_gib=round(o.weights, 3),
+            activation_gib=round(o.activation, 3),
+            non_torch_gib=round(o.non_torch, 3),
+            cudagraph_gib=round(o.cudagraphs, 3),
+            cudagraph_in_budget=o.cudagraphs_in_budget,
+            outside_budget_gib=round(o.outside_budget, 3),
+            kv_gib=round(kv_gib, 3),
+            kv_cache_bytes=s.kv_bytes,
+            exact_kv=exact,
+            kv_tokens=s.layout.reported_tokens(blocks, s.max_model_len) if s.layout else 0,
+            max_full_sequences=blocks // per_seq if per_seq else 0,
+            footprint_gib=round(footprint, 3),
+            free_at_start_gib=round(free_at_start, 3),
+        )
+        after = sorted({last_on_gpu[g] for g in s.gpus if g in last_on_gpu}) if docker else []
+        for g in s.gpus:
             last_on_gpu[g] = m.name
         names = [m.name, *m.served_model_names]
         svc = net.service(target, namespace, net.vllm_service(m.name), net.VLLM_PORT, metrics_path=net.METRICS_PATH)
         auto = m.autoscaling
-        models.append(
+        plans.append(
             ModelPlan(
                 name=m.name,
                 model=m.model,
                 served_names=names + [lo.name for lo in m.lora_modules],
-                gpus=list(n.gpu_ids),
-                gpu_count=n.tp * m.pipeline_parallel,
-                tensor_parallel=n.tp,
+                gpus=list(s.gpus) if docker else [],
+                gpu_count=md.tp * m.pipeline_parallel,
+                tensor_parallel=md.tp,
                 pipeline_parallel=m.pipeline_parallel,
-                max_model_len=n.max_model_len,
+                max_model_len=s.max_model_len,
                 max_num_seqs=m.max_num_seqs,
-                kv_bytes_per_token=n.kv_bytes_per_token,
-                memory=fig,
-                fraction_source="auto" if n.fixed is None else "config",
+                task=md.task,  # type: ignore[arg-type]
+                kv_bytes_per_token=_kv_bytes_per_token(md),
+                memory=figures,
+                fraction_source="auto" if s.fixed is None else "config",
                 entrypoint=list(ENTRYPOINT),
-                args=server_args(m, names, tensor_parallel=n.tp, fraction=fig.fraction, max_model_len=n.max_model_len),
+                args=server_args(
+                    m,
+                    names,
+                    version=version,
+                    task=md.task,
+                    tensor_parallel=md.tp,
+                    fraction=s.fraction,
+                    kv_cache_bytes=s.kv_bytes if exact and s.layout else None,
+                    max_model_len=s.max_model_len,
+                ),
                 env={"TZ": config.timezone, **m.env},
                 start_after=after,
                 replicas=m.replicas,
@@ -196,9 +327,83 @@ def plan(config: StackConfig) -> StackPlan:
                 ),
             )
         )
+    if docker:
+        for g, gpu in sorted(gpus.items()):
+            here = [md for md in models if g in md.server.gpus]
+            footprints = sum(p.memory.footprint_gib for p, md in zip(plans, models, strict=True) if g in md.server.gpus)
+            outside = sum(md.server.overhead.outside_budget for md in here)
+            headroom = gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved - footprints
+            gpu_plans.append(
+                GpuPlan(
+                    index=g,
+                    name=gpu.name,
+                    memory_gib=gpu.total,
+                    reserved_gib=gpu.reserved,
+                    models=[md.config.name for md in here],
+                    fraction_sum=round(sum(md.server.fraction for md in here), 3),
+                    overhead_gib=round(outside + SAFETY_FRACTION * gpu.total, 3),
+                    headroom_gib=round(headroom, 3),
+                )
+            )
+    embedders = [n for p in plans if p.task == "embed" for n in p.served_names]
+    wanted = config.webui.embedding_model
+    if wanted and wanted not in embedders:
+        problems.append(
+            Problem("webui.embeddingModel", f"{wanted!r} is not a served embedding model; name one with task: embed ({', '.join(embedders) or 'none yet'})")
+        )
     if problems:
         raise ConfigError(problems)
-    return _stack(config, models, gpu_plans, notes)
+    return _stack(config, plans, gpu_plans, notes)
+
+
+def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, problems: list[Problem]) -> set[int]:
+    """GPUs whose configured fractions, with what each server holds outside its budget, exceed what is there."""
+    out = set()
+    for g, gpu in sorted(gpus.items()):
+        here = [md.server for md in models if g in md.server.gpus]
+        need = sum((s.base + s.kv_bytes / GIB if exact else s.fraction * gpu.total) + s.overhead.outside_budget for s in here)
+        room = gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved
+        fixed = [s for s in here if s.fixed is not None]
+        if fixed and need > room + 1e-9:
+            out.add(g)
+            last = fixed[-1]
+            problems.append(
+                Problem(
+                    f"models[{last.index}].gpuMemoryUtilization",
+                    f"GPU {g} ({gpu.name}, {gpu.total} GiB) is over-committed: "
+                    + ", ".join(f"models[{s.index}] {s.fraction:.3f}" for s in here)
+                    + f" need {need:.2f} GiB with what each holds outside its budget (CUDA contexts, graphs) but {room:.2f} GiB "
+                    f"are there after the reservation and safety margin; lower models[{last.index}].gpuMemoryUtilization or set it to auto",
+                )
+            )
+    return out
+
+
+def _kv_bytes_per_token(md: _Model) -> int:
+    """Whole model, all ranks, if every layer held every token: 2 x layers x KV heads x head dim x KV dtype bytes."""
+    a = md.arch
+    if a.encoder_only:
+        return 0
+    dtype_bytes = DTYPE_BYTES[a.dtype if md.config.dtype == "auto" else md.config.dtype]
+    kv = 1 if md.config.kv_cache_dtype.startswith("fp8") else dtype_bytes
+    return int(2 * a.layers * a.kv_heads * a.head_dim * kv)
+
+
+def _fixed_problem(s: Server, total: float) -> Problem | None:
+    """A configured fraction (or any fraction where KV follows it) that cannot hold one maxModelLen sequence."""
+    if s.layout is None:
+        return None
+    per_seq = s.layout.blocks_per_sequence(s.max_model_len)
+    if s.kv_bytes // s.layout.block_bytes >= per_seq:
+        return None
+    need = math.ceil((s.base + s.sequence_gib) / total * 1000) / 1000
+    return Problem(
+        f"models[{s.index}].gpuMemoryUtilization",
+        f"{s.fraction:.3f} of {total} GiB leaves {max(s.kv_bytes / GIB, 0):.2f} GiB for KV cache after {s.overhead.weights:.2f} GiB of weights and "
+        f"{s.overhead.in_budget:.2f} GiB of runtime overhead, but one maxModelLen={s.max_model_len} sequence needs {s.sequence_gib:.2f} GiB; "
+        f"raise it to at least {need:.3f}, lower models[{s.index}].maxModelLen (at most {s.longest_len(s.fraction * total - s.base)} fits), "
+        "or set kvCacheDtype: fp8",
+    )
 
 
 def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan], notes: list[str]) -> StackPlan:
@@ -254,6 +459,8 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
             metrics=f"http://{dcgm.address}{net.METRICS_PATH}" if dcgm else None,
         )
 
+    routes = [Route(s, mp.name, mp.service, mp.port) for mp in models for s in mp.served_names]
+    models_by_name = {mp.name: mp for mp in models}
     return StackPlan(
         target=target,
         timezone=config.timezone,
@@ -268,7 +475,7 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
         ),
         models=models,
         gpus=gpu_plans,
-        routes=[Route(s, mp.name, mp.service, mp.port) for mp in models for s in mp.served_names],
+        routes=routes,
         gateway=GatewayPlan(
             service=gateway,
             image=gw_cfg.image,
@@ -289,6 +496,8 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
                 database_url=ui_cfg.database_url,
                 storage_size=ui_cfg.storage_size,
                 startup_seconds=WEBUI_STARTUP_SECONDS,
+                chat_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate"],
+                embedding_model=ui_cfg.embedding_model,
             )
             if webui
             else None

@@ -9,14 +9,118 @@ Version = tuple[int, int, int]
 DEFAULT_VLLM_VERSION: Version = (0, 11, 2)
 """Version assumed when the base image is pinned by digest."""
 
+OLDEST_CHECKED: Version = (0, 11, 2)
+NEWEST_CHECKED: Version = (0, 33, 0)
+"""The releases whose facts below were read from their source (every minor line in between too)."""
+
+# Sources for everything in this module unless a line says otherwise: each release's sdist (vllm/engine/arg_utils.py
+# and the config dataclasses it turns into flags, vllm/entrypoints/*/cli_args.py, vllm/config/, vllm/v1/worker/,
+# vllm/envs.py), 0.11.2-0.33.0; the flag sets were taken from each release's own `vllm serve` parser and every
+# vanished flag was parsed again to see argparse refuse it (0.15.1 from its wheel: it has no sdist).
 REMOVED_FLAGS: dict[str, tuple[Version, str]] = {
-    # flag -> (first version without it, what to do instead)
+    # flag -> (first release whose parser refuses it, what to do instead)
     "--use-v2-block-manager": ((0, 7, 0), "the v2 block manager is the only one now; drop the flag"),
     "--engine-use-ray": ((0, 6, 0), "drop it; the engine runs in-process"),
     "--worker-use-ray": ((0, 6, 0), "use --distributed-executor-backend ray"),
     "--max-context-len-to-capture": ((0, 6, 0), "drop it; CUDA graph capture sizes are chosen by vLLM"),
     "--num-scheduler-steps": ((0, 11, 0), "multi-step scheduling went with the V0 engine; drop it"),
+    "--guided-decoding-backend": ((0, 12, 0), "use --structured-outputs-config '{\"backend\": ...}'"),
+    "--guided-decoding-disable-fallback": ((0, 12, 0), "use --structured-outputs-config '{\"disable_fallback\": true}'"),
+    "--guided-decoding-disable-any-whitespace": ((0, 12, 0), "use --structured-outputs-config '{\"disable_any_whitespace\": true}'"),
+    "--guided-decoding-disable-additional-properties": ((0, 12, 0), "use --structured-outputs-config '{\"disable_additional_properties\": true}'"),
+    "--num-lookahead-slots": ((0, 12, 0), "drop it; speculative decoding is configured with --speculative-config"),
+    "--override-pooler-config": ((0, 12, 0), "use --pooler-config"),
+    "--eplb-window-size": ((0, 12, 0), "use --eplb-config '{\"window_size\": ...}'"),
+    "--eplb-step-interval": ((0, 12, 0), "use --eplb-config '{\"step_interval\": ...}'"),
+    "--eplb-log-balancedness": ((0, 12, 0), "use --eplb-config '{\"log_balancedness\": true}'"),
+    "--num-redundant-experts": ((0, 12, 0), "use --eplb-config '{\"num_redundant_experts\": ...}'"),
+    "--lora-extra-vocab-size": ((0, 12, 0), "drop it; LoRA adapters no longer extend the vocabulary"),
+    "--task": ((0, 13, 0), "set models[].task: embed (the stack passes --runner pooling --convert embed)"),
+    "--cuda-graph-sizes": ((0, 13, 0), "use --cudagraph-capture-sizes (or --max-cudagraph-capture-size)"),
+    "--disable-mm-preprocessor-cache": ((0, 13, 0), "use --mm-processor-cache-gb 0"),
+    "--enable-multimodal-encoder-data-parallel": ((0, 13, 0), "use --mm-encoder-tp-mode data"),
+    "--disable-log-requests": ((0, 17, 0), "drop it: requests are not logged unless --enable-log-requests is given"),
+    "--logits-processor-pattern": ((0, 17, 0), "drop it; the flag is gone without a replacement"),
+    "--swap-space": ((0, 18, 0), "drop it: the V1 engine never swaps KV to CPU (--kv-offloading-size offloads it)"),
+    "--disable-frontend-multiprocessing": ((0, 19, 0), "drop it; the frontend always runs in its own process"),
+    "--max-num-partial-prefills": ((0, 27, 0), "drop it; partial prefills are scheduled by vLLM itself"),
+    "--max-long-partial-prefills": ((0, 27, 0), "drop it; partial prefills are scheduled by vLLM itself"),
+    "--calculate-kv-scales": ((0, 28, 0), "drop it: fp8 KV scales come from the checkpoint (else 1.0)"),
+    "--override-attention-dtype": ((0, 28, 0), "drop it; the flag is gone without a replacement"),
+    "--enable-bf16x3-router-gemm": ((0, 30, 0), "drop it; the flag existed only in 0.26-0.29"),
+    "--enable-mamba-fine-grained-prefix-cache": ((0, 31, 0), "use --enable-mamba-shared-prefix-checkpoint"),
 }
+NEGATED = {"--no-eplb-log-balancedness", "--no-disable-log-requests", "--no-disable-frontend-multiprocessing", "--no-calculate-kv-scales"}
+"""``--no-X`` spellings vanish with their flag."""
+ACCEPTED_AGAIN: dict[str, Version] = {"--disable-log-requests": (0, 33, 0)}
+"""0.33 pairs every --enable-X with a --disable-X: --disable-log-requests parses again there (a no-op)."""
+
+
+def removed_flag(flag: str, version: Version) -> tuple[Version, str] | None:
+    """(release that removed it, the fix) when ``flag`` no longer parses in ``version``."""
+    name = "--" + flag[len("--no-") :] if flag in NEGATED else flag
+    if name not in REMOVED_FLAGS:
+        return None
+    since, fix = REMOVED_FLAGS[name]
+    if version < since or (name in ACCEPTED_AGAIN and version >= ACCEPTED_AGAIN[name] and flag == name):
+        return None
+    return since, fix
+
+
+KV_CACHE_MEMORY_BYTES_SINCE: Version = (0, 10, 2)
+"""``--kv-cache-memory-bytes`` (CacheConfig.kv_cache_memory_bytes): absent in 0.10.1.1, present from 0.10.2.
+It sizes the KV cache exactly but vLLM still refuses to start when free memory is below
+``--gpu-memory-utilization`` x total (``request_memory`` in Worker.init_device, every release to 0.33)."""
+
+
+def gpu_memory_utilization_default(version: Version) -> float:
+    """CacheConfig.gpu_memory_utilization: 0.9 up to 0.19, 0.92 from 0.20.0."""
+    return 0.92 if version >= (0, 20, 0) else 0.9
+
+
+def uses_v2_model_runner(version: Version, *, moe: bool, pooling: bool) -> bool:
+    """0.22-0.28 run dense generative models on the V2 model runner by default (VllmConfig.use_v2_model_runner ->
+    _is_default_v2_model_runner_model: runner "generate", not hybrid, not MoE unless listed)."""
+    return (0, 22, 0) <= version < (0, 29, 0) and not moe and not pooling
+
+
+def cudagraphs_in_budget(version: Version, *, v2_runner: bool) -> bool:
+    """Whether CUDA-graph memory is taken out of the --gpu-memory-utilization budget.
+
+    Before 0.18 graphs are captured after the KV cache is sized, outside the budget; 0.18-0.19 estimate them but apply
+    the estimate only with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1; from 0.20.0 that switch defaults to 1. The V2
+    model runner of 0.22-0.28 returns 0 from profile_cudagraph_memory (vllm/v1/worker/gpu/model_runner.py), so its
+    graphs stay outside the budget (measured on an H100 with 0.26.0: no estimate applied); 0.29 gave it an estimate.
+    """
+    if version < (0, 20, 0):
+        return False
+    return not (v2_runner and version < (0, 29, 0))
+
+
+def batch_defaults(version: Version, gpu_total_gib: float, gpu_name: str) -> tuple[int, int]:
+    """vLLM's (max_num_batched_tokens, max_num_seqs) for `vllm serve` on this GPU (EngineArgs.get_batch_defaults).
+
+    vLLM compares NVML's total of device 0 (about 0.5 GiB above what CUDA reports, which is ``gpu_total_gib``):
+    >= 160 GiB -> 16384/1024 (from 0.28.0); >= 70 GiB and not an A100 -> 8192/1024; otherwise 2048/256.
+    """
+    nvml_gib = gpu_total_gib + 0.5
+    if version >= (0, 28, 0) and nvml_gib >= 160:
+        return 16384, 1024
+    if nvml_gib >= 70 and "a100" not in gpu_name.lower():
+        return 8192, 1024
+    return 2048, 256
+
+
+def async_scheduling(version: Version, *, pooling: bool) -> bool:
+    """On by default from 0.14.0 (off for the pooling runner from 0.20.0)."""
+    return version >= (0, 14, 0) and not (pooling and version >= (0, 20, 0))
+
+
+def runner_flags(version: Version, task: str) -> list[str]:
+    """How to serve an embedding model: ``--task embed`` up to 0.12, ``--runner pooling --convert embed`` from 0.13."""
+    if task != "embed":
+        return []
+    return ["--task", "embed"] if version < (0, 13, 0) else ["--runner", "pooling", "--convert", "embed"]
 
 
 def image_vllm_version(base: str) -> Version:

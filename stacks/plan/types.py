@@ -39,16 +39,34 @@ class Service:
 
 @dataclass(frozen=True)
 class MemoryFigures:
+    """What one server holds on each of its GPUs (GiB unless named otherwise)."""
+
     fraction: float
+    """``--gpu-memory-utilization``: the share of the GPU's total vLLM may budget, and what must be free for it to start."""
     weights_gib: float
     """Per GPU (split over tensor/pipeline ranks)."""
     activation_gib: float
+    """Peak activation of vLLM's profiling run."""
+    non_torch_gib: float
+    cudagraph_gib: float
+    cudagraph_in_budget: bool
+    """Whether vLLM takes the CUDA graphs out of the fraction's budget (the release and model runner decide)."""
+    outside_budget_gib: float
+    """CUDA context (and CUDA graphs where they are not in the budget): physical memory beyond the fraction."""
     kv_gib: float
     """KV cache per GPU."""
+    kv_cache_bytes: int
+    """KV cache per GPU in bytes, whole blocks."""
+    exact_kv: bool
+    """The release has --kv-cache-memory-bytes: vLLM allocates exactly ``kv_cache_bytes``."""
     kv_tokens: int
-    """Tokens the whole server's KV cache holds."""
+    """What vLLM reports as its KV cache size in tokens."""
     max_full_sequences: int
     """Concurrent maxModelLen sequences that fit."""
+    footprint_gib: float
+    """Physical memory on each GPU once it runs: its budget's use plus what it holds outside it."""
+    free_at_start_gib: float
+    """Memory free on its GPU when its turn to start comes (everything started before it running)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,8 @@ class ModelPlan:
     pipeline_parallel: int
     max_model_len: int
     max_num_seqs: int
+    task: Literal["generate", "embed"]
+    """``embed``: an embedding model (vLLM's pooling runner), served on /v1/embeddings and never offered as a chat model."""
     kv_bytes_per_token: int
     """Whole model, all ranks: 2 x layers x kv_heads x head_dim x kv dtype bytes."""
     memory: MemoryFigures
@@ -104,9 +124,9 @@ class GpuPlan:
     models: list[str]
     fraction_sum: float
     overhead_gib: float
-    """CUDA contexts of its servers plus the safety margin."""
+    """What its servers hold outside their budgets (CUDA contexts, graphs) plus the safety margin."""
     headroom_gib: float
-    """Left unclaimed after fractions, contexts, reservation and safety."""
+    """Left unclaimed after every server's footprint, the reservation and the safety margin."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,10 @@ class WebuiPlan:
     database_url: str | None
     storage_size: str
     startup_seconds: int
+    chat_models: list[str]
+    """Served names offered as chat models (embedding models left out)."""
+    embedding_model: str | None
+    """Served name Open WebUI's document search embeds with, through the gateway."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,224 @@
+"""Architecture facts of common open models, from each model's published ``config.json`` (``models.json``).
+
+Nothing is downloaded at plan time: a model the catalog lacks needs ``arch`` in the stack config. Each
+entry keeps the config.json fields vLLM and the planner read, the parameter count (the checkpoint's
+safetensors total where published) and where the figures were read (``source``). The calibration
+benchmark writes these very fields as the ``config.json`` vLLM serves with dummy weights.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from stacks.config.schema import ArchConfig
+
+MODELS = Path(__file__).with_name("models.json")
+
+Dtype = Literal["float16", "bfloat16", "float32"]
+Task = Literal["generate", "embed"]
+
+ENCODER_ONLY = {"bert", "xlm-roberta", "roberta", "modernbert", "nomic_bert"}
+"""Bidirectional encoders: vLLM allocates them no KV cache (``Attention.get_kv_cache_spec`` returns None, vLLM 0.26)."""
+QUANT_IN_ID = re.compile(r"(?i)[-_.](awq|gptq|fp8|int4|int8|w4a16|w8a8|nvfp4|mxfp4|bnb|4bit|8bit|gguf)(?=[-_.]|$)")
+"""Words in a repository id that say its weights are quantized."""
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What the planner needs to know about a model."""
+
+    parameters_b: float
+    layers: int
+    attention_heads: int
+    kv_heads: int
+    head_dim: int
+    hidden_size: int
+    intermediate_size: int
+    vocab_size: int
+    context_length: int
+    dtype: Dtype = "bfloat16"
+    tied_embeddings: bool = False
+    sliding_window: int | None = None
+    """Window of the sliding-window layers (their KV holds about this many tokens per sequence)."""
+    sliding_layers: int = 0
+    """How many of ``layers`` use the sliding window; the rest attend to the whole sequence."""
+    experts: int = 0
+    """Routed experts per MoE layer (0: a dense model)."""
+    experts_per_token: int = 0
+    expert_intermediate_size: int = 0
+    qk_norm: bool = False
+    """RMSNorm on queries and keys per head (Qwen3, Gemma 3): extra activation memory per token."""
+    quantization: str | None = None
+    """``quantization_config.quant_method`` of the checkpoint; vLLM applies it without ``--quantization``."""
+    quant_bits: int | None = None
+    task: Task = "generate"
+    encoder_only: bool = False
+    """A bidirectional encoder (BERT-style embedding models): no KV cache at all."""
+    architecture: str = ""
+
+
+def _sliding(cfg: dict[str, Any], layers: int, context: int) -> tuple[int | None, int]:
+    """(window, sliding layers) the way the model's config says it, full attention when the window covers the context."""
+    window = cfg.get("sliding_window")
+    if not window or cfg.get("use_sliding_window") is False or window >= context:
+        return None, 0
+    if types := cfg.get("layer_types"):
+        return window, sum(1 for t in types if t == "sliding_attention")
+    if pattern := cfg.get("sliding_window_pattern"):
+        # Gemma 3: every pattern-th layer is global, the others slide (transformers' rule)
+        return window, sum(1 for i in range(layers) if (i + 1) % pattern != 0)
+    return window, layers
+
+
+def from_config(cfg: dict[str, Any], parameters_b: float, task: Task = "generate") -> Arch:
+    """Arch from a published config.json's fields (the text config of a multimodal model)."""
+    layers = int(cfg["num_hidden_layers"])
+    heads = int(cfg["num_attention_heads"])
+    hidden = int(cfg["hidden_size"])
+    context = int(cfg["max_position_embeddings"])
+    window, sliding = _sliding(cfg, layers, context)
+    quant = cfg.get("quantization_config") or {}
+    experts = int(cfg.get("num_experts") or cfg.get("num_local_experts") or 0)
+    model_type = str(cfg.get("model_type", ""))
+    return Arch(
+        parameters_b=parameters_b,
+        layers=layers,
+        attention_heads=heads,
+        kv_heads=int(cfg.get("num_key_value_heads") or heads),
+        head_dim=int(cfg.get("head_dim") or hidden // heads),
+        hidden_size=hidden,
+        intermediate_size=int(cfg.get("intermediate_size") or 4 * hidden),
+        vocab_size=int(cfg["vocab_size"]),
+        context_length=context,
+        dtype=cfg.get("torch_dtype") or "bfloat16",
+        tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        sliding_window=window,
+        sliding_layers=sliding,
+        experts=experts,
+        experts_per_token=int(cfg.get("num_experts_per_tok") or cfg.get("experts_per_token") or 0) if experts else 0,
+        expert_intermediate_size=int(cfg.get("moe_intermediate_size") or cfg.get("intermediate_size") or 0) if experts else 0,
+        qk_norm=model_type.startswith(("qwen3", "gemma3")),
+        quantization=str(quant["quant_method"]).lower().replace("_", "-") if quant.get("quant_method") else None,
+        quant_bits=quant.get("bits"),
+        task=task,
+        encoder_only=model_type in ENCODER_ONLY,
+        architecture=(cfg.get("architectures") or [""])[0],
+    )
+
+
+@cache
+def _entries() -> dict[str, dict[str, Any]]:
+    data: dict[str, dict[str, Any]] = json.loads(MODELS.read_text())
+    return data
+
+
+ALIASES: dict[str, str] = {
+    # base and instruct variants share the architecture
+    "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+    "Qwen/Qwen2.5-3B": "Qwen/Qwen2.5-3B-Instruct",
+    "Qwen/Qwen2.5-7B": "Qwen/Qwen2.5-7B-Instruct",
+    "Qwen/Qwen2.5-14B": "Qwen/Qwen2.5-14B-Instruct",
+    "Qwen/Qwen2.5-72B": "Qwen/Qwen2.5-72B-Instruct",
+    "Qwen/Qwen3-4B-Base": "Qwen/Qwen3-4B",
+    "Qwen/Qwen3-8B-Base": "Qwen/Qwen3-8B",
+    "Qwen/Qwen3-14B-Base": "Qwen/Qwen3-14B",
+    "Qwen/Qwen3-30B-A3B-Base": "Qwen/Qwen3-30B-A3B",
+    "meta-llama/Llama-3.2-1B": "meta-llama/Llama-3.2-1B-Instruct",
+    "meta-llama/Llama-3.2-3B": "meta-llama/Llama-3.2-3B-Instruct",
+    "meta-llama/Llama-3.1-8B": "meta-llama/Llama-3.1-8B-Instruct",
+    "meta-llama/Meta-Llama-3.1-8B-Instruct": "meta-llama/Llama-3.1-8B-Instruct",
+    "meta-llama/Llama-3.1-70B": "meta-llama/Llama-3.1-70B-Instruct",
+    "meta-llama/Meta-Llama-3.1-70B-Instruct": "meta-llama/Llama-3.1-70B-Instruct",
+    "01-ai/Yi-6B": "01-ai/Yi-6B-Chat",
+    "mistralai/Mistral-7B-v0.3": "mistralai/Mistral-7B-Instruct-v0.3",
+    "mistralai/Mixtral-8x7B-v0.1": "mistralai/Mixtral-8x7B-Instruct-v0.1",
+    "google/gemma-3-1b-pt": "google/gemma-3-1b-it",
+    "google/gemma-3-4b-pt": "google/gemma-3-4b-it",
+    "google/gemma-3-12b-pt": "google/gemma-3-12b-it",
+    "google/gemma-3-27b-pt": "google/gemma-3-27b-it",
+}
+
+
+@cache
+def _index() -> dict[str, str]:
+    index = {k.lower(): k for k in _entries()}
+    index |= {k.lower(): v for k, v in ALIASES.items()}
+    return index
+
+
+def ids() -> list[str]:
+    return sorted(_entries())
+
+
+def config_json(model: str) -> dict[str, Any] | None:
+    """The config.json fields the catalog holds for ``model`` (what the calibration benchmark serves)."""
+    key = _index().get(model.strip().lower())
+    return dict(_entries()[key]["config"]) if key else None
+
+
+def entry(model: str) -> dict[str, Any] | None:
+    key = _index().get(model.strip().lower())
+    return _entries()[key] if key else None
+
+
+def lookup(model: str) -> Arch | None:
+    """Catalog facts for an HF id (case-insensitive; instruct/base variants share facts)."""
+    e = entry(model)
+    return from_config(e["config"], e["parametersB"], e["task"]) if e else None
+
+
+REQUIRED_FOR_UNKNOWN = ("parametersB", "layers", "kvHeads", "headDim", "contextLength")
+_ARCH_FIELDS = {
+    "parameters_b": "parameters_b",
+    "layers": "layers",
+    "attention_heads": "attention_heads",
+    "kv_heads": "kv_heads",
+    "head_dim": "head_dim",
+    "hidden_size": "hidden_size",
+    "intermediate_size": "intermediate_size",
+    "vocab_size": "vocab_size",
+    "context_length": "context_length",
+    "dtype": "dtype",
+    "tied_embeddings": "tied_embeddings",
+    "sliding_window": "sliding_window",
+    "sliding_layers": "sliding_layers",
+    "experts": "experts",
+    "experts_per_token": "experts_per_token",
+    "expert_intermediate_size": "expert_intermediate_size",
+    "encoder_only": "encoder_only",
+}
+
+
+def resolve(model: str, override: ArchConfig | None) -> Arch | list[str]:
+    """Facts for a model: catalog entry with ``arch`` overrides applied.
+
+    Returns the camelCase names of the missing fields when the model is unknown and ``arch`` is incomplete.
+    """
+    base = lookup(model)
+    fields = {_ARCH_FIELDS[k]: v for k, v in (override.model_dump(exclude_none=True) if override else {}).items() if k in _ARCH_FIELDS}
+    if base is None:
+        missing = [name for name in REQUIRED_FOR_UNKNOWN if _snake(name) not in fields]
+        if missing:
+            return missing
+        heads = fields.get("attention_heads", fields["kv_heads"])
+        hidden = fields.get("hidden_size", heads * fields["head_dim"])
+        fields = {"attention_heads": heads, "hidden_size": hidden, "intermediate_size": 4 * hidden, "vocab_size": 32000} | fields
+        return Arch(**fields)
+    if "sliding_window" in fields and "sliding_layers" not in fields:
+        fields["sliding_layers"] = base.sliding_layers or base.layers
+    return replace(base, **fields)
+
+
+def _snake(camel: str) -> str:
+    return "parameters_b" if camel == "parametersB" else "".join("_" + c.lower() if c.isupper() else c for c in camel)
+
+
+def quantized_by_name(model: str) -> str | None:
+    """The word in a repository id that says its weights are quantized (``-AWQ``, ``-FP8``, ``-Int4`` ...), if any."""
+    m = QUANT_IN_ID.search(model)
+    return m.group(1) if m else None

@@ -1,0 +1,175 @@
+"""How GPUs are shared: each server's KV cache and fraction, the fit of every GPU, and the start order's checks.
+
+``auto`` is fair in three stages: first every model gets one full ``maxModelLen`` sequence, then up to its
+``maxNumSeqs`` (all models the same share of what they still ask for), then what is left is shared in
+proportion to ``maxNumSeqs``. A server spanning several GPUs gets what its tightest GPU allows; the tightest
+GPU is settled first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from stacks.errors import Problem
+from stacks.plan.memory import GIB, SAFETY_FRACTION, KvLayout, Overhead
+
+AUTO_MAX_FRACTION = 0.95
+"""``auto`` never budgets one server more than this of a GPU (room for what the overhead model does not see)."""
+
+
+@dataclass
+class Server:
+    """One vLLM server as the sharing sees it; sizes per GPU, in GiB unless named bytes."""
+
+    index: int
+    """Position in the config's model list (for error keys)."""
+    name: str
+    gpus: list[int]
+    overhead: Overhead
+    layout: KvLayout | None
+    max_model_len: int
+    max_num_seqs: int
+    fixed: float | None
+    """The configured fraction, or None for ``auto``."""
+    longest_len: Callable[[float], int] = field(repr=False, default=lambda _: 0)
+    """The longest maxModelLen whose one sequence fits in the given GiB of KV (for refusals)."""
+    kv_bytes: int = 0
+    fraction: float = 0.0
+
+    @property
+    def base(self) -> float:
+        """Inside the budget, besides KV."""
+        return self.overhead.weights + self.overhead.in_budget
+
+    @property
+    def sequence_gib(self) -> float:
+        return self.layout.sequence_bytes(self.max_model_len) / GIB if self.layout else 0.0
+
+    def sequences(self, level: float) -> float:
+        """Full sequences ``auto`` gives at ``level``: 0-1 one sequence, 1-2 up to maxNumSeqs, then a share."""
+        if level <= 1:
+            return level
+        if level <= 2:
+            return 1 + (level - 1) * (self.max_num_seqs - 1)
+        return self.max_num_seqs * (level - 1)
+
+    def kv_gib_at(self, level: float) -> float:
+        return self.sequences(level) * self.sequence_gib
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    total: float
+    """GiB as CUDA reports it (what vLLM multiplies the fraction with)."""
+    reserved: float = 0.0
+
+
+def usable(gpu: Gpu, servers: list[Server]) -> float:
+    """What the servers' budgets may take of ``gpu``: its total less reservation, safety and what each holds outside its budget."""
+    return gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved - sum(s.overhead.outside_budget for s in servers)
+
+
+def _settle_kv(s: Server, kv_gib: float, gpu_total: float, exact: bool) -> None:
+    """Whole blocks of KV and the fraction: exact mode sizes KV and rounds the start gate up; otherwise the fraction
+    (3 decimals, down) decides and KV is what it leaves."""
+    block = s.layout.block_bytes if s.layout else 0
+    if exact or s.fixed is not None:
+        fraction = s.fixed if s.fixed is not None else math.ceil((s.base + kv_gib) / gpu_total * 1000) / 1000
+        if s.fixed is not None:
+            kv_gib = s.fixed * gpu_total - s.base
+    else:
+        fraction = math.floor((s.base + kv_gib) / gpu_total * 1000) / 1000
+        kv_gib = fraction * gpu_total - s.base
+    s.fraction = fraction
+    s.kv_bytes = int(max(0.0, kv_gib) * GIB // block) * block if block else 0
+
+
+def share(gpus: dict[int, Gpu], servers: list[Server], *, exact: bool, notes: list[str], problems: list[Problem], gpu_key: str) -> None:
+    """Settle every server's KV bytes and fraction; report what cannot fit, by key, with the fix."""
+    on: dict[int, list[Server]] = {g: [s for s in servers if g in s.gpus] for g in gpus}
+    for s in servers:
+        if s.fixed is not None:
+            total = min(gpus[g].total for g in s.gpus)
+            _settle_kv(s, 0.0, total, exact)
+    pending = [s for s in servers if s.fixed is None]
+    while pending:
+        best: tuple[float, int] | None = None
+        for g, here in on.items():
+            autos = [s for s in here if s in pending]
+            if not autos:
+                continue
+            room = usable(gpus[g], here) - sum(s.fraction * gpus[g].total if s not in pending else 0.0 for s in here)
+            level = _level(autos, room)
+            if best is None or level < best[0]:
+                best = (level, g)
+        assert best is not None
+        level, g = best
+        settled = [s for s in on[g] if s in pending]
+        total = gpus[g].total
+        names = ", ".join(s.name for s in settled)
+        if level < 1:
+            _refuse_auto(gpus[g], on[g], settled, problems, gpu_key)
+        elif level < 2:
+            notes.append(f"GPU {g}: {names} get one full sequence each and {math.floor((level - 1) * 100)}% of the rest of their maxNumSeqs")
+        else:
+            notes.append(f"GPU {g}: {names} get their maxNumSeqs full sequences, and {level - 2:.2f}x more shared in proportion")
+        for s in settled:
+            # the start gate is rounded up to 3 decimals: leave it room under the cap
+            kv = min(s.kv_gib_at(max(level, 0.0)), (AUTO_MAX_FRACTION - 0.001) * total - s.base)
+            _settle_kv(s, kv, min(gpus[i].total for i in s.gpus), exact)
+            pending.remove(s)
+
+
+def _level(servers: list[Server], room: float) -> float:
+    """The highest level whose KV, with every server's weights and overhead, fits in ``room`` GiB (bisection)."""
+
+    def need(level: float) -> float:
+        return sum(s.base + s.kv_gib_at(level) for s in servers)
+
+    if need(0.0) > room:
+        return -1.0
+    if all(s.sequence_gib == 0 for s in servers):
+        return 2.0  # nothing to share: embedding encoders hold no KV
+    hi = 2.0
+    while need(hi) <= room and hi < 1e6:
+        hi *= 2
+    lo = 0.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if need(mid) <= room else (lo, mid)
+    return lo
+
+
+def _refuse_auto(gpu: Gpu, here: list[Server], autos: list[Server], problems: list[Problem], gpu_key: str) -> None:
+    room = usable(gpu, here) - sum(s.fraction * gpu.total for s in here if s not in autos)
+    base = sum(s.base for s in autos)
+    where = f"GPU {gpu.index} ({gpu.name}, {gpu.total} GiB)"
+    if base > room:
+        heavy = max(autos, key=lambda s: s.base)
+        problems.append(
+            Problem(
+                gpu_key.format(i=heavy.index),
+                f"the weights and runtime overhead alone do not fit on {where}: "
+                + ", ".join(f"{s.name} {s.overhead.weights:.2f} GiB weights + {s.overhead.in_budget:.2f} GiB overhead" for s in autos)
+                + f" against {room:.2f} GiB left after CUDA contexts, reservation and the safety margin; "
+                "spread the model over more GPUs (tensorParallel), use a quantized checkpoint, or move a model to another GPU",
+            )
+        )
+        return
+    for s in autos:
+        others = sum(o.base + o.sequence_gib for o in autos if o is not s)
+        left = room - others - s.base
+        if s.sequence_gib <= left:
+            continue
+        problems.append(
+            Problem(
+                f"models[{s.index}].maxModelLen",
+                f"auto cannot give {s.name} one maxModelLen={s.max_model_len} sequence on {where}: it needs {s.sequence_gib:.2f} GiB of KV "
+                f"and {max(left, 0):.2f} GiB are left once every model has its weights, overhead and the others one sequence; "
+                f"the longest maxModelLen that fits is {s.longest_len(left)}; or set kvCacheDtype: fp8, or move a model to another GPU",
+            )
+        )
