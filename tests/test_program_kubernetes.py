@@ -172,6 +172,25 @@ def test_keda_scaled_object_for_the_autoscaled_model_only() -> None:
     assert trigger["metadata"]["serverAddress"].startswith("http://")
 
 
+def test_keda_scale_to_zero_wakes_on_its_activation_query() -> None:
+    """At zero replicas the queue metric has no series (KEDA reads an empty result as 0, never above the activation
+    threshold): a model allowed to sleep carries a second trigger that sees demand without a pod."""
+    models = cluster_value("models")
+    wake = 'sum(rate(nginx_ingress_controller_requests{service="gateway"}[2m]))'
+    models[1]["autoscaling"] |= {"minReplicas": 0, "activationQuery": wake, "activationThreshold": 0.5}
+    cfg, secrets = cluster_config(models=models)
+    spec = by_kind(run_program("cluster", secrets=secrets, config=cfg), "ScaledObject")["vllm-llama-3-1-8b"]["spec"]
+    assert spec["minReplicaCount"] == 0
+    queue, demand = spec["triggers"]
+    assert queue["metadata"]["query"] == 'sum(vllm:num_requests_waiting{model_name="llama-3-1-8b"})'
+    assert demand == {
+        "type": "prometheus",
+        "metadata": {"serverAddress": queue["metadata"]["serverAddress"], "query": wake, "threshold": "8", "activationThreshold": "0.5"},
+    }
+    # KEDA's trigger metadata is a map of strings
+    assert all(isinstance(v, str) for t in spec["triggers"] for v in t["metadata"].values())
+
+
 def test_data_is_kept_on_destroy_with_its_namespace() -> None:
     m = declared()
     pvcs = by_kind(m, "PersistentVolumeClaim")

@@ -90,13 +90,17 @@ class AutoscalingConfig(Section):
     enabled: bool = False
     """Create a KEDA ScaledObject for this model (kubernetes target; KEDA must be installed)."""
     min_replicas: Annotated[int, Field(ge=0, le=100)] = 1
-    """Fewest replicas (0 lets KEDA scale to zero)."""
+    """Fewest replicas; 0 lets KEDA scale to zero and needs ``activationQuery`` to wake the model again."""
     max_replicas: Annotated[int, Field(ge=1, le=100)] = 4
     """Most replicas."""
     waiting_requests: Annotated[int, Field(ge=1, le=10_000)] = 8
     """Target of ``vllm:num_requests_waiting`` per replica."""
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     """Prometheus that scrapes the vLLM pods, queried by KEDA."""
+    activation_query: str | None = None
+    """With ``minReplicas: 0``: PromQL counting requests for this model that reports while none of its pods runs; wakes it, scales like ``waitingRequests``."""
+    activation_threshold: Annotated[float, Field(ge=0, le=1_000_000)] = 0.0
+    """With ``minReplicas: 0``: KEDA scales from zero when ``activationQuery`` is above this (KEDA's ``activationThreshold``)."""
 
 
 Fraction = Annotated[float, Field(gt=0, le=1)]

@@ -310,7 +310,14 @@ def _scaled_object(plan: StackPlan, w: Workload) -> Obj | None:
     a = w.autoscale
     if a is None:
         return None
-    trigger = {"type": "prometheus", "metadata": {"serverAddress": a.prometheus_url, "query": a.query, "threshold": str(a.threshold)}}
+    # trigger metadata is a map of strings (KEDA parses the numbers)
+    triggers: list[Obj] = [{"type": "prometheus", "metadata": {"serverAddress": a.prometheus_url, "query": a.query, "threshold": str(a.threshold)}}]
+    if a.activation_query:
+        # active (wakes the Deployment from zero) while the value is above activationThreshold; above one replica
+        # the HPA takes the larger of the two triggers' replica counts
+        wake = {"serverAddress": a.prometheus_url, "query": a.activation_query, "threshold": str(a.threshold)}
+        wake["activationThreshold"] = f"{a.activation_threshold:g}"
+        triggers.append({"type": "prometheus", "metadata": wake})
     spec = {
         "scaleTargetRef": {"name": w.name},
         "minReplicaCount": a.min_replicas,
@@ -318,7 +325,7 @@ def _scaled_object(plan: StackPlan, w: Workload) -> Obj | None:
         "pollingInterval": 15,
         # a new replica loads its model for minutes: scale down slowly
         "cooldownPeriod": 600,
-        "triggers": [trigger],
+        "triggers": triggers,
     }
     return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _meta(plan, w.name, labels(w)), "spec": spec}
 
