@@ -418,7 +418,7 @@ def test_rendered_yaml_equals_what_the_program_declares(tmp_path: Path) -> None:
     assert cli_main(["render", "cluster", "--out", str(tmp_path)]) == 0
     files = sorted((tmp_path / "kubernetes").glob("*.yaml"))
     rendered = [yaml.safe_load(f.read_text()) for f in files]
-    assert [kube_manifests.file_name(i, o) for i, o in enumerate(rendered)] == [f.name for f in files]
+    assert [kube_manifests.file_name(o) for o in rendered] == [f.name for f in files]
     declared_objs = [o for o in objects(declared()) if o["kind"] != "Secret"]
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
     assert sorted(rendered, key=key) == sorted(declared_objs, key=key)
