@@ -7,12 +7,15 @@ Secrets (``hfToken``, ``apiKeys``, ``vllmApiKey``) never enter these models.
 
 from __future__ import annotations
 
+import difflib
 import re
 import zoneinfo
 from typing import Annotated, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+
+from stacks.errors import shown
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
@@ -318,8 +321,11 @@ class StackConfig(Section):
     def _zone(cls, v: str) -> str:
         try:
             zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Asia/Seoul or UTC") from None
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            # OSError: a region folder (``Europe``) or a name too long for a file name
+            near = difflib.get_close_matches(v[:64], sorted(zoneinfo.available_timezones()), n=3, cutoff=0.5)
+            hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+            raise ValueError(f"unknown time zone {shown(v, 64)!r}{hint}; use an IANA name such as Asia/Seoul or UTC") from None
         return v
 
     @property
