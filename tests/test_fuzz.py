@@ -157,6 +157,9 @@ YAMLISH = [
     b"---",
     b"...",
     b"%YAML 1.2",
+    b"a\\1",
+    b'"a\\nRUN id"',
+    "\u00e9\u4e2d".encode(),
 ]
 
 

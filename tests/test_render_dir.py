@@ -90,8 +90,8 @@ def test_file_names_stay_when_models_come_and_go(tmp_path: Path) -> None:
 def test_apply_order_by_kind() -> None:
     """`kubectl apply -f DIR` takes files by name: the namespace first, claims and config before the workloads,
     Services and what points at a workload after it."""
-    files = sorted(kube_manifests.render(plan(load_stack("cluster"))))
-    kinds = [yaml.safe_load(kube_manifests.render(plan(load_stack("cluster")))[f].split("\n", 1)[1])["kind"] for f in files]
+    rendered = kube_manifests.render(plan(load_stack("cluster")))
+    kinds = [yaml.safe_load(rendered[name])["kind"] for name in sorted(rendered)]
     order = ["Namespace", "PersistentVolumeClaim", "ConfigMap", "DaemonSet", "Deployment", "Service", "PodDisruptionBudget", "Ingress", "ScaledObject"]
     assert kinds[0] == "Namespace"
     assert [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k] == [k for k in order if k in kinds]

@@ -18,6 +18,15 @@ from pydantic.alias_generators import to_camel
 from stacks.errors import shown
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+# Image references as Docker reads them (github.com/distribution/reference, regexp.go: namePat, tag, digestPat;
+# IPv6 hosts left out): an image value goes into a Dockerfile ARG line and a container spec, so nothing else passes.
+_HOST = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY = rf"(?:{_HOST}/)?{_PATH}(?:/{_PATH})*"
+IMAGE_REF = re.compile(rf"^{REPOSITORY}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{{32,}})?$")
+Image = Annotated[str, Field(pattern=IMAGE_REF.pattern)]
+Repository = Annotated[str, Field(pattern=rf"^{REPOSITORY}$")]
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
 
 
@@ -42,11 +51,11 @@ DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.2"
 
 
 class ImageConfig(Section):
-    base: str = DEFAULT_VLLM_IMAGE
+    base: Image = DEFAULT_VLLM_IMAGE
     """Pinned vllm/vllm-openai base image (version tag or digest)."""
     apt_packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$")]] = []
     """Extra Debian packages installed into the image."""
-    registry: str | None = None
+    registry: Repository | None = None
     """Registry repository to push the built image to (kubernetes target), e.g. ``registry.example/ml/vllm``."""
 
 
@@ -182,7 +191,7 @@ class GatewayConfig(Section):
     """Longest wait for upstream data (long generations stream well within it)."""
     max_concurrent_per_model: Annotated[int | None, Field(ge=1, le=100_000)] = None
     """Requests in flight per model before the gateway answers 503; unlimited when left out."""
-    image: str = "nginx:1.28.0"
+    image: Image = "nginx:1.28.0"
     """Pinned NGINX image (the official image ships the njs module)."""
     replicas: Annotated[int, Field(ge=1, le=20)] = 2
     """Kubernetes target: gateway replicas."""
@@ -197,7 +206,7 @@ class WebuiConfig(Section):
     """Host port (docker) / Service port (kubernetes)."""
     enable_signup: bool = False
     """Let visitors create accounts (the first account becomes admin)."""
-    image: str = "ghcr.io/open-webui/open-webui:v0.6.34"
+    image: Image = "ghcr.io/open-webui/open-webui:v0.6.34"
     """Pinned Open WebUI image."""
     replicas: Annotated[int, Field(ge=1, le=20)] = 1
     """Kubernetes target: more than one needs ``redisUrl`` and ``databaseUrl``."""
@@ -212,13 +221,13 @@ class WebuiConfig(Section):
 class MonitoringConfig(Section):
     dcgm: bool = True
     """Run NVIDIA's DCGM exporter (skip on clusters whose GPU Operator already runs one)."""
-    dcgm_image: str = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
+    dcgm_image: Image = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
     """Pinned DCGM exporter image."""
     dcgm_port: Annotated[int, Field(ge=1, le=65535)] = 9400
     """Port of the DCGM exporter's /metrics."""
     prometheus: bool | None = None
     """Run Prometheus scraping DCGM and every vLLM server: on by default on docker; kubernetes uses the cluster's own."""
-    prometheus_image: str = "prom/prometheus:v3.5.0"
+    prometheus_image: Image = "prom/prometheus:v3.5.0"
     """Pinned Prometheus image."""
     prometheus_port: Annotated[int, Field(ge=1, le=65535)] = 9090
     """Host port of Prometheus."""
