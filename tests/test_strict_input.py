@@ -178,7 +178,7 @@ def _problem(raw: dict[str, Any], key: str) -> str:
     return found[key]
 
 
-IMAGE_HINT = "write [registry/]repository[:tag][@sha256:digest] in lowercase, e.g. vllm/vllm-openai:v0.11.2"
+IMAGE_HINT = "an image reference: [registry/]repository[:tag][@sha256:digest], lowercase, e.g. vllm/vllm-openai:v0.11.2"
 MONITORING_KEYS = ["dcgm", "dcgmImage", "dcgmPort", "prometheus", "prometheusImage", "prometheusPort", "scrapeIntervalSeconds"]
 
 
@@ -200,8 +200,8 @@ def _model(**kw: Any) -> dict[str, Any]:
         (_model(dtype="fp4"), "models[0].dtype", "must be 'auto', 'float16', 'bfloat16' or 'float32', not the string 'fp4'"),
         (docker_raw(gpus=[{"index": True, "memoryGiB": 24}]), "gpus[0].index", "must be a whole number, not the boolean true"),
         (docker_raw(gateway={"port": "8000"}), "gateway.port", "must be a whole number, not the string '8000'"),
-        (docker_raw(image={"base": "v\\llm/vllm-openai:v0.11.2"}), "image.base", "'v\\\\llm/vllm-openai:v0.11.2' is no image reference; " + IMAGE_HINT),
-        (docker_raw(gateway={"image": "nginx:1.28\nRUN id"}), "gateway.image", "'nginx:1.28\\nRUN id' is no image reference; " + IMAGE_HINT),
+        (docker_raw(image={"base": "v\\llm/vllm-openai:v0.11.2"}), "image.base", "'v\\\\llm/vllm-openai:v0.11.2' is not " + IMAGE_HINT),
+        (docker_raw(gateway={"image": "nginx:1.28\nRUN id"}), "gateway.image", "'nginx:1.28\\nRUN id' is not " + IMAGE_HINT),
         (_model(maxNumSeq=8), "models[0].maxNumSeq", "unknown key; did you mean maxNumSeqs?"),
         (_model(max_model_len=2048), "models[0].max_model_len", "unknown key; did you mean maxModelLen?"),
         (_model(MaxModelLen=2048), "models[0].MaxModelLen", "unknown key; did you mean maxModelLen?"),

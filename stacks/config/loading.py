@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from stacks.config import strict_yaml
 from stacks.config.rules import cross_field_problems
-from stacks.config.schema import BOOLEAN_KEYS, IMAGE_REF, REPOSITORY, SCALAR_KEYS, STRUCTURED_KEYS, StackConfig
+from stacks.config.schema import BOOLEAN_KEYS, FORMS, SCALAR_KEYS, STRUCTURED_KEYS, StackConfig
 from stacks.config.strict_yaml import YamlProblem
 from stacks.errors import ConfigError, Problem, shown
 
@@ -38,11 +38,6 @@ def _path(loc: tuple[int | str, ...]) -> str:
 
 # Branch names pydantic puts in an error's location for a union (``0.5`` or ``"auto"``); they are no key of the file.
 _UNION_TAG = re.compile(r"^(constrained-)?(float|int|str|bool)$|^literal\[|^function-")
-_FORMS = {
-    IMAGE_REF.pattern: "is no image reference; write [registry/]repository[:tag][@sha256:digest] in lowercase, e.g. vllm/vllm-openai:v0.11.2",
-    f"^{REPOSITORY}$": "is no image repository; write registry/path in lowercase, without a tag, e.g. registry.example/ml/vllm",
-}
-"""Patterns too long to show a reader, by what they mean."""
 _EXPECTS = {
     "int_type": "a whole number",
     "float_type": "a number",
@@ -121,7 +116,8 @@ def _pydantic_problems(err: ValidationError) -> list[Problem]:
         elif kind == "missing":
             msg = "required key is missing"
         elif kind == "string_pattern_mismatch":
-            msg = f"{shown(e['input'], 80)!r} {_FORMS.get(e['ctx']['pattern'], 'does not match ' + e['ctx']['pattern'])}"
+            pattern = e["ctx"]["pattern"]
+            msg = f"{shown(e['input'], 80)!r} " + (f"is not {FORMS[pattern]}" if pattern in FORMS else f"does not match {pattern}")
         elif kind == "literal_error":
             msg = f"must be {e['ctx']['expected']}, not {_got(e['input'])}"
         elif kind in _EXPECTS:

@@ -27,6 +27,11 @@ REPOSITORY = rf"(?:{_HOST}/)?{_PATH}(?:/{_PATH})*"
 IMAGE_REF = re.compile(rf"^{REPOSITORY}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{{32,}})?$")
 Image = Annotated[str, Field(pattern=IMAGE_REF.pattern)]
 Repository = Annotated[str, Field(pattern=rf"^{REPOSITORY}$")]
+FORMS = {
+    IMAGE_REF.pattern: "an image reference: [registry/]repository[:tag][@sha256:digest], lowercase, e.g. vllm/vllm-openai:v0.11.2",
+    rf"^{REPOSITORY}$": "an image repository: registry/path, lowercase, no tag, e.g. registry.example/ml/vllm",
+}
+"""Patterns too long to show a reader, by what they mean (error messages and the configuration reference)."""
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
 
 
@@ -333,7 +338,7 @@ class StackConfig(Section):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             # OSError: a region folder (``Europe``) or a name too long for a file name
             near = difflib.get_close_matches(v[:64], sorted(zoneinfo.available_timezones()), n=3, cutoff=0.5)
-            hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+            hint = f" (did you mean {', '.join(near[:-1]) + ' or ' if near[:-1] else ''}{near[-1]}?)" if near else ""
             raise ValueError(f"unknown time zone {shown(v, 64)!r}{hint}; use an IANA name such as Asia/Seoul or UTC") from None
         return v
 
