@@ -1,20 +1,47 @@
-"""Pulumi config -> validated plan and secrets, before any resource is declared; a user mistake ends the
-program with the list of problems (a RunError: no traceback)."""
+"""Pulumi config -> validated plan and secrets, before any resource is declared. A user mistake ends the program
+with the list of problems, an internal error with one line saying so: both as a RunError, which Pulumi prints
+without a traceback."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pulumi
 
 from components.stack import StackSecrets
 from stacks.config import from_pulumi
-from stacks.errors import ConfigError
+from stacks.errors import ConfigError, debugging, internal_error
 from stacks.plan import StackPlan, plan
 
 
-def read_config(cfg: pulumi.Config) -> tuple[StackPlan, StackSecrets]:
+@contextmanager
+def clean_errors() -> Iterator[None]:
+    """Every exception of the block as a RunError: the problems of a ConfigError, else one line for an internal error."""
     try:
-        p = plan(from_pulumi(cfg.get, cfg.get_object, pulumi.runtime.is_config_secret))
+        yield
+    except pulumi.RunError:
+        raise
     except ConfigError as err:
         raise pulumi.RunError(err.render()) from None
+    except Exception as err:
+        if debugging():
+            raise
+        raise pulumi.RunError(internal_error(err)) from None
+
+
+def _object(cfg: pulumi.Config, key: str) -> Any:
+    """A structured key's value; one that is not JSON (``pulumi config set vllm-stack:gpus 0``) stays a string,
+    so the schema names the key and says what it should hold."""
+    try:
+        return cfg.get_object(key)
+    except pulumi.ConfigTypeError:
+        return cfg.get(key)
+
+
+def read_config(cfg: pulumi.Config) -> tuple[StackPlan, StackSecrets]:
+    with clean_errors():
+        p = plan(from_pulumi(cfg.get, lambda key: _object(cfg, key), pulumi.runtime.is_config_secret))
     secrets = StackSecrets(hf_token=cfg.get_secret("hfToken"), api_keys=cfg.get_secret("apiKeys"), vllm_api_key=cfg.get_secret("vllmApiKey"))
     return p, secrets

@@ -25,8 +25,8 @@ from policy import workloads as w
 from stacks.config.rules import image_pin_problem
 from stacks.plan import topology as net
 from stacks.plan.launch import ENTRYPOINT, GPU_MEMORY_FLAG
-from stacks.plan.releases import NEWEST_CHECKED, gpu_memory_utilization_default
 from stacks.plan.memory import SAFETY_FRACTION
+from stacks.plan.releases import NEWEST_CHECKED, gpu_memory_utilization_default
 from stacks.render.kubernetes import NAME_LABEL
 
 PACK_NAME = "vllm-stack"

@@ -1,4 +1,5 @@
-"""``python -m stacks``: plan, render, schema, config-reference and keys-conf offline, and doctor (this machine against a stack), without Pulumi."""
+"""``python -m stacks``: plan, render, schema, config-reference and keys-conf offline, and doctor (this machine against a stack),
+without Pulumi; one function per command."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import socket
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from stacks import render_dir
 from stacks.config import json_schema, load_stack, parse, provider_setting, read_stack_file, reference, stack_file
 from stacks.doctor import Check, ProbeError, doctor, inventory_json, inventory_yaml, local_probes
-from stacks.errors import ConfigError
+from stacks.errors import ConfigError, debugging, internal_error
 from stacks.plan import GpuPlan, StackPlan, plan
 from stacks.render import gateway, render_all
+from stacks.render import kubernetes as kube_manifests
 
 
 def _print_plan(p: StackPlan, console: Console) -> None:
@@ -29,22 +33,28 @@ def _print_plan(p: StackPlan, console: Console) -> None:
         groups = [(f"per pod: {p.kubernetes.gpu_name}, {p.kubernetes.gpu_memory_gib} GiB per GPU", [m.name for m in p.models])]
     gpu_rows: list[GpuPlan | None] = list(p.gpus) or [None] * len(groups)
     for (title, names), gpu in zip(groups, gpu_rows, strict=True):
-        table = Table(title=title, title_justify="left")
-        for col in ("model", "fraction", "weights GiB", "KV GiB", "KV tokens", "max seqs", "max len", "starts after"):
-            table.add_column(col, justify="left" if col in ("model", "starts after") else "right")
+        rows = []
         for name in names:
             m = p.model(name)
             f = m.memory
-            table.add_row(
-                f"{m.name}" + (f" (tp {m.tensor_parallel})" if m.tensor_parallel > 1 else ""),
-                f"{f.fraction:.3f}{'*' if m.fraction_source == 'auto' else ''}",
-                f"{f.weights_gib:.2f}",
-                f"{f.kv_gib:.2f}",
-                f"{f.kv_tokens:,}",
-                str(f.max_full_sequences),
-                str(m.max_model_len),
-                ", ".join(m.start_after) or "-",
+            rows.append(
+                (
+                    f"{m.name}" + (f" (tp {m.tensor_parallel})" if m.tensor_parallel > 1 else ""),
+                    f"{f.fraction:.3f}{'*' if m.fraction_source == 'auto' else ''}",
+                    f"{f.weights_gib:.2f}",
+                    f"{f.kv_gib:.2f}",
+                    f"{f.kv_tokens:,}",
+                    str(f.max_full_sequences),
+                    str(m.max_model_len),
+                    ", ".join(m.start_after) or "-",
+                )
             )
+        # light lines keep the table narrow; a terminal narrower still folds cells (nothing is cut off or ellipsised)
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for i, col in enumerate(("model", "fraction", "weights GiB", "KV GiB", "KV tokens", "max seqs", "max len", "starts after")):
+            table.add_column(col, justify="left" if i in (0, 7) else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*row)
         if gpu is not None:
             table.caption = (
                 f"sum {gpu.fraction_sum:.3f}; CUDA contexts + safety {gpu.overhead_gib:.2f} GiB; reserved {gpu.reserved_gib} GiB; "
@@ -61,7 +71,65 @@ def render_files(p: StackPlan) -> dict[str, str]:
     return {"plan.json": json.dumps(p.to_json(), indent=2, sort_keys=True) + "\n", **render_all(p)}
 
 
-def _keys_conf() -> int:
+def console() -> Console:
+    """A terminal gets rich's measured width (``$COLUMNS`` overrides it there); a pipe or a file gets whole lines."""
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(width=UNWRAPPED, highlight=False)
+
+
+UNWRAPPED = 100_000
+"""Width for output that is not a terminal: tables keep their natural width, and no line is cut for a log or grep."""
+
+
+def _plan(args: argparse.Namespace) -> int:
+    p = plan(load_stack(args.stack))
+    if args.json:
+        print(json.dumps(p.to_json(), indent=2, sort_keys=True))
+    else:
+        _print_plan(p, console())
+    return 0
+
+
+def _secrets_to_create(p: StackPlan) -> list[str]:
+    """Lines naming the Secrets a GitOps user creates (render never writes one): name, keys, and where a value comes from."""
+    assert p.kubernetes is not None, "only kubernetes stacks read Secrets from the cluster"
+    by_secret: dict[str, list[str]] = {}
+    for ref in kube_manifests.secret_refs(p):
+        by_secret.setdefault(ref.secret, []).append(ref.key + (" (optional)" if ref.optional else ""))
+    lines = [f"Secrets to create in namespace {p.kubernetes.namespace} (render writes none; see README, GitOps):"]
+    width = max(len(name) for name in by_secret) if by_secret else 0
+    lines += [f"  {name:<{width}}  keys: {', '.join(keys)}" for name, keys in sorted(by_secret.items())]
+    return lines
+
+
+def _render(args: argparse.Namespace) -> int:
+    p = plan(load_stack(args.stack))
+    try:
+        report = render_dir.write_tree(args.out, render_files(p), args.stack)
+    except render_dir.OutputError as err:
+        print(f"render: {err}", file=sys.stderr)
+        return 1
+    done = [(rel, verb) for verb, paths in (("wrote", report.written), ("unchanged", report.unchanged), ("removed", report.removed)) for rel in paths]
+    for rel, verb in sorted(done):
+        print(f"{verb:<9} {args.out / rel}")
+    for rel in report.kept:
+        print(f"kept      {args.out / rel}  (no longer rendered, but changed since render wrote it: delete it yourself)")
+    for note in report.notes:
+        print(f"note: {note}")
+    counts = f"{len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed"
+    print(f"{len(report.written) + len(report.unchanged)} files under {args.out} ({counts}; {render_dir.MANIFEST} lists them)")
+    if p.kubernetes:
+        print("\n".join(_secrets_to_create(p)))
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+def _keys_conf(args: argparse.Namespace) -> int:
     """keys.conf for the gateway-keys Secret when manifests are rendered (GitOps): keys come from the
     environment, never from arguments, so they stay out of shell history and process lists."""
     vllm_key = os.environ.get("VLLM_API_KEY", "")
@@ -91,13 +159,14 @@ def _print_checks(checks: list[Check], console: Console) -> None:
     console.print("checks: " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
 
 
-def _doctor(args: argparse.Namespace, console: Console) -> int:
-    err = Console(stderr=True, width=140)
+def _doctor(args: argparse.Namespace) -> int:
+    if not args.stack and not args.inventory:
+        args.doctor_parser.error("name a STACK to check, or pass --inventory")
     if args.inventory:
         try:
             inv = local_probes().gpu.inventory()
         except ProbeError as e:
-            err.print(f"{e.message}\nfix: {e.fix}", markup=False, highlight=False)
+            print(f"{e.message}\nfix: {e.fix}", file=sys.stderr)
             return 1
         if args.json:
             print(json.dumps(inventory_json(inv), indent=2))
@@ -105,74 +174,69 @@ def _doctor(args: argparse.Namespace, console: Console) -> int:
             sys.stdout.write(inventory_yaml(inv, socket.gethostname()))
         return 0 if inv.gpus else 1
     path = stack_file(args.stack)
-    try:
-        raw = read_stack_file(path)
-        hf_token_set = "hfToken" in raw  # its value stays in the file (parse takes it out of the config)
-        p = plan(parse(raw))
-    except ConfigError as e:
-        err.print(e.render(), markup=False, highlight=False)
-        return 1
+    raw = read_stack_file(path)
+    hf_token_set = "hfToken" in raw  # its value stays in the file (parse takes it out of the config)
+    p = plan(parse(raw))
     checks = doctor(p, local_probes(provider_setting(path, "docker:host")), hf_token_set=hf_token_set)
     if args.json:
         print(json.dumps([c.to_json() for c in checks], indent=2))
     else:
-        _print_checks(checks, console)
+        _print_checks(checks, console())
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stacks", description="Plan and render vllm-stack stacks offline.")
-    sub = parser.add_subparsers(dest="cmd", required=True)
+def _config_reference(args: argparse.Namespace) -> int:
+    sys.stdout.write(reference.render())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """One sub-parser per command; each names the function that runs it (``run``)."""
+    top = argparse.ArgumentParser(prog="python -m stacks", description="Plan and render vllm-stack stacks offline.")
+    sub = top.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("plan", help="print the GPU plan of a stack")
     sp.add_argument("stack", help="stack name (Pulumi.<stack>.yaml at the repo root) or a stack file path")
-    sp.add_argument("--json", action="store_true", help="print plan.json instead of tables")
-    sr = sub.add_parser("render", help="write plan.json and every rendered file")
+    sp.add_argument("--json", action="store_true", help="print plan.json instead of tables (for scripts: stable keys, no wrapping)")
+    sp.set_defaults(run=_plan)
+    sr = sub.add_parser("render", help="write plan.json and every rendered file; removes files an earlier render wrote that are no longer rendered")
     sr.add_argument("stack")
-    sr.add_argument("--out", required=True, type=Path)
-    sub.add_parser("schema", help="print the JSON Schema of the stack config")
-    sub.add_parser("config-reference", help="print the configuration reference (docs/configuration.md) in Markdown")
+    sr.add_argument("--out", required=True, type=Path, help="output folder (created when missing)")
+    sr.set_defaults(run=_render)
+    sub.add_parser("schema", help="print the JSON Schema of the stack config").set_defaults(run=_schema)
+    sub.add_parser("config-reference", help="print the configuration reference (docs/configuration.md) in Markdown").set_defaults(run=_config_reference)
     sub.add_parser(
         "keys-conf",
         help="print the gateway's keys.conf from $VLLM_API_KEY and $API_KEYS (comma-separated), for Secrets you create yourself",
-    )
+    ).set_defaults(run=_keys_conf)
     sd = sub.add_parser("doctor", help="check this machine against a stack before `pulumi up`; exits 1 when a check fails")
     sd.add_argument("stack", nargs="?", help="stack name or stack file path")
     sd.add_argument("--inventory", action="store_true", help="print this host's GPUs as the gpus block of a stack file")
     sd.add_argument("--json", action="store_true", help="print the checks (or the inventory) as JSON")
-    args = parser.parse_args(argv)
-    console = Console(width=160)
+    sd.set_defaults(run=_doctor, doctor_parser=sd)
+    return top
 
-    if args.cmd == "doctor":
-        if not args.stack and not args.inventory:
-            sd.error("name a STACK to check, or pass --inventory")
-        return _doctor(args, console)
 
-    if args.cmd == "schema":
-        print(json.dumps(json_schema(), indent=2, sort_keys=True))
-        return 0
-    if args.cmd == "config-reference":
-        sys.stdout.write(reference.render())
-        return 0
-    if args.cmd == "keys-conf":
-        return _keys_conf()
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when done, 1 for a mistake in the input (every problem listed), 2 for a bad command line or an internal error."""
+    args = parser().parse_args(argv)
     try:
-        p = plan(load_stack(args.stack))
+        code: int = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
     except ConfigError as err:
-        Console(stderr=True, width=140).print(err.render(), markup=False, highlight=False)
+        print(err.render(), file=sys.stderr)
         return 1
-    if args.cmd == "plan":
-        if args.json:
-            print(json.dumps(p.to_json(), indent=2, sort_keys=True))
-        else:
-            _print_plan(p, console)
-        return 0
-    files = render_files(p)
-    for rel, content in files.items():
-        path = args.out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-    console.print(f"wrote {len(files)} files under {args.out}")
-    return 0
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`plan dev | head`): stop quietly, and keep Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as err:
+        if debugging():
+            raise
+        print(internal_error(err), file=sys.stderr)
+        return 2
+    return code
 
 
 if __name__ == "__main__":

@@ -1,16 +1,24 @@
-"""Hypothesis: every generated config either plans or raises ConfigError naming a key - nothing else."""
+"""Hypothesis: every generated config, and every mutated stack file fed to the command line, either plans or names a key
+(or the file) - never a traceback."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stacks.catalog import ids
+from stacks.cli import main as cli_main
 from stacks.config import parse
 from stacks.errors import ConfigError
 from stacks.plan import plan
+from tests.conftest import ROOT, STACKS
 
 junk = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000), st.floats(allow_nan=True), st.text(max_size=12), st.lists(st.integers(-1, 9), max_size=3))
 fraction = st.one_of(st.just("auto"), st.floats(0.01, 1.2), junk)
@@ -108,3 +116,101 @@ def test_near_valid_configs_plan_or_name_a_key(raw: dict[str, Any]) -> None:
     for i, m in enumerate(raw["models"]):
         m["name"] = f"m{i}"
     _check(raw)
+
+
+# --- whole stack files, as bytes, through the real command line -------------------------------------------------
+
+SEEDS = [(ROOT / f"Pulumi.{s}.yaml").read_bytes() for s in STACKS]
+YAMLISH = [
+    b"true",
+    b"yes",
+    b"-1",
+    b"0",
+    b"1e400",
+    b".nan",
+    b"~",
+    b"[]",
+    b"{}",
+    b'""',
+    b"Europe",
+    b"*a",
+    b"&a x",
+    b"!!binary AA==",
+    b"2024-01-01",
+    b"0x1F",
+    b"'",
+    b'"\\x00"',
+    b"[[[[[[[[",
+    b"{a: 1, a: 2}",
+    b"!!python/name:os.system",
+    b"\xe9t\xe9",
+    b"\t",
+    b"A" * 300,
+    b"- x",
+    b": :",
+    b"? [a]\n: b",
+    b"<<: *a",
+    b"\xef\xbb\xbf",
+    b"\x00",
+    b"\x1b[31m",
+    b"\xff\xfe",
+    b"---",
+    b"...",
+    b"%YAML 1.2",
+    b"a\\1",
+    b'"a\\nRUN id"',
+    "\u00e9\u4e2d".encode(),
+]
+
+
+@st.composite
+def stack_bytes(draw: st.DrawFn) -> bytes:
+    """A committed stack file, mutated a few times: bytes flipped, inserted, cut, lines doubled, values swapped for YAML oddities."""
+    if draw(st.integers(0, 19)) == 0:
+        return draw(st.binary(max_size=200))
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["byte", "insert", "cut", "line", "value", "value", "value"]))
+        if op == "byte" and data:
+            data[min(at, len(data) - 1)] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[at:at] = draw(st.one_of(st.binary(max_size=6), st.sampled_from(YAMLISH)))
+        elif op == "cut":
+            del data[at : at + draw(st.integers(1, 40))]
+        else:
+            lines = bytes(data).split(b"\n")
+            i = draw(st.integers(0, len(lines) - 1))
+            if op == "line":
+                lines.insert(i, lines[i])
+            elif b": " in lines[i]:
+                key, _, _ = lines[i].partition(b": ")
+                lines[i] = key + b": " + draw(st.sampled_from(YAMLISH))
+            data = bytearray(b"\n".join(lines))
+    return bytes(data)
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_FILES", "150")), deadline=None, suppress_health_check=list(HealthCheck))
+@given(stack_bytes())
+def test_random_stack_files_plan_or_name_a_key_or_the_file(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "Pulumi.fuzz.yaml"
+        path.write_bytes(data)
+        # render plans, then renders every file: both must take whatever the file holds
+        code, out, err = run_cli("render", str(path), "--out", str(Path(tmp) / "out"))
+    assert code in (0, 1), err
+    assert "Traceback" not in err + out
+    if code == 0:
+        assert "plan.json" in out
+    else:
+        head, *lines = err.splitlines()
+        assert head.endswith("in the stack config:"), err
+        for line in lines:
+            assert line.startswith("  - ") and ("vllm-stack:" in line or str(path) in line), err

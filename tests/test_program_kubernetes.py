@@ -172,6 +172,25 @@ def test_keda_scaled_object_for_the_autoscaled_model_only() -> None:
     assert trigger["metadata"]["serverAddress"].startswith("http://")
 
 
+def test_keda_scale_to_zero_wakes_on_its_activation_query() -> None:
+    """At zero replicas the queue metric has no series (KEDA reads an empty result as 0, never above the activation
+    threshold): a model allowed to sleep carries a second trigger that sees demand without a pod."""
+    models = cluster_value("models")
+    wake = 'sum(rate(nginx_ingress_controller_requests{service="gateway"}[2m]))'
+    models[1]["autoscaling"] |= {"minReplicas": 0, "activationQuery": wake, "activationThreshold": 0.5}
+    cfg, secrets = cluster_config(models=models)
+    spec = by_kind(run_program("cluster", secrets=secrets, config=cfg), "ScaledObject")["vllm-llama-3-1-8b"]["spec"]
+    assert spec["minReplicaCount"] == 0
+    queue, demand = spec["triggers"]
+    assert queue["metadata"]["query"] == 'sum(vllm:num_requests_waiting{model_name="llama-3-1-8b"})'
+    assert demand == {
+        "type": "prometheus",
+        "metadata": {"serverAddress": queue["metadata"]["serverAddress"], "query": wake, "threshold": "8", "activationThreshold": "0.5"},
+    }
+    # KEDA's trigger metadata is a map of strings
+    assert all(isinstance(v, str) for t in spec["triggers"] for v in t["metadata"].values())
+
+
 def test_data_is_kept_on_destroy_with_its_namespace() -> None:
     m = declared()
     pvcs = by_kind(m, "PersistentVolumeClaim")
@@ -399,7 +418,7 @@ def test_rendered_yaml_equals_what_the_program_declares(tmp_path: Path) -> None:
     assert cli_main(["render", "cluster", "--out", str(tmp_path)]) == 0
     files = sorted((tmp_path / "kubernetes").glob("*.yaml"))
     rendered = [yaml.safe_load(f.read_text()) for f in files]
-    assert [kube_manifests.file_name(i, o) for i, o in enumerate(rendered)] == [f.name for f in files]
+    assert [kube_manifests.file_name(o) for o in rendered] == [f.name for f in files]
     declared_objs = [o for o in objects(declared()) if o["kind"] != "Secret"]
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
     assert sorted(rendered, key=key) == sorted(declared_objs, key=key)

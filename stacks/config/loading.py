@@ -6,17 +6,19 @@ rules) and the translation of pydantic's errors into key paths with fixes all ha
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from stacks.config import strict_yaml
 from stacks.config.rules import cross_field_problems
-from stacks.config.schema import BOOLEAN_KEYS, SCALAR_KEYS, STRUCTURED_KEYS, StackConfig
-from stacks.errors import ConfigError, Problem
+from stacks.config.schema import BOOLEAN_KEYS, FORMS, SCALAR_KEYS, STRUCTURED_KEYS, StackConfig
+from stacks.config.strict_yaml import YamlProblem
+from stacks.errors import ConfigError, Problem, shown
 
 NAMESPACE = "vllm-stack"
 SECRET_KEYS = ("hfToken", "apiKeys", "vllmApiKey")
@@ -34,23 +36,97 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+# Branch names pydantic puts in an error's location for a union (``0.5`` or ``"auto"``); they are no key of the file.
+_UNION_TAG = re.compile(r"^(constrained-)?(float|int|str|bool)$|^literal\[|^function-")
+_EXPECTS = {
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _got(value: Any) -> str:
+    """What the stack file holds, for a message: short strings are shown, anything longer only by its type."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}" if len(value) <= 16 else "a string"
+    if isinstance(value, list | dict):
+        return "a list" if isinstance(value, list) else "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The config section an annotation holds (``list[ModelConfig] | None`` -> ModelConfig)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the section at ``loc`` accepts (empty when ``loc`` leads nowhere)."""
+    model: type[BaseModel] | None = StackConfig
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
+        model = _model_in(field.annotation) if field else None
+    if model is None:
+        return []
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    return keys + list(SECRET_KEYS) if model is StackConfig else keys
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    """Did you mean: the same key in another spelling (``max_model_len``, ``MaxModelLen``), else the closest one."""
+    key = str(loc[-1])
+    keys = _section_keys(loc[:-1])
+    folded = {k.lower(): k for k in keys}
+    near = folded.get(key.lower().replace("_", "").replace("-", "")) or next(iter(difflib.get_close_matches(key, keys, n=1, cutoff=0.6)), None)
+    if near:
+        return f"unknown key; did you mean {near}?"
+    return f"unknown key; this section takes {', '.join(keys)}" if keys else "unknown key; see schema/stack-config.schema.json"
 
 
 def _pydantic_problems(err: ValidationError) -> list[Problem]:
     problems = []
     for e in err.errors():
-        # Drop union-branch names pydantic adds (e.g. "literal['auto']", "float").
-        loc = tuple(p for p in e["loc"] if isinstance(p, int) or (_KEY.match(p) and p not in {"float", "int", "str", "bool"}))
+        kind = e["type"]
+        last = len(e["loc"]) - 1
+        # an unknown key is the user's word, whatever it looks like
+        loc = tuple(p for i, p in enumerate(e["loc"]) if isinstance(p, int) or not _UNION_TAG.match(p) or (kind == "extra_forbidden" and i == last))
         msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; check its spelling against schema/stack-config.schema.json"
-        elif e["type"] == "missing":
+        if kind == "extra_forbidden":
+            msg = _unknown_key(loc)
+        elif kind == "invalid_key":
+            msg, loc = f"key {loc[-1]!r} must be a string", loc[:-1] or (str(loc[-1]),)
+        elif kind == "missing":
             msg = "required key is missing"
-        elif e["type"] == "string_pattern_mismatch":
-            msg = f"{e['input']!r} does not match {e['ctx']['pattern']}"
+        elif kind == "string_pattern_mismatch":
+            pattern = e["ctx"]["pattern"]
+            msg = f"{shown(e['input'], 80)!r} " + (f"is not {FORMS[pattern]}" if pattern in FORMS else f"does not match {pattern}")
+        elif kind == "literal_error":
+            msg = f"must be {e['ctx']['expected']}, not {_got(e['input'])}"
+        elif kind in _EXPECTS:
+            msg = f"must be {_EXPECTS[kind]}, not {_got(e['input'])}"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
+        if len(loc) >= 2 and loc[-1] == "[key]":
+            # a mapping's key (``env: {"bad key": x}``) is wrong, not its value
+            msg, loc = f"key {msg}", loc[:-2]
         problems.append(Problem(_path(loc), msg))
     # One problem per key: union branches (0.5 or "auto") report the same location once each.
     merged: dict[str, list[str]] = {}
@@ -58,7 +134,18 @@ def _pydantic_problems(err: ValidationError) -> list[Problem]:
         msgs = merged.setdefault(p.key, [])
         if p.message not in msgs:
             msgs.append(p.message)
-    return [Problem(key, "; or ".join(msgs)) for key, msgs in merged.items()]
+    return [Problem(key, _either(msgs)) for key, msgs in merged.items()]
+
+
+_MUST = re.compile(r"^must be (.+), not (.+)$")
+
+
+def _either(msgs: list[str]) -> str:
+    """``must be a number, not X`` + ``must be 'auto', not X`` -> ``must be a number or 'auto', not X``."""
+    found = [m for m in map(_MUST.match, msgs) if m]
+    if len(msgs) > 1 and len(found) == len(msgs) and len({m.group(2) for m in found}) == 1:
+        return f"must be {' or '.join(m.group(1) for m in found)}, not {found[0].group(2)}"
+    return "; or ".join(msgs)
 
 
 def _secret_problems(raw: dict[str, Any]) -> list[Problem]:
@@ -76,7 +163,8 @@ def parse(raw: dict[str, Any]) -> StackConfig:
     """Validate an un-namespaced mapping (``{"models": [...], ...}``) fully, or raise ConfigError."""
     problems = _secret_problems(raw)
     try:
-        config = StackConfig.model_validate(raw)
+        # strict: a boolean is no number (``maxNumSeqs: true``), a number no string; camelCase keys only
+        config = StackConfig.model_validate(raw, strict=True, by_name=False)
     except ValidationError as err:
         raise ConfigError(problems + _pydantic_problems(err)) from None
     problems += cross_field_problems(config)
@@ -115,6 +203,8 @@ def strip_namespace(config_block: dict[str, Any]) -> dict[str, Any]:
         ns, sep, name = str(key).partition(":")
         if not sep:
             problems.append(Problem(str(key), f"keys need the namespace: write {NAMESPACE}:{key}"))
+        elif ns == NAMESPACE and not name:
+            problems.append(Problem("", f"`{key}` names no key; write {NAMESPACE}:<key>, e.g. {NAMESPACE}:models"))
         elif ns == NAMESPACE:
             raw[name] = value
     if problems:
@@ -125,19 +215,50 @@ def strip_namespace(config_block: dict[str, Any]) -> dict[str, Any]:
 def stack_file(stack: str, root: Path = ROOT) -> Path:
     """A stack name (``dev`` -> ``Pulumi.dev.yaml`` at the repo root) or a path to a stack file."""
     p = Path(stack)
-    if p.suffix in {".yaml", ".yml"} or p.exists():
+    if p.suffix in {".yaml", ".yml"} or _stat(p, Path.exists):
         return p
     return root / f"Pulumi.{stack}.yaml"
 
 
+def _stat(path: Path, test: Callable[[Path], bool]) -> bool:
+    """``test(path)``; a name the system refuses (too long, say) is a problem, not a traceback."""
+    try:
+        return test(path)
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError([Problem("", f"cannot use {shown(path)} as a stack file: {reason}")]) from None
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError([Problem("", f"{path}, line {line}: byte 0x{data[err.start]:02x} is not UTF-8; save the file as UTF-8")]) from None
+
+
+def _yaml_problem(path: Path, p: YamlProblem) -> Problem:
+    """A problem inside ``config: {vllm-stack:...}`` is named by its key; anything else by the file and line."""
+    where = f"{path}, line {p.line}" if p.line else str(path)
+    if len(p.path) >= 2 and p.path[0] == "config" and isinstance(p.path[1], str) and p.path[1].startswith(f"{NAMESPACE}:"):
+        return Problem(_path((p.path[1].partition(":")[2], *p.path[2:])), f"{p.message} ({where})")
+    return Problem("", f"{where}: {_path(p.path)}: {p.message}" if p.path else f"{where}: {p.message}")
+
+
 def read_stack_file(path: Path) -> dict[str, Any]:
     """The un-namespaced config mapping of a stack file."""
-    if not path.is_file():
-        raise ConfigError([Problem("", f"no stack file at {path}; create it or name an existing stack")])
+    if _stat(path, Path.is_dir):
+        raise ConfigError([Problem("", f"{shown(path)} is a folder; name a stack file such as Pulumi.dev.yaml")])
+    if not _stat(path, Path.is_file):
+        raise ConfigError([Problem("", f"no stack file at {shown(path)}; create it or name an existing stack")])
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError([Problem("", f"{path} is not valid YAML: {err}")]) from None
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError([Problem("", f"cannot read {path}: {err.strerror or err}; check that it is a readable file")]) from None
+    try:
+        doc = strict_yaml.load(_decode(path, data)) or {}
+    except strict_yaml.YamlError as err:
+        raise ConfigError([_yaml_problem(path, p) for p in err.problems]) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
         raise ConfigError([Problem("", f"{path} must hold a mapping with a `config:` mapping")])
     return strip_namespace(doc.get("config") or {})
@@ -146,8 +267,8 @@ def read_stack_file(path: Path) -> dict[str, Any]:
 def provider_setting(path: Path, key: str) -> str | None:
     """A provider's key in a stack file (``docker:host``): the stack's config leaves other namespaces out."""
     try:
-        config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
+        config = (strict_yaml.load(path.read_bytes().decode("utf-8-sig")) or {}).get("config") or {}
+    except (OSError, UnicodeDecodeError, strict_yaml.YamlError, AttributeError):
         return None
     value = config.get(key) if isinstance(config, dict) else None
     return str(value) if isinstance(value, str | int) else None

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from stacks.config.loading import NAMESPACE, SECRET_KEYS, json_schema
+from stacks.config.schema import FORMS
 
 Schema = dict[str, Any]
 
@@ -51,7 +52,7 @@ def _bounds(node: Schema) -> str:
     if "minItems" in node:
         parts.append(f"at least {node['minItems']} item(s)")
     if "pattern" in node:
-        parts.append(f"matches `{node['pattern']}`")
+        parts.append(FORMS.get(node["pattern"]) or f"matches `{node['pattern']}`")
     return ", ".join(parts)
 
 

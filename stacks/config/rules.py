@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from stacks.config.schema import DNS_LABEL, StackConfig, yaml_key
+from stacks.config.schema import DNS_LABEL, AutoscalingConfig, StackConfig, yaml_key
 from stacks.errors import Problem
 
 UNPINNED_TAGS = {"latest", "main", "nightly", "edge", "stable", "master"}
@@ -56,8 +56,8 @@ def _target_problems(c: StackConfig) -> list[Problem]:
         for i, m in enumerate(c.models):
             if m.gpus is not None:
                 out.append(Problem(f"models[{i}].gpus", "device indices are for target docker; on kubernetes set tensorParallel (GPUs per pod)"))
-            if m.autoscaling and m.autoscaling.min_replicas > m.autoscaling.max_replicas:
-                out.append(Problem(f"models[{i}].autoscaling.minReplicas", "must not exceed maxReplicas"))
+            if m.autoscaling and m.autoscaling.enabled:
+                out += _autoscaling_problems(f"models[{i}].autoscaling", m.autoscaling)
         if c.webui.replicas > 1 and not (c.webui.redis_url and c.webui.database_url):
             out.append(Problem("webui.replicas", "several Open WebUI replicas need webui.redisUrl and webui.databaseUrl; set both or use 1"))
         if c.gateway.ingress.enabled and not c.gateway.ingress.host:
@@ -76,6 +76,29 @@ def _target_problems(c: StackConfig) -> list[Problem]:
                     "the kubernetes target uses the cluster's Prometheus (model and DCGM pods carry prometheus.io/* annotations); remove it",
                 )
             )
+    return out
+
+
+def _autoscaling_problems(key: str, a: AutoscalingConfig) -> list[Problem]:
+    out: list[Problem] = []
+    if a.min_replicas > a.max_replicas:
+        out.append(Problem(f"{key}.minReplicas", "must not exceed maxReplicas"))
+    # KEDA wakes a ScaledObject at zero only when a trigger is active (value > activationThreshold, an empty result
+    # counting as 0: kedacore/keda pkg/scalers/prometheus_scaler.go); vllm:num_requests_waiting has no series
+    # without a pod, and the gateway answers 502 at once, so nothing queues while the model sleeps.
+    if a.min_replicas == 0 and not a.activation_query:
+        out.append(
+            Problem(
+                f"{key}.minReplicas",
+                "0 could never wake up: with no pod, nothing reports vllm:num_requests_waiting, so KEDA sees no demand; "
+                "use minReplicas: 1, or set activationQuery to a PromQL query that counts requests for this model while none of its pods runs",
+            )
+        )
+    if a.min_replicas > 0:
+        for field in ("activation_query", "activation_threshold"):
+            if field in a.model_fields_set:
+                why = "acts only with minReplicas: 0 (KEDA ignores activation above zero); remove it or set minReplicas: 0"
+                out.append(Problem(f"{key}.{yaml_key(field)}", why))
     return out
 
 

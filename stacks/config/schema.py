@@ -7,6 +7,7 @@ Secrets (``hfToken``, ``apiKeys``, ``vllmApiKey``) never enter these models.
 
 from __future__ import annotations
 
+import difflib
 import re
 import zoneinfo
 from typing import Annotated, Literal, get_origin
@@ -14,7 +15,23 @@ from typing import Annotated, Literal, get_origin
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from stacks.errors import shown
+
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+# Image references as Docker reads them (github.com/distribution/reference, regexp.go: namePat, tag, digestPat;
+# IPv6 hosts left out): an image value goes into a Dockerfile ARG line and a container spec, so nothing else passes.
+_HOST = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY = rf"(?:{_HOST}/)?{_PATH}(?:/{_PATH})*"
+IMAGE_REF = re.compile(rf"^{REPOSITORY}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{{32,}})?$")
+Image = Annotated[str, Field(pattern=IMAGE_REF.pattern)]
+Repository = Annotated[str, Field(pattern=rf"^{REPOSITORY}$")]
+FORMS = {
+    IMAGE_REF.pattern: "an image reference: [registry/]repository[:tag][@sha256:digest], lowercase, e.g. vllm/vllm-openai:v0.11.2",
+    rf"^{REPOSITORY}$": "an image repository: registry/path, lowercase, no tag, e.g. registry.example/ml/vllm",
+}
+"""Patterns too long to show a reader, by what they mean (error messages and the configuration reference)."""
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
 
 
@@ -39,11 +56,11 @@ DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.2"
 
 
 class ImageConfig(Section):
-    base: str = DEFAULT_VLLM_IMAGE
+    base: Image = DEFAULT_VLLM_IMAGE
     """Pinned vllm/vllm-openai base image (version tag or digest)."""
     apt_packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$")]] = []
     """Extra Debian packages installed into the image."""
-    registry: str | None = None
+    registry: Repository | None = None
     """Registry repository to push the built image to (kubernetes target), e.g. ``registry.example/ml/vllm``."""
 
 
@@ -108,13 +125,17 @@ class AutoscalingConfig(Section):
     enabled: bool = False
     """Create a KEDA ScaledObject for this model (kubernetes target; KEDA must be installed)."""
     min_replicas: Annotated[int, Field(ge=0, le=100)] = 1
-    """Fewest replicas (0 lets KEDA scale to zero)."""
+    """Fewest replicas; 0 lets KEDA scale to zero and needs ``activationQuery`` to wake the model again."""
     max_replicas: Annotated[int, Field(ge=1, le=100)] = 4
     """Most replicas."""
     waiting_requests: Annotated[int, Field(ge=1, le=10_000)] = 8
     """Target of ``vllm:num_requests_waiting`` per replica."""
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     """Prometheus that scrapes the vLLM pods, queried by KEDA."""
+    activation_query: str | None = None
+    """With ``minReplicas: 0``: PromQL counting requests for this model that reports while none of its pods runs; wakes it, scales like ``waitingRequests``."""
+    activation_threshold: Annotated[float, Field(ge=0, le=1_000_000)] = 0.0
+    """With ``minReplicas: 0``: KEDA scales from zero when ``activationQuery`` is above this (KEDA's ``activationThreshold``)."""
 
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -195,7 +216,7 @@ class GatewayConfig(Section):
     """Longest wait for upstream data (long generations stream well within it)."""
     max_concurrent_per_model: Annotated[int | None, Field(ge=1, le=100_000)] = None
     """Requests in flight per model before the gateway answers 503; unlimited when left out."""
-    image: str = "nginx:1.28.0"
+    image: Image = "nginx:1.28.0"
     """Pinned NGINX image (the official image ships the njs module)."""
     replicas: Annotated[int, Field(ge=1, le=20)] = 2
     """Kubernetes target: gateway replicas."""
@@ -210,7 +231,7 @@ class WebuiConfig(Section):
     """Host port (docker) / Service port (kubernetes)."""
     enable_signup: bool = False
     """Let visitors create accounts (the first account becomes admin)."""
-    image: str = "ghcr.io/open-webui/open-webui:v0.6.34"
+    image: Image = "ghcr.io/open-webui/open-webui:v0.6.34"
     """Pinned Open WebUI image."""
     replicas: Annotated[int, Field(ge=1, le=20)] = 1
     """Kubernetes target: more than one needs ``redisUrl`` and ``databaseUrl``."""
@@ -227,13 +248,13 @@ class WebuiConfig(Section):
 class MonitoringConfig(Section):
     dcgm: bool = True
     """Run NVIDIA's DCGM exporter (skip on clusters whose GPU Operator already runs one)."""
-    dcgm_image: str = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
+    dcgm_image: Image = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
     """Pinned DCGM exporter image."""
     dcgm_port: Annotated[int, Field(ge=1, le=65535)] = 9400
     """Port of the DCGM exporter's /metrics."""
     prometheus: bool | None = None
     """Run Prometheus scraping DCGM and every vLLM server: on by default on docker; kubernetes uses the cluster's own."""
-    prometheus_image: str = "prom/prometheus:v3.5.0"
+    prometheus_image: Image = "prom/prometheus:v3.5.0"
     """Pinned Prometheus image."""
     prometheus_port: Annotated[int, Field(ge=1, le=65535)] = 9090
     """Host port of Prometheus."""
@@ -336,8 +357,11 @@ class StackConfig(Section):
     def _zone(cls, v: str) -> str:
         try:
             zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Asia/Seoul or UTC") from None
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            # OSError: a region folder (``Europe``) or a name too long for a file name
+            near = difflib.get_close_matches(v[:64], sorted(zoneinfo.available_timezones()), n=3, cutoff=0.5)
+            hint = f" (did you mean {', '.join(near[:-1]) + ' or ' if near[:-1] else ''}{near[-1]}?)" if near else ""
+            raise ValueError(f"unknown time zone {shown(v, 64)!r}{hint}; use an IANA name such as Asia/Seoul or UTC") from None
         return v
 
     @property

@@ -36,7 +36,7 @@ from stacks.plan.releases import (
     uses_v2_model_runner,
     version_text,
 )
-from stacks.plan.sharing import Gpu, Server, share, usable
+from stacks.plan.sharing import Gpu, Server, share
 from stacks.plan.types import (
     Autoscaling,
     DcgmPlan,
@@ -321,6 +321,8 @@ def plan(config: StackConfig) -> StackPlan:
                         # vLLM labels its metrics with the first served name, which is the model's name
                         query=f'sum(vllm:num_requests_waiting{{model_name="{m.name}"}})',
                         threshold=auto.waiting_requests,
+                        activation_query=auto.activation_query,
+                        activation_threshold=auto.activation_threshold,
                     )
                     if auto and auto.enabled
                     else None

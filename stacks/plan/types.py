@@ -78,6 +78,9 @@ class Autoscaling:
     prometheus_url: str
     query: str
     threshold: int
+    activation_query: str | None = None
+    """What wakes the model from zero replicas (the queue metric has no series without a pod)."""
+    activation_threshold: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,9 @@ def dockerfile(image: ImagePlan) -> str:
     """The template with this image's build arguments as defaults: builds the same image without any --build-arg."""
     text = TEMPLATE.read_text()
     for name, value in build_args(image).items():
-        text, n = re.subn(rf"^ARG {name}\b.*$", f"ARG {name}={value}" if " " not in value else f'ARG {name}="{value}"', text, count=1, flags=re.M)
+        line = f"ARG {name}={value}" if " " not in value else f'ARG {name}="{value}"'
+        # the line is escaped for re's template: a backslash in a value is the value's, never a regex escape
+        text, n = re.subn(rf"^ARG {name}\b.*$", line.replace("\\", "\\\\"), text, count=1, flags=re.M)
         assert n == 1, f"the template declares ARG {name}"
     return text
 

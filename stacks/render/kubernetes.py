@@ -310,7 +310,14 @@ def _scaled_object(plan: StackPlan, w: Workload) -> Obj | None:
     a = w.autoscale
     if a is None:
         return None
-    trigger = {"type": "prometheus", "metadata": {"serverAddress": a.prometheus_url, "query": a.query, "threshold": str(a.threshold)}}
+    # trigger metadata is a map of strings (KEDA parses the numbers)
+    triggers: list[Obj] = [{"type": "prometheus", "metadata": {"serverAddress": a.prometheus_url, "query": a.query, "threshold": str(a.threshold)}}]
+    if a.activation_query:
+        # active (wakes the Deployment from zero) while the value is above activationThreshold; above one replica
+        # the HPA takes the larger of the two triggers' replica counts
+        wake = {"serverAddress": a.prometheus_url, "query": a.activation_query, "threshold": str(a.threshold)}
+        wake["activationThreshold"] = f"{a.activation_threshold:g}"
+        triggers.append({"type": "prometheus", "metadata": wake})
     spec = {
         "scaleTargetRef": {"name": w.name},
         "minReplicaCount": a.min_replicas,
@@ -318,7 +325,7 @@ def _scaled_object(plan: StackPlan, w: Workload) -> Obj | None:
         "pollingInterval": 15,
         # a new replica loads its model for minutes: scale down slowly
         "cooldownPeriod": 600,
-        "triggers": [trigger],
+        "triggers": triggers,
     }
     return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _meta(plan, w.name, labels(w)), "spec": spec}
 
@@ -349,20 +356,56 @@ def stack_objects(plan: StackPlan) -> list[Obj]:
     return out
 
 
+def secret_refs(plan: StackPlan) -> list[SecretRef]:
+    """The Secret values the pods read: what a GitOps user creates, since rendered manifests hold no Secret."""
+    return stack_workloads(plan, image_refs(plan).__getitem__).secret_refs()
+
+
 class _Dumper(yaml.SafeDumper):
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    # files inside ConfigMaps (nginx.conf, router.js, prometheus.yml) read as themselves, not as one escaped line
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_Dumper.add_representer(str, _str)
 
 
 def to_yaml(obj: Obj) -> str:
     return yaml.dump(obj, Dumper=_Dumper, sort_keys=False)
 
 
-def file_name(index: int, obj: Obj) -> str:
-    return f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+APPLY_STAGE = {
+    "Namespace": 0,
+    "PersistentVolumeClaim": 10,
+    "ConfigMap": 20,
+    "Deployment": 30,
+    "DaemonSet": 30,
+    "Service": 40,
+    "PodDisruptionBudget": 50,
+    "Ingress": 60,
+    "ScaledObject": 70,
+}
+"""File-name prefix per kind: ``kubectl apply -f DIR`` takes files in name order, so the namespace comes first and
+what refers to a workload comes after it. A prefix per kind (not per position) keeps every other file's name when a
+model is added or removed. Kinds not listed go last."""
+LAST_STAGE = 90
+
+
+def file_name(obj: Obj) -> str:
+    return f"{APPLY_STAGE.get(obj['kind'], LAST_STAGE):02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
 
 
 def render(plan: StackPlan) -> dict[str, str]:
-    """``kubernetes/<nn>-<kind>-<name>.yaml``: `kubectl apply -f` takes them in order."""
+    """``kubernetes/<stage>-<kind>-<name>.yaml``: `kubectl apply -f` takes them in a safe order."""
     head = "# Rendered by vllm-stack from the stack config; Secrets are not rendered (see README).\n"
-    return {file_name(i, o): head + to_yaml(o) for i, o in enumerate(stack_objects(plan))}
+    out: dict[str, str] = {}
+    for obj in stack_objects(plan):
+        name = file_name(obj)
+        if name in out:
+            raise ValueError(f"two objects render to {name}; kind and name must be unique")
+        out[name] = head + to_yaml(obj)
+    return out
