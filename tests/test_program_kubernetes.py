@@ -381,7 +381,11 @@ def test_provider_from_config_and_render_mode_declares_no_secret(tmp_path: Path)
     for o in objects(declared()):
         if o["kind"] in ("Deployment", "DaemonSet"):
             pod = o["spec"]["template"]["spec"]
-            read |= {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in container(o).get("env", []) if "valueFrom" in e}
+            read |= {
+                (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                for e in container(o).get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
             secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
             read |= {(secret_volumes[mt["name"]], mt["subPath"]) for mt in container(o)["volumeMounts"] if mt["name"] in secret_volumes}
     expected = {("hf-token", "token"), ("vllm-api-key", "key"), ("gateway-keys", "keys.conf"), ("open-webui", "secret-key"), ("open-webui", "gateway-key")}

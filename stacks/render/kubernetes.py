@@ -130,6 +130,9 @@ def _env(w: Workload) -> list[Obj]:
     if w.all_gpus:
         # every GPU of the node is visible without claiming one (the NVIDIA runtime honours this)
         env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"})
+    if w.daemon and w.all_gpus:
+        # dcgm-exporter labels its series Hostname=$NODE_NAME (internal/pkg/hostname/hostname.go): the node, not the pod
+        env.append({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
     for key, ref in sorted(w.secret_env.items()):
         source: Obj = {"name": ref.secret, "key": ref.key}
         if ref.optional:
