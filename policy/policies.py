@@ -29,7 +29,7 @@ from stacks.plan.memory import SAFETY_FRACTION
 from stacks.render.kubernetes import NAME_LABEL
 
 PACK_NAME = "vllm-stack"
-REACHABLE = frozenset({net.GATEWAY, net.WEBUI, net.DCGM, net.PROMETHEUS})
+REACHABLE = frozenset({net.GATEWAY, net.WEBUI, net.DCGM, net.PROMETHEUS, net.GRAFANA})
 """The only services a host port, a NodePort/LoadBalancer Service or an Ingress may expose."""
 EXPOSING_SERVICE_TYPES = ("LoadBalancer", "NodePort")
 DCGM_CAPABILITIES = frozenset({"SYS_ADMIN"})
