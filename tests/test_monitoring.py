@@ -24,12 +24,15 @@ from tests.promql import metric_names
 
 
 def with_gateway_metrics(p: StackPlan) -> StackPlan:
-    """The plan once the gateway publishes metrics (issue 12): its Service gets a metrics path, Prometheus a target."""
+    """The plan once the gateway publishes metrics (issue 12): its Service gets a metrics path; on docker Prometheus
+    scrapes its internal metrics port (9113), on kubernetes a PodMonitor scrapes the pods' ``metrics`` port."""
     from stacks.plan.types import ScrapeTarget
 
     svc = dataclasses.replace(p.gateway.service, metrics_path="/metrics")
-    target = ScrapeTarget("gateway", svc.address, "/metrics", service=svc.name)
-    return dataclasses.replace(p, gateway=dataclasses.replace(p.gateway, service=svc), scrape_targets=[*p.scrape_targets, target])
+    targets = list(p.scrape_targets)
+    if p.docker:
+        targets.append(ScrapeTarget("gateway", "gateway:9113", "/metrics"))
+    return dataclasses.replace(p, gateway=dataclasses.replace(p.gateway, service=svc), scrape_targets=targets)
 
 
 def render(tmp_path: Path, stack: str) -> Path:
@@ -85,11 +88,14 @@ def scrape_configs(p: StackPlan) -> list[dict[str, Any]]:
     return configs
 
 
-def test_prometheus_scrapes_the_gateway_once_it_publishes_metrics() -> None:
-    p = plan(load_stack("dev"))
-    assert "gateway" not in [j["job_name"] for j in scrape_configs(p)]
-    jobs = {j["job_name"]: j for j in scrape_configs(with_gateway_metrics(p))}
-    assert jobs["gateway"]["static_configs"] == [{"targets": ["gateway:8080"]}] and jobs["gateway"]["metrics_path"] == "/metrics"
+def test_gateway_rules_and_panels_only_once_it_publishes_metrics() -> None:
+    for stack in STACKS:
+        p = plan(load_stack(stack))
+        assert "GatewayErrorRateHigh" not in {a.name for a in alerts.alerts(p)}
+        assert "GatewayErrorRateHigh" in {a.name for a in alerts.alerts(with_gateway_metrics(p))}
+        titles = [panel["title"] for panel in dashboards.models(with_gateway_metrics(p))["panels"]]
+        assert "Gateway requests by status" in titles
+        assert "Gateway requests by status" not in [panel["title"] for panel in dashboards.models(p)["panels"]]
 
 
 def test_dcgm_series_name_the_models_on_their_gpu() -> None:

@@ -20,7 +20,7 @@ from tests.test_monitoring import with_gateway_metrics
 
 TYPES = ROOT / os.environ.get("OPERATOR_TYPES_DIR", ".cache/operator-types")
 PACKAGE = "@kubernetes-models/prometheus-operator"
-KINDS = {"ServiceMonitor", "PrometheusRule"}
+KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
 def operator_objects() -> list[dict[str, Any]]:

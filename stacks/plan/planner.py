@@ -215,8 +215,6 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
     scrape = [ScrapeTarget(net.JOB_VLLM, m.address, m.metrics_path, labels={"model": m.name}, service=m.service) for m in models]
     if dcgm:
         scrape.append(ScrapeTarget(net.JOB_DCGM, dcgm.address, net.METRICS_PATH, service=dcgm.name))
-    if gateway.metrics_path:
-        scrape.append(ScrapeTarget(net.JOB_GATEWAY, gateway.address, gateway.metrics_path, service=gateway.name))
     monitoring = monitoring_plan(config, models, gpu_plans)
 
     ing = gw_cfg.ingress

@@ -31,6 +31,8 @@ CONFIG_HASH_ANNOTATION = "vllm-stack/config-hash"
 POD_RESOURCES = "/var/lib/kubelet/pod-resources"
 PORT_NAME = "http"
 """Name of every container's and Service's one port (probes, Ingress backends and ServiceMonitors refer to it)."""
+METRICS_PORT_NAME = "metrics"
+"""Container port of a metrics endpoint kept off the Service (the gateway's internal metrics server); PodMonitors name it."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Kubernetes monitoring objects: ServiceMonitors and a PrometheusRule for the prometheus-operator, dashboard ConfigMaps.
+"""Kubernetes monitoring objects: ServiceMonitors, a PodMonitor and a PrometheusRule for the prometheus-operator, dashboard ConfigMaps.
 
 The operator's objects are ``monitoring.coreos.com/v1`` (served and stored since the operator's v0.x series; the
 CRDs in prometheus-operator's example/prometheus-operator-crd/). Dashboards carry the Grafana chart sidecar's
@@ -9,6 +9,7 @@ its empty labelValue matches any value, kube-prometheus-stack looks for "1").
 from __future__ import annotations
 
 from stacks.plan import StackPlan
+from stacks.plan import topology as net
 from stacks.render import kubernetes as k8s
 from stacks.render.monitoring import alerts, dashboards
 
@@ -38,6 +39,21 @@ def service_monitors(plan: StackPlan, labels: dict[str, str]) -> list[k8s.Obj]:
     return out
 
 
+def gateway_pod_monitor(plan: StackPlan, labels: dict[str, str]) -> list[k8s.Obj]:
+    """The gateway publishes metrics on a pod port its Service never carries: a PodMonitor scrapes every replica."""
+    svc = plan.gateway.service
+    if not svc.metrics_path:
+        return []
+    endpoint = {
+        "port": k8s.METRICS_PORT_NAME,
+        "path": svc.metrics_path,
+        "interval": f"{plan.monitoring.scrape_interval_seconds}s",
+        "relabelings": [{"action": "replace", "targetLabel": "job", "replacement": net.JOB_GATEWAY}],
+    }
+    spec = {"selector": {"matchLabels": {"app.kubernetes.io/name": svc.name, "app.kubernetes.io/part-of": k8s.PART_OF}}, "podMetricsEndpoints": [endpoint]}
+    return [{"apiVersion": MONITORING_API, "kind": "PodMonitor", "metadata": _meta(plan, svc.name, labels), "spec": spec}]
+
+
 def prometheus_rule(plan: StackPlan, labels: dict[str, str]) -> list[k8s.Obj]:
     groups = alerts.groups(plan)
     if not groups:
@@ -60,7 +76,7 @@ def objects(plan: StackPlan) -> list[k8s.Obj]:
     out: list[k8s.Obj] = []
     labels = plan.monitoring.operator_labels
     if labels is not None:
-        out += service_monitors(plan, labels) + prometheus_rule(plan, labels)
+        out += service_monitors(plan, labels) + gateway_pod_monitor(plan, labels) + prometheus_rule(plan, labels)
     if plan.monitoring.dashboards:
         out += dashboard_config_maps(plan)
     return out
