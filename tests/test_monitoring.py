@@ -298,7 +298,7 @@ def every_expression(p: StackPlan) -> list[str]:
     exprs = [a.expr for a in alerts.alerts(p)]
     for board in dashboards.dashboards(p).values():
         exprs += [t["expr"] for panel in board["panels"] for t in panel["targets"]]
-        exprs += [v["query"]["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+        exprs += [v["query"] for v in board["templating"]["list"] if v["type"] == "query"]
     return exprs
 
 
@@ -342,6 +342,7 @@ def test_dashboards_are_valid_grafana_json(stack: str) -> None:
         ids = [panel["id"] for panel in board["panels"]]
         assert len(ids) == len(set(ids)) and all(isinstance(i, int) for i in ids)
         cells: set[tuple[int, int]] = set()
+        rows: dict[int, int] = {}
         for panel in board["panels"]:
             assert panel["targets"] and all(t["expr"] and t["refId"] for t in panel["targets"]), panel["title"]
             g = panel["gridPos"]
@@ -349,11 +350,13 @@ def test_dashboards_are_valid_grafana_json(stack: str) -> None:
             area = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
             assert not cells & area, f"{panel['title']} overlaps another panel"
             cells |= area
+            rows[g["y"]] = rows.get(g["y"], 0) + g["w"]
             for ds in [panel["datasource"], *(t["datasource"] for t in panel["targets"])]:
                 if p.kubernetes:
                     assert ds == {"type": "prometheus", "uid": "${datasource}"}
                 else:
                     assert ds == {"type": "prometheus", "uid": dashboards.DATASOURCE_UID}
+        assert all(width == 24 for width in list(rows.values())[:-1]), "every row but the last is full: no gaps"
         names = [v["name"] for v in board["templating"]["list"]]
         assert ("datasource" in names) == bool(p.kubernetes)
         used = {v for panel in board["panels"] for t in panel["targets"] for v in re.findall(r"\$(\w+)", t["expr"])}

@@ -23,6 +23,8 @@ DATASOURCE_UID = "vllm-stack-prometheus"
 MODELS_UID = "vllm-stack-models"
 GPUS_UID = "vllm-stack-gpus"
 RATE = "$__rate_interval"
+GRID_WIDTH = 24
+"""Grafana's dashboard grid is 24 columns wide."""
 PERCENTILES = (0.5, 0.95, 0.99)
 
 
@@ -35,6 +37,7 @@ class Board:
         self.uid, self.title = uid, title
         self.panels: list[Obj] = []
         self.variables: list[Obj] = []
+        self.x = self.y = self.row_height = 0
         if self.kube:
             self.variables.append({"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus", "current": {}, "hide": 0})
 
@@ -45,7 +48,8 @@ class Board:
                 "label": label,
                 "type": "query",
                 "datasource": self.ds,
-                "query": {"query": query, "refId": f"{name}-values"},
+                # the classic string form, which every Grafana migrates to its current variable editor
+                "query": query,
                 "definition": query,
                 "refresh": 2,
                 "multi": True,
@@ -56,9 +60,13 @@ class Board:
         )
 
     def _place(self, width: int, height: int) -> Obj:
-        x = sum(p["gridPos"]["w"] for p in self.panels) % 24
-        y = sum(p["gridPos"]["w"] * p["gridPos"]["h"] for p in self.panels) // 24
-        return {"h": height, "w": width, "x": x, "y": y}
+        """Left to right, then the next row below the tallest panel of this one."""
+        if self.x + width > GRID_WIDTH:
+            self.x, self.y, self.row_height = 0, self.y + self.row_height, 0
+        pos = {"h": height, "w": width, "x": self.x, "y": self.y}
+        self.x += width
+        self.row_height = max(self.row_height, height)
+        return pos
 
     def _target(self, ref: str, expr: str, legend: str, table: bool = False) -> Obj:
         t: Obj = {"refId": ref, "datasource": self.ds, "expr": expr, "legendFormat": legend}
