@@ -38,13 +38,13 @@ typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy
 
 # System packages (nginx + njs, Docker engine, promtool, node) are installed when running as root, the
-# prometheus-operator's API types with npm into .cache/;
+# prometheus-operator and Grafana types with npm into .cache/ (scripts/schema-types.sh);
 # a Docker engine is started for the tests when none answers, and stopped again by its pid.
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	bash scripts/system-deps.sh
-	bash scripts/operator-types.sh
+	bash scripts/schema-types.sh
 	bash scripts/with-dockerd.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the real-program tests use: nginx with njs, a Docker engine, promtool, busybox, shellcheck
-# (actionlint checks the workflows' run: scripts with it), node and npm (scripts/operator-types.sh).
+# (actionlint checks the workflows' run: scripts with it), node and npm (scripts/schema-types.sh).
 set -euo pipefail
 need=()
 command -v nginx >/dev/null || need+=(nginx)

@@ -17,7 +17,8 @@ from stacks.render.prometheus import GPU_MODELS_LABEL
 Obj = dict[str, Any]
 
 SCHEMA_VERSION = 42
-"""Dashboard JSON schema of Grafana 13.2 (``schemaVersion`` of ``defaultDashboard`` in @grafana/schema 13.2.0)."""
+"""Dashboard JSON schema of Grafana 13.2 (``schemaVersion`` of ``defaultDashboard`` in @grafana/schema 13.2.0, whose
+types tests/test_monitoring_types.py checks the dashboards and their panel options against)."""
 DATASOURCE_UID = "vllm-stack-prometheus"
 """The data source docker's Grafana is provisioned with (``grafana.datasources``)."""
 MODELS_UID = "vllm-stack-models"
@@ -39,7 +40,7 @@ class Board:
         self.variables: list[Obj] = []
         self.x = self.y = self.row_height = 0
         if self.kube:
-            self.variables.append({"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus", "current": {}, "hide": 0})
+            self.variables.append({"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus", "hide": 0})
 
     def variable(self, name: str, label: str, query: str) -> None:
         self.variables.append(
@@ -50,11 +51,9 @@ class Board:
                 "datasource": self.ds,
                 # the classic string form, which every Grafana migrates to its current variable editor
                 "query": query,
-                "definition": query,
                 "refresh": 2,
                 "multi": True,
                 "includeAll": True,
-                "current": {},
                 "sort": 1,
             }
         )
@@ -84,7 +83,10 @@ class Board:
                 "datasource": self.ds,
                 "gridPos": self._place(12, 8),
                 "fieldConfig": {"defaults": {"unit": unit, "min": 0}, "overrides": []},
-                "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}, "tooltip": {"mode": "multi", "sort": "desc"}},
+                "options": {
+                    "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
+                    "tooltip": {"mode": "multi", "sort": "desc"},
+                },
                 "targets": [self._target(chr(ord("A") + i), expr, legend) for i, (expr, legend) in enumerate(queries)],
             }
         )
@@ -99,7 +101,7 @@ class Board:
                 "datasource": self.ds,
                 "gridPos": self._place(24, 6),
                 "fieldConfig": {"defaults": {}, "overrides": []},
-                "options": {"showHeader": True},
+                "options": {"frameIndex": 0, "showHeader": True},
                 "transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}],
                 "targets": [self._target("A", expr, "", table=True)],
             }
