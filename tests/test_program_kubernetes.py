@@ -24,8 +24,8 @@ from tests.conftest import ROOT
 from tests.mock_engine import FAKE_SECRETS, LAST, SIG_KEY, Mocks, plaintext_leaks, run_program, stack_config
 
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
-CRD_KINDS = {"ScaledObject", "ServiceMonitor", "PrometheusRule"}
-"""Kinds kubernetes-validate has no schema for: KEDA's checked field by field below, the operator's in test_monitoring_crds.py."""
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+"""Kinds kubernetes-validate has no schema for: KEDA's checked field by field below, the operator's in test_monitoring_types.py."""
 SNAPSHOT = ROOT / "tests" / "snapshots" / "cluster.json"
 GENERATED = ["generated-vllm-vllm-api-key", "generated-vllm-webui-gateway-key", "generated-vllm-webui-secret-key"]
 
