@@ -37,12 +37,14 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy
 
-# System packages (nginx + njs, Docker engine, promtool) are installed when running as root;
+# System packages (nginx + njs, Docker engine, promtool, node) are installed when running as root, the
+# prometheus-operator and Grafana types with npm into .cache/ (scripts/schema-types.sh);
 # a Docker engine is started for the tests when none answers, and stopped again by its pid.
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	bash scripts/system-deps.sh
+	bash scripts/schema-types.sh
 	bash scripts/with-dockerd.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev
@@ -50,4 +52,4 @@ bench: $(VENV)/.dev
 	$(PY) benchmarks/gateway.py
 
 clean:
-	rm -rf out .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache

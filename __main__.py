@@ -11,5 +11,7 @@ with clean_errors():
     pulumi.export("gatewayUrl", stack.gateway_url)
     pulumi.export("webuiUrl", stack.webui_url)
     pulumi.export("metricsUrl", stack.metrics_url)
+    pulumi.export("grafanaUrl", stack.grafana_url)
+    pulumi.export("grafanaAdminPassword", stack.grafana_admin_password)  # a secret: pulumi stack output --show-secrets
     pulumi.export("servedModels", stack.served_models)
     pulumi.export("gpuPlan", stack.gpu_plan)

@@ -9,13 +9,23 @@ import pulumi
 import pulumi_random as random
 
 from components.gateway import Gateway, GatewayArgs
-from components.monitoring import DcgmExporter, DcgmExporterArgs, Prometheus, PrometheusArgs
+from components.monitoring import (
+    ClusterMonitoring,
+    ClusterMonitoringArgs,
+    DcgmExporter,
+    DcgmExporterArgs,
+    Grafana,
+    GrafanaArgs,
+    Prometheus,
+    PrometheusArgs,
+)
 from components.platforms import platform_for
 from components.vllm import VllmServer, VllmServerArgs
 from components.webui import OpenWebUI, OpenWebUIArgs
 from stacks.plan import StackPlan
 from stacks.plan.topology import GATEWAY_KEYS, HF_TOKEN, VLLM_API_KEY
 from stacks.render import gateway as gateway_files
+from stacks.render.monitoring import cluster as cluster_monitoring
 from stacks.render.workloads import stack_workloads
 
 
@@ -60,6 +70,10 @@ class VllmStack(pulumi.ComponentResource):
     """Open WebUI, when enabled."""
     metrics_url: pulumi.Output[str | None]
     """Prometheus (docker) or DCGM exporter metrics."""
+    grafana_url: pulumi.Output[str | None]
+    """Grafana with the stack's dashboards (docker)."""
+    grafana_admin_password: pulumi.Output[str | None]
+    """Password of Grafana's ``admin`` user, a Pulumi secret (docker, with Grafana)."""
     served_models: pulumi.Output[list[str]]
     """Every model name and alias the gateway serves."""
     gpu_plan: pulumi.Output[list[dict[str, Any]]]
@@ -96,12 +110,23 @@ class VllmStack(pulumi.ComponentResource):
             OpenWebUI(f"{name}-webui", OpenWebUIArgs(workload=ws.webui, platform=platform, after=[gw.workload], gateway_key=webui_key), opts=child)
         if ws.dcgm:
             DcgmExporter(f"{name}-dcgm", DcgmExporterArgs(workload=ws.dcgm, platform=platform), opts=child)
+        prometheus = None
         if ws.prometheus:
-            Prometheus(f"{name}-prometheus", PrometheusArgs(workload=ws.prometheus, platform=platform, after=workloads), opts=child)
+            prometheus = Prometheus(f"{name}-prometheus", PrometheusArgs(workload=ws.prometheus, platform=platform, after=workloads), opts=child)
+        grafana_password: pulumi.Output[str | None] = pulumi.Output.from_input(None)
+        if ws.grafana:
+            after = [prometheus.workload] if prometheus else []
+            grafana = Grafana(f"{name}-grafana", GrafanaArgs(workload=ws.grafana, platform=platform, after=after), opts=child)
+            grafana_password = grafana.admin_password
+        monitoring_objects = cluster_monitoring.objects(p)
+        if monitoring_objects:
+            ClusterMonitoring(f"{name}-monitoring", ClusterMonitoringArgs(objects=monitoring_objects, platform=platform), opts=child)
 
         self.gateway_url = pulumi.Output.from_input(p.urls.gateway)
         self.webui_url = pulumi.Output.from_input(p.urls.webui)
         self.metrics_url = pulumi.Output.from_input(p.urls.metrics)
+        self.grafana_url = pulumi.Output.from_input(p.urls.grafana)
+        self.grafana_admin_password = grafana_password
         self.served_models = pulumi.Output.from_input([r.served_name for r in p.routes])
         self.gpu_plan = pulumi.Output.from_input(gpu_summary(p))
         self.register_outputs(
@@ -109,6 +134,8 @@ class VllmStack(pulumi.ComponentResource):
                 "gateway_url": self.gateway_url,
                 "webui_url": self.webui_url,
                 "metrics_url": self.metrics_url,
+                "grafana_url": self.grafana_url,
+                "grafana_admin_password": self.grafana_admin_password,
                 "served_models": self.served_models,
                 "gpu_plan": self.gpu_plan,
             }

@@ -30,7 +30,7 @@ from stacks.plan.releases import NEWEST_CHECKED, gpu_memory_utilization_default
 from stacks.render.kubernetes import NAME_LABEL
 
 PACK_NAME = "vllm-stack"
-REACHABLE = frozenset({net.GATEWAY, net.WEBUI, net.DCGM, net.PROMETHEUS})
+REACHABLE = frozenset({net.GATEWAY, net.WEBUI, net.DCGM, net.PROMETHEUS, net.GRAFANA})
 """The only services a host port, a NodePort/LoadBalancer Service or an Ingress may expose."""
 EXPOSING_SERVICE_TYPES = ("LoadBalancer", "NodePort")
 DCGM_CAPABILITIES = frozenset({"SYS_ADMIN"})

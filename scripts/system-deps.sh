@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the real-program tests use: nginx with njs, a Docker engine, promtool, busybox, shellcheck
-# (actionlint checks the workflows' run: scripts with it).
+# (actionlint checks the workflows' run: scripts with it), node and npm (scripts/schema-types.sh).
 set -euo pipefail
 need=()
 command -v nginx >/dev/null || need+=(nginx)
@@ -9,6 +9,7 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v promtool >/dev/null || need+=(prometheus)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v npm >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "system-deps: missing ${need[*]}; run as root or install them (tests that need them skip outside CI)" >&2

@@ -132,3 +132,18 @@ def test_single_gpu_host_defaults_device() -> None:
         m.pop("gpus")
     p = plan(parse(raw))
     assert [m.gpus for m in p.models] == [[3], [3]]
+
+
+def test_monitoring_keys_follow_the_target() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse(docker_raw(monitoring={"prometheusOperator": True}))
+    assert "vllm-stack:monitoring.prometheusOperator" in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        parse(kube_raw(monitoring={"grafanaPort": 3005, "operatorLabels": {"release": "x"}}))
+    assert "vllm-stack:monitoring.grafanaPort" in str(exc.value) and "vllm-stack:monitoring.operatorLabels" in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        parse(docker_raw(monitoring={"grafanaPort": 3000}))
+    assert "monitoring.grafanaPort: port 3000 is already used by webui.port" in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        parse(docker_raw(monitoring={"alerts": {"kvCacheUsage": 1.5}}))
+    assert "vllm-stack:monitoring.alerts.kvCacheUsage" in str(exc.value)

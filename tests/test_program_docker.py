@@ -17,7 +17,7 @@ from stacks.config import load_stack, parse, read_stack_file
 from stacks.plan import plan
 from stacks.render.dockerfile import TEMPLATE
 from tests.conftest import ROOT
-from tests.mock_engine import FAKE_SECRETS, LAST, Mocks, plaintext_leaks, run_program, stack_config
+from tests.mock_engine import FAKE_SECRETS, LAST, SECRET_SIG, SIG_KEY, Mocks, plaintext_leaks, run_program, stack_config
 
 CONTAINER = "docker:index/container:Container"
 DOCKER_STACKS = ["dev", "multigpu"]
@@ -66,7 +66,7 @@ def test_one_container_per_model_with_devices_args_health_and_no_port(stack: tup
         assert not any("--api-key" in a for a in c["command"])
     published = sorted(c["ports"][0]["external"] for c in containers.values() if "ports" in c)
     cfg = load_stack(name)
-    assert published == sorted([cfg.gateway.port, cfg.webui.port, cfg.monitoring.dcgm_port, cfg.monitoring.prometheus_port])
+    assert published == sorted([cfg.gateway.port, cfg.webui.port, cfg.monitoring.dcgm_port, cfg.monitoring.prometheus_port, cfg.monitoring.grafana_port])
 
 
 def test_tensor_parallel_model_gets_all_its_devices() -> None:
@@ -143,7 +143,7 @@ def test_data_volumes_retained_unless_opted_out() -> None:
 def test_no_plaintext_secret_in_any_input(name: str) -> None:
     m = declared(name)
     secrets = [v for s in FAKE_SECRETS.values() for v in s.split(",")]
-    secrets += [f"generated-vllm-{k}" for k in ("webui-secret-key", "webui-gateway-key")]
+    secrets += [f"generated-vllm-{k}" for k in ("webui-secret-key", "webui-gateway-key", "grafana-admin-password")]
     for r in m.resources:
         assert plaintext_leaks(r.inputs, secrets) == [], f"{r.type} {r.name} leaks a secret"
 
@@ -214,10 +214,10 @@ def test_docker_stack_never_imports_pulumi_kubernetes(name: str) -> None:
 def test_non_default_ports_everywhere_on_docker() -> None:
     """Every published port moved: each container still listens on its own port, peers use those, the host the new ones."""
     cfg, keys = stack_config("dev")
-    ports = {"gateway": 8100, "webui": 3100, "dcgm": 9500, "prometheus": 9191}
+    ports = {"gateway": 8100, "webui": 3100, "dcgm": 9500, "prometheus": 9191, "grafana": 3300}
     cfg["vllm-stack:gateway"] = json.dumps({"port": ports["gateway"]})
     cfg["vllm-stack:webui"] = json.dumps({"port": ports["webui"]})
-    cfg["vllm-stack:monitoring"] = json.dumps({"dcgmPort": ports["dcgm"], "prometheusPort": ports["prometheus"]})
+    cfg["vllm-stack:monitoring"] = json.dumps({"dcgmPort": ports["dcgm"], "prometheusPort": ports["prometheus"], "grafanaPort": ports["grafana"]})
     c = _containers(run_program("dev", secrets={k: FAKE_SECRETS[k] for k in keys}, config=cfg))
     published = {name: (x["ports"][0]["internal"], x["ports"][0]["external"]) for name, x in c.items() if "ports" in x}
     assert published == {
@@ -225,6 +225,7 @@ def test_non_default_ports_everywhere_on_docker() -> None:
         "vllm-webui": (8080, ports["webui"]),
         "vllm-dcgm": (9400, ports["dcgm"]),
         "vllm-prometheus": (9090, ports["prometheus"]),
+        "vllm-grafana": (3000, ports["grafana"]),
     }
     assert "DCGM_EXPORTER_LISTEN=:9400" in _env(c["vllm-dcgm"])
     conf = next(u["content"] for u in c["vllm-prometheus"]["uploads"] if u["file"] == "/etc/prometheus/prometheus.yml")
@@ -235,4 +236,44 @@ def test_non_default_ports_everywhere_on_docker() -> None:
         k.split(":")[1]: json.loads(cfg[k]) for k in ("vllm-stack:gateway", "vllm-stack:webui", "vllm-stack:monitoring")
     }
     urls = plan(parse(raw)).urls
-    assert (urls.gateway, urls.webui, urls.metrics) == ("http://localhost:8100/v1", "http://localhost:3100", "http://localhost:9191")
+    # metrics ports bind to monitoring.bindAddress (127.0.0.1 by default), the rest to docker.bindAddress
+    assert (urls.gateway, urls.webui, urls.metrics) == ("http://localhost:8100/v1", "http://localhost:3100", "http://127.0.0.1:9191")
+    assert urls.grafana == "http://127.0.0.1:3300"
+
+
+def _uploads(inputs: dict[str, Any]) -> dict[str, Any]:
+    return {u["file"]: u["content"] for u in inputs.get("uploads") or []}
+
+
+def test_monitoring_containers_on_localhost_with_rules_counters_and_kept_data(stack: tuple[str, Mocks]) -> None:
+    from stacks.render.monitoring import alerts, dashboards
+    from stacks.render.monitoring.metrics import COUNTERS_FILE
+
+    name, m = stack
+    p = plan(load_stack(name))
+    c = _containers(m)
+    for service in ("vllm-prometheus", "vllm-grafana", "vllm-dcgm"):
+        assert [port["ip"] for port in c[service]["ports"]] == ["127.0.0.1"], "metrics stay on the host by default"
+    assert c["vllm-gateway"]["ports"][0]["ip"] == "0.0.0.0", "docker.bindAddress still applies to the gateway"
+    prom = _uploads(c["vllm-prometheus"])
+    assert prom["/etc/prometheus/alerts.yml"] == alerts.render(p) and "rule_files:\n- alerts.yml" in prom["/etc/prometheus/prometheus.yml"]
+    assert [v["containerPath"] for v in c["vllm-prometheus"]["volumes"]] == ["/prometheus"]
+    assert m.options[("docker:index/volume:Volume", "vllm-prometheus-data")]["retain_on_delete"] is True
+    dcgm = c["vllm-dcgm"]
+    assert _uploads(dcgm) == {"/etc/dcgm-exporter/vllm-stack-counters.csv": COUNTERS_FILE.read_text()}
+    assert "DCGM_EXPORTER_COLLECTORS=/etc/dcgm-exporter/vllm-stack-counters.csv" in _env(dcgm)
+    graf = c["vllm-grafana"]
+    files = _uploads(graf)
+    assert files["/etc/grafana/provisioning/dashboards/vllm-models.json"] == dashboards.render(p)["vllm-models.json"]
+    assert {"/etc/grafana/provisioning/datasources/vllm-stack.yml", "/etc/grafana/provisioning/dashboards/vllm-stack.yml"} <= set(files)
+    assert "volumes" not in graf, "Grafana keeps no state: every start provisions it afresh"
+    assert "vllm-prometheus" in m.options[(CONTAINER, "vllm-grafana")]["depends_on"], "Grafana starts after its data source"
+
+
+def test_grafana_admin_password_is_a_generated_secret_end_to_end() -> None:
+    m = declared("dev")
+    [password] = [r for r in m.of_type("random:index/randomPassword:RandomPassword") if r.name == "vllm-grafana-admin-password"]
+    assert password.inputs["special"] is False
+    envs = m.named("vllm-grafana").inputs["envs"]
+    assert envs[SIG_KEY] == SECRET_SIG, "the whole env list is a secret once one entry is"
+    assert "GF_SECURITY_ADMIN_PASSWORD=generated-vllm-grafana-admin-password" in envs["value"]

@@ -24,8 +24,8 @@ from tests.conftest import ROOT
 from tests.mock_engine import FAKE_SECRETS, LAST, SIG_KEY, Mocks, plaintext_leaks, run_program, stack_config
 
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
-CRD_KINDS = {"ScaledObject"}
-"""Kinds kubernetes-validate has no schema for; checked field by field below."""
+CRD_KINDS = {"ScaledObject", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+"""Kinds kubernetes-validate has no schema for: KEDA's checked field by field below, the operator's in test_monitoring_types.py."""
 SNAPSHOT = ROOT / "tests" / "snapshots" / "cluster.json"
 GENERATED = ["generated-vllm-vllm-api-key", "generated-vllm-webui-gateway-key", "generated-vllm-webui-secret-key"]
 
@@ -400,7 +400,11 @@ def test_provider_from_config_and_render_mode_declares_no_secret(tmp_path: Path)
     for o in objects(declared()):
         if o["kind"] in ("Deployment", "DaemonSet"):
             pod = o["spec"]["template"]["spec"]
-            read |= {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in container(o).get("env", []) if "valueFrom" in e}
+            read |= {
+                (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                for e in container(o).get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
             secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
             read |= {(secret_volumes[mt["name"]], mt["subPath"]) for mt in container(o)["volumeMounts"] if mt["name"] in secret_volumes}
     expected = {("hf-token", "token"), ("vllm-api-key", "key"), ("gateway-keys", "keys.conf"), ("open-webui", "secret-key"), ("open-webui", "gateway-key")}
@@ -474,3 +478,44 @@ def test_non_default_ports_everywhere_on_kubernetes() -> None:
     p = plan(parse(raw))
     assert [t.target for t in p.scrape_targets if t.job == "dcgm"] == ["dcgm-exporter.llm.svc:9500"]
     assert p.urls.metrics == "http://dcgm-exporter.llm.svc:9500/metrics" and p.urls.webui == "http://open-webui.llm.svc:3100"
+
+
+def test_operator_objects_select_the_stack_services_and_carry_the_release_label() -> None:
+    m = declared()
+    services = by_kind(m, "Service")
+    monitors = by_kind(m, "ServiceMonitor")
+    p = load_plan("cluster")
+    assert set(monitors) == {t.service for t in p.scrape_targets} == {*(mp.service for mp in p.models), "dcgm-exporter"}
+    for name, sm in monitors.items():
+        selected = [s for s in services.values() if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+        assert [s["metadata"]["name"] for s in selected] == [name]
+        [endpoint] = sm["spec"]["endpoints"]
+        assert endpoint["port"] == services[name]["spec"]["ports"][0]["name"] and endpoint["path"] == "/metrics"
+        assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    [rule] = by_kind(m, "PrometheusRule").values()
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert {r["alert"] for r in rule["spec"]["groups"][0]["rules"]} >= {"VllmKvCacheNearlyFull", "GpuXidError", "VllmServerRestarted"}
+    for kind in ("Deployment", "DaemonSet"):
+        for o in by_kind(m, kind).values():
+            annotations = o["spec"]["template"]["metadata"].get("annotations", {})
+            assert not any(k.startswith("prometheus.io/") for k in annotations), "the operator finds targets; annotations would scrape twice"
+
+
+def test_dashboards_are_config_maps_for_the_grafana_sidecar() -> None:
+    maps = {k: v for k, v in by_kind(declared(), "ConfigMap").items() if k.startswith("grafana-dashboard-")}
+    assert set(maps) == {"grafana-dashboard-vllm-models", "grafana-dashboard-vllm-gpus"}
+    for cm in maps.values():
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        [(file, text)] = cm["data"].items()
+        assert file.endswith(".json") and json.loads(text)["templating"]["list"][0]["type"] == "datasource"
+
+
+def test_dcgm_exporter_reads_the_stack_counters_file() -> None:
+    from stacks.render.monitoring.metrics import COUNTERS_FILE
+
+    m = declared()
+    ds = by_kind(m, "DaemonSet")["dcgm-exporter"]
+    env = {e["name"]: e.get("value") for e in container(ds)["env"]}
+    mount = next(v for v in container(ds)["volumeMounts"] if v["mountPath"] == env["DCGM_EXPORTER_COLLECTORS"])
+    assert mount["readOnly"] is True
+    assert by_kind(m, "ConfigMap")["dcgm-exporter-files"]["data"][mount["subPath"]] == COUNTERS_FILE.read_text()

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import pulumi
 
+from stacks.render.kubernetes import Obj
 from stacks.render.workloads import Ref, Workload
 
 
@@ -22,6 +23,10 @@ class Platform(Protocol):
 
     def run(self, name: str, workload: Workload, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]) -> pulumi.CustomResource:
         """Declare the resources that run ``workload``; return the one dependents should wait on."""
+        ...
+
+    def objects(self, name: str, objects: Sequence[Obj], parent: pulumi.Resource) -> list[pulumi.CustomResource]:
+        """Declare plain Kubernetes objects that run nothing (monitoring objects); a platform without a cluster takes none."""
         ...
 
 

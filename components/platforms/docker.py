@@ -11,6 +11,7 @@ from components.image import VllmImage, VllmImageArgs
 from stacks.plan import SecretRef, StackPlan
 from stacks.plan import topology as net
 from stacks.plan.types import DockerPlan
+from stacks.render.kubernetes import Obj
 from stacks.render.workloads import Ref, Workload, image_refs
 
 HEALTH_INTERVAL_S = 10
@@ -107,7 +108,9 @@ class DockerPlatform:
             capabilities=docker.ContainerCapabilitiesArgs(adds=w.cap_add) if w.cap_add else None,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.network.name, aliases=[w.name])],
             volumes=[docker.ContainerVolumeArgs(volume_name=self._volume(v).name, container_path=path) for v, path in sorted(w.volumes.items())] or None,
-            ports=[docker.ContainerPortArgs(internal=w.port, external=w.publish, ip=self.settings.bind_address)] if w.publish and w.port else None,
+            ports=[docker.ContainerPortArgs(internal=w.port, external=w.publish, ip=w.bind_address or self.settings.bind_address)]
+            if w.publish and w.port
+            else None,
             uploads=uploads or None,
             healthcheck=healthcheck,
             restart=self.settings.restart,
@@ -121,3 +124,8 @@ class DockerPlatform:
         )
         self.containers[w.name] = container
         return container
+
+    def objects(self, name: str, objects: Sequence[Obj], parent: pulumi.Resource) -> list[pulumi.CustomResource]:
+        if objects:
+            raise ValueError(f"{name}: a docker host has no Kubernetes objects ({', '.join(o['kind'] for o in objects)})")
+        return []

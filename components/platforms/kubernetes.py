@@ -104,6 +104,11 @@ class KubernetesPlatform:
                 opts = self._opts(self.parent, [self.namespace], retain=self.plan.retain_data)
                 self.ready.append(declare(f"{self.prefix}-{claim}-pvc", obj, opts))
 
+    def objects(self, name: str, objects: Sequence[manifests.Obj], parent: pulumi.Resource) -> list[pulumi.CustomResource]:
+        """Each object after the namespace, named ``<name>-<kind>-<object name>``."""
+        opts = self._opts(parent, [self.namespace])
+        return [declare(f"{name}-{o['kind'].lower()}-{o['metadata']['name']}", o, opts) for o in objects]
+
     def run(self, name: str, workload: Workload, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]) -> pulumi.CustomResource:
         """Declares the workload's objects; returns its Service (ready endpoints) or else its controller."""
         w = workload

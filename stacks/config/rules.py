@@ -41,6 +41,8 @@ def _target_problems(c: StackConfig) -> list[Problem]:
             out.append(Problem(f"gateway.{key}", "only applies to target kubernetes; remove it"))
         for key in _set_keys(c.webui, ("replicas", "redis_url", "database_url", "storage_size")):
             out.append(Problem(f"webui.{yaml_key(key)}", "only applies to target kubernetes; remove it"))
+        for key in _set_keys(c.monitoring, ("prometheus_operator", "operator_labels")):
+            out.append(Problem(f"monitoring.{yaml_key(key)}", "only applies to target kubernetes (the docker target runs its own Prometheus); remove it"))
         for i, m in enumerate(c.models):
             if m.replicas != 1:
                 out.append(Problem(f"models[{i}].replicas", "the docker target runs one server per model; remove it or use target kubernetes"))
@@ -69,6 +71,10 @@ def _target_problems(c: StackConfig) -> list[Problem]:
                     "a customised image (aptPackages) must be pushed where the cluster can pull it; set image.registry or drop aptPackages",
                 )
             )
+        for key in _set_keys(c.monitoring, ("bind_address", "grafana_image", "grafana_port")):
+            out.append(Problem(f"monitoring.{yaml_key(key)}", "only applies to target docker; remove it"))
+        if c.monitoring.operator_labels and not c.monitoring.prometheus_operator:
+            out.append(Problem("monitoring.operatorLabels", "labels the operator's objects; set prometheusOperator: true or remove it"))
         if c.monitoring.prometheus:
             out.append(
                 Problem(
@@ -164,6 +170,8 @@ def _port_problems(c: StackConfig) -> list[Problem]:
             ports.append(("monitoring.prometheusPort", c.monitoring.prometheus_port))
         if c.monitoring.dcgm:
             ports.append(("monitoring.dcgmPort", c.monitoring.dcgm_port))
+        if c.grafana_dashboards:
+            ports.append(("monitoring.grafanaPort", c.monitoring.grafana_port))
     out: list[Problem] = []
     seen: dict[int, str] = {}
     for key, port in ports:
@@ -183,6 +191,8 @@ def _image_problems(c: StackConfig) -> list[Problem]:
         refs.append(("monitoring.dcgmImage", c.monitoring.dcgm_image))
     if c.runs_prometheus:
         refs.append(("monitoring.prometheusImage", c.monitoring.prometheus_image))
+    if c.target == "docker" and c.grafana_dashboards:
+        refs.append(("monitoring.grafanaImage", c.monitoring.grafana_image))
     out = []
     for key, ref in refs:
         why = image_pin_problem(ref)

@@ -245,21 +245,63 @@ class WebuiConfig(Section):
     """Served name of an embedding model (``task: embed``) for Open WebUI's document search (RAG), through the gateway."""
 
 
+class AlertsConfig(Section):
+    """Thresholds of the alert rules (``stacks/render/monitoring/alerts.py`` says what each rule watches)."""
+
+    enabled: bool = True
+    """Render the alert rules: Prometheus' rule file on docker, a PrometheusRule with ``prometheusOperator``."""
+    for_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 5
+    """How long a condition must hold before its alert fires (XID errors and restarts fire at once)."""
+    kv_cache_usage: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """KV-cache use of a server (``vllm:kv_cache_usage_perc``, 0-1) above which it is nearly full."""
+    waiting_requests: Annotated[int, Field(ge=1, le=100_000)] = 10
+    """Requests waiting in one server's queue above which it is overloaded."""
+    ttft_p95_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """95th-percentile time to first token (seconds) above which a model is too slow."""
+    gpu_memory_usage: Annotated[float, Field(gt=0, le=1)] = 0.95
+    """Share of a GPU's memory in use above which it is nearly full; a GPU the plan fills further gets the plan's share + 0.01."""
+    gateway_5xx_ratio: Annotated[float, Field(gt=0, le=1)] = 0.05
+    """Share of a model's gateway requests answered 5xx above which the model is failing."""
+
+
+# dcgm-exporter 4.5.3-4.8.2 (NVIDIA/dcgm-exporter tag 4.5.3-4.8.2, README l.14): only the distroless image is published now
+# (NVIDIA/dcgm-exporter#703); the ubuntu22.04 variant stopped at 4.5.2-4.8.1.
+DEFAULT_DCGM_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.5.3-4.8.2-distroless"
+# prometheus/prometheus tag v3.14.0 (VERSION file); the image's default args and /prometheus volume are unchanged since 2.x.
+DEFAULT_PROMETHEUS_IMAGE = "prom/prometheus:v3.14.0"
+# Grafana 13.2.0: appVersion of the Grafana chart 12.11.1 (grafana-community/helm-charts charts/grafana/Chart.yaml).
+DEFAULT_GRAFANA_IMAGE = "grafana/grafana:13.2.0"
+
+
 class MonitoringConfig(Section):
     dcgm: bool = True
     """Run NVIDIA's DCGM exporter (skip on clusters whose GPU Operator already runs one)."""
-    dcgm_image: Image = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
+    dcgm_image: Image = DEFAULT_DCGM_IMAGE
     """Pinned DCGM exporter image."""
     dcgm_port: Annotated[int, Field(ge=1, le=65535)] = 9400
     """Port of the DCGM exporter's /metrics."""
     prometheus: bool | None = None
     """Run Prometheus scraping DCGM and every vLLM server: on by default on docker; kubernetes uses the cluster's own."""
-    prometheus_image: Image = "prom/prometheus:v3.5.0"
+    prometheus_image: Image = DEFAULT_PROMETHEUS_IMAGE
     """Pinned Prometheus image."""
     prometheus_port: Annotated[int, Field(ge=1, le=65535)] = 9090
     """Host port of Prometheus."""
     scrape_interval_seconds: Annotated[int, Field(ge=1, le=3600)] = 15
     """How often Prometheus scrapes."""
+    bind_address: str = "127.0.0.1"
+    """Docker target: host address the metrics ports (Prometheus, Grafana, DCGM exporter) bind to; 127.0.0.1 keeps them on the host."""
+    grafana: bool | None = None
+    """Grafana dashboards: docker runs Grafana with them (on by default); kubernetes renders them as ConfigMaps for the cluster's Grafana sidecar."""
+    grafana_image: str = DEFAULT_GRAFANA_IMAGE
+    """Pinned Grafana image (docker target)."""
+    grafana_port: Annotated[int, Field(ge=1, le=65535)] = 3001
+    """Host port of Grafana (docker target)."""
+    prometheus_operator: bool = False
+    """Kubernetes target: ServiceMonitors and a PrometheusRule for the prometheus-operator instead of prometheus.io annotations."""
+    operator_labels: dict[str, str] = {}
+    """Labels the operator's Prometheus selects ServiceMonitors and PrometheusRules by (kube-prometheus-stack: ``{release: <its release>}``)."""
+    alerts: AlertsConfig = AlertsConfig()
+    """Alert rules and their thresholds."""
 
 
 class DockerConfig(Section):
@@ -368,6 +410,11 @@ class StackConfig(Section):
     def runs_prometheus(self) -> bool:
         """``monitoring.prometheus``, defaulting to on for docker and off for kubernetes."""
         return self.monitoring.prometheus if self.monitoring.prometheus is not None else self.target == "docker"
+
+    @property
+    def grafana_dashboards(self) -> bool:
+        """``monitoring.grafana``, defaulting to on for docker and off for kubernetes."""
+        return self.monitoring.grafana if self.monitoring.grafana is not None else self.target == "docker"
 
 
 def _scalar(annotation: object) -> bool:

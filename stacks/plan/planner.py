@@ -26,6 +26,7 @@ from stacks.plan.memory import (
     non_torch_gib,
     weights_gib,
 )
+from stacks.plan.monitoring import monitoring_plan
 from stacks.plan.releases import (
     KV_CACHE_MEMORY_BYTES_SINCE,
     Version,
@@ -418,9 +419,10 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
     dcgm = net.service(target, namespace, net.DCGM, net.DCGM_PORT, mon.dcgm_port, metrics_path=net.METRICS_PATH) if mon.dcgm else None
     prometheus = net.service(target, namespace, net.PROMETHEUS, net.PROMETHEUS_PORT, mon.prometheus_port, health_path=None) if config.runs_prometheus else None
 
-    scrape = [ScrapeTarget("vllm", m.address, m.metrics_path, labels={"model": m.name}) for m in models]
+    scrape = [ScrapeTarget(net.JOB_VLLM, m.address, m.metrics_path, labels={"model": m.name}, service=m.service) for m in models]
     if dcgm:
-        scrape.append(ScrapeTarget("dcgm", dcgm.address, net.METRICS_PATH))
+        scrape.append(ScrapeTarget(net.JOB_DCGM, dcgm.address, net.METRICS_PATH, service=dcgm.name))
+    monitoring = monitoring_plan(config, models, gpu_plans)
 
     ing = gw_cfg.ingress
     ingress = IngressPlan(ing.host, ing.class_name, ing.tls_secret) if target == "kubernetes" and ing.enabled and ing.host else None
@@ -430,10 +432,18 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
         d = config.docker or DockerConfig()
         host = net.docker_host(d.bind_address)
         docker_plan = DockerPlan(d.network, d.bind_address, host, d.restart, d.log_max_size, d.log_max_files)
-        metrics = f"http://{host}:{dcgm.published}{net.METRICS_PATH}" if dcgm else None
+        # the metrics ports bind to monitoring.bindAddress (127.0.0.1 by default), not docker.bindAddress
+        metrics_host = net.docker_host(mon.bind_address)
+        metrics = f"http://{metrics_host}:{dcgm.published}{net.METRICS_PATH}" if dcgm else None
         if prometheus:
-            metrics = f"http://{host}:{prometheus.published}"
-        urls = Urls(gateway=f"http://{host}:{gateway.published}/v1", webui=f"http://{host}:{webui.published}" if webui else None, metrics=metrics)
+            metrics = f"http://{metrics_host}:{prometheus.published}"
+        grafana = monitoring.grafana
+        urls = Urls(
+            gateway=f"http://{host}:{gateway.published}/v1",
+            webui=f"http://{host}:{webui.published}" if webui else None,
+            metrics=metrics,
+            grafana=f"http://{metrics_host}:{grafana.service.published}" if grafana else None,
+        )
     else:
         assert kube is not None
         kube_plan = KubernetesPlan(
@@ -511,4 +521,5 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
         kubernetes=kube_plan,
         urls=urls,
         notes=notes,
+        monitoring=monitoring,
     )

@@ -19,6 +19,8 @@ DCGM_PORT = 9400
 """dcgm-exporter's default listen address ``:9400`` (``DCGM_EXPORTER_LISTEN``)."""
 PROMETHEUS_PORT = 9090
 """Prometheus' default ``--web.listen-address``."""
+GRAFANA_PORT = 3000
+"""Grafana's image serves on 3000 (``EXPOSE 3000`` in grafana/grafana's Dockerfile)."""
 
 HEALTH_PATH = "/health"
 """vLLM, the gateway, Open WebUI and dcgm-exporter all answer here."""
@@ -30,6 +32,12 @@ GATEWAY = "gateway"
 WEBUI = "open-webui"
 DCGM = "dcgm-exporter"
 PROMETHEUS = "prometheus"
+GRAFANA = "grafana"
+
+# Prometheus job names of the stack's scrape targets (docker scrape config; ServiceMonitor relabelling on kubernetes).
+JOB_VLLM = "vllm"
+JOB_DCGM = "dcgm"
+JOB_GATEWAY = "gateway"
 
 
 def vllm_service(model: str) -> str:
@@ -59,6 +67,7 @@ VLLM_API_KEY = SecretRef("vllm-api-key", "key")
 GATEWAY_KEYS = SecretRef("gateway-keys", KEYS_FILE)
 WEBUI_SECRET_KEY = SecretRef("open-webui", "secret-key")
 WEBUI_GATEWAY_KEY = SecretRef("open-webui", "gateway-key")
+GRAFANA_ADMIN_PASSWORD = SecretRef("grafana", "admin-password")
 
 
 def service(

@@ -146,6 +146,8 @@ class ScrapeTarget:
     target: str
     metrics_path: str
     labels: dict[str, str] = field(default_factory=dict)
+    service: str = ""
+    """The Service it is reached through (a ServiceMonitor selects it by name on kubernetes)."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,49 @@ class PrometheusPlan:
 
 
 @dataclass(frozen=True)
+class GrafanaPlan:
+    """Docker: a Grafana with the stack's data source and dashboards provisioned, keeping no state of its own."""
+
+    service: Service
+    image: str
+
+
+@dataclass(frozen=True)
+class AlertThresholds:
+    """``monitoring.alerts``; GPU memory per GPU where the plan fills a GPU beyond the configured share."""
+
+    for_minutes: int
+    kv_cache_usage: float
+    waiting_requests: int
+    ttft_p95_seconds: float
+    gpu_memory_usage: float
+    """Every GPU not in ``gpu_memory_by_gpu`` (all of them on kubernetes)."""
+    gpu_memory_by_gpu: dict[int, float]
+    """Docker: GPUs whose planned use exceeds ``gpu_memory_usage`` alert only beyond their plan."""
+    gateway_5xx_ratio: float
+
+
+@dataclass(frozen=True)
+class MonitoringPlan:
+    """What watches the stack: scrape settings, alert thresholds, dashboards and the prometheus-operator objects."""
+
+    scrape_interval_seconds: int
+    bind_address: str | None
+    """Docker: host address the metrics ports bind to."""
+    alerts: AlertThresholds | None
+    grafana: GrafanaPlan | None
+    """Docker: the Grafana the stack runs."""
+    dashboards: bool
+    """Grafana dashboards are rendered (docker: provisioned into ``grafana``; kubernetes: ConfigMaps for the Grafana sidecar)."""
+    operator_labels: dict[str, str] | None
+    """Kubernetes with ``prometheusOperator``: labels of the ServiceMonitors and PrometheusRule; None without the operator."""
+
+    @property
+    def operator(self) -> bool:
+        return self.operator_labels is not None
+
+
+@dataclass(frozen=True)
 class DockerPlan:
     network: str
     bind_address: str
@@ -244,6 +289,7 @@ class Urls:
     gateway: str
     webui: str | None
     metrics: str | None
+    grafana: str | None = None
 
 
 @dataclass(frozen=True)
@@ -265,6 +311,7 @@ class StackPlan:
     kubernetes: KubernetesPlan | None
     urls: Urls
     notes: list[str]
+    monitoring: MonitoringPlan
 
     @property
     def webui_api_base(self) -> str:

@@ -1,10 +1,11 @@
 """Pure renderers: the plan -> what runs (``workloads``) and the files it needs (nginx.conf and router.js,
-the vLLM Dockerfile, prometheus.yml, Kubernetes manifests). No Pulumi and no provider SDK here."""
+the vLLM Dockerfile, prometheus.yml, monitoring files, Kubernetes manifests). No Pulumi and no provider SDK here."""
 
 from __future__ import annotations
 
 from stacks.plan import StackPlan
-from stacks.render import dockerfile, gateway, kubernetes, prometheus
+from stacks.render import dockerfile, gateway, kubernetes, monitoring, prometheus
+from stacks.render.monitoring import cluster
 
 
 def render_all(plan: StackPlan) -> dict[str, str]:
@@ -13,6 +14,7 @@ def render_all(plan: StackPlan) -> dict[str, str]:
     out |= {f"gateway/{k}": v for k, v in gateway.render(plan).items()}
     if plan.prometheus:
         out["monitoring/prometheus.yml"] = prometheus.render(plan)
+    out |= {f"monitoring/{k}": v for k, v in monitoring.render(plan).items()}
     if plan.kubernetes:
-        out |= {f"kubernetes/{k}": v for k, v in kubernetes.render(plan).items()}
+        out |= {f"kubernetes/{k}": v for k, v in kubernetes.render(plan, cluster.objects(plan)).items()}
     return out

@@ -29,6 +29,10 @@ GPU_RESOURCE = "nvidia.com/gpu"
 HEALTH_PERIOD_S = 10
 CONFIG_HASH_ANNOTATION = "vllm-stack/config-hash"
 POD_RESOURCES = "/var/lib/kubelet/pod-resources"
+PORT_NAME = "http"
+"""Name of every container's and Service's one port (probes, Ingress backends and ServiceMonitors refer to it)."""
+METRICS_PORT_NAME = "metrics"
+"""Container port of a metrics endpoint kept off the Service (the gateway's internal metrics server); PodMonitors name it."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,9 @@ def _env(w: Workload) -> list[Obj]:
     if w.all_gpus:
         # every GPU of the node is visible without claiming one (the NVIDIA runtime honours this)
         env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"})
+    if w.daemon and w.all_gpus:
+        # dcgm-exporter labels its series Hostname=$NODE_NAME (internal/pkg/hostname/hostname.go): the node, not the pod
+        env.append({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
     for key, ref in sorted(w.secret_env.items()):
         source: Obj = {"name": ref.secret, "key": ref.key}
         if ref.optional:
@@ -141,7 +148,7 @@ def _probes(w: Workload) -> Obj:
         return {}
 
     def get() -> Obj:
-        return {"path": w.health_path, "port": "http"}
+        return {"path": w.health_path, "port": PORT_NAME}
 
     return {
         # the startup budget covers model download and load; liveness only counts after it
@@ -225,7 +232,7 @@ def pod_template(plan: StackPlan, w: Workload) -> Obj:
     if env:
         container["env"] = env
     if w.port:
-        container["ports"] = [{"name": "http", "containerPort": w.port, "protocol": "TCP"}]
+        container["ports"] = [{"name": PORT_NAME, "containerPort": w.port, "protocol": "TCP"}]
     resources = _resources(w)
     if resources:
         container["resources"] = resources
@@ -243,7 +250,8 @@ def pod_template(plan: StackPlan, w: Workload) -> Obj:
     annotations: dict[str, str] = {}
     if w.files:
         annotations[CONFIG_HASH_ANNOTATION] = config_hash(w)
-    if w.metrics_path and w.port:
+    if w.metrics_path and w.port and not plan.monitoring.operator:
+        # with the prometheus-operator, ServiceMonitors find the targets (annotations would scrape them twice)
         annotations |= {"prometheus.io/scrape": "true", "prometheus.io/port": str(w.port), "prometheus.io/path": w.metrics_path}
     meta: Obj = {"labels": labels(w)}
     if annotations:
@@ -271,7 +279,7 @@ def _service(plan: StackPlan, w: Workload) -> Obj:
     spec: Obj = {
         "type": _kube(plan).service_type if published else "ClusterIP",
         "selector": selector(w),
-        "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        "ports": [{"name": PORT_NAME, "port": port, "targetPort": PORT_NAME, "protocol": "TCP"}],
     }
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(plan, w.name, labels(w)), "spec": spec}
 
@@ -297,7 +305,7 @@ def _ingress(plan: StackPlan, w: Workload) -> Obj | None:
         "nginx.ingress.kubernetes.io/proxy-read-timeout": str(gw.read_timeout_seconds),
         "nginx.ingress.kubernetes.io/proxy-send-timeout": str(gw.read_timeout_seconds),
     }
-    backend = {"service": {"name": w.name, "port": {"name": "http"}}}
+    backend = {"service": {"name": w.name, "port": {"name": PORT_NAME}}}
     spec: Obj = {"rules": [{"host": ing.host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}]}
     if ing.class_name:
         spec = {"ingressClassName": ing.class_name, **spec}
@@ -347,7 +355,7 @@ def workload_objects(plan: StackPlan, w: Workload) -> list[Obj]:
 
 
 def stack_objects(plan: StackPlan) -> list[Obj]:
-    """Every object of a kubernetes stack except the Secrets, with images as the config pins them."""
+    """Every workload object of a kubernetes stack except the Secrets, with images as the config pins them."""
     refs = image_refs(plan)
     ws = stack_workloads(plan, refs.__getitem__).all()
     out = [namespace(plan), *claims(plan, ws)]
@@ -399,11 +407,11 @@ def file_name(obj: Obj) -> str:
     return f"{APPLY_STAGE.get(obj['kind'], LAST_STAGE):02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
 
 
-def render(plan: StackPlan) -> dict[str, str]:
-    """``kubernetes/<stage>-<kind>-<name>.yaml``: `kubectl apply -f` takes them in a safe order."""
+def render(plan: StackPlan, extra: list[Obj] | None = None) -> dict[str, str]:
+    """``kubernetes/<stage>-<kind>-<name>.yaml``: `kubectl apply -f` takes them in a safe order; ``extra`` are the monitoring objects."""
     head = "# Rendered by vllm-stack from the stack config; Secrets are not rendered (see README).\n"
     out: dict[str, str] = {}
-    for obj in stack_objects(plan):
+    for obj in [*stack_objects(plan), *(extra or [])]:
         name = file_name(obj)
         if name in out:
             raise ValueError(f"two objects render to {name}; kind and name must be unique")

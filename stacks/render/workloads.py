@@ -17,6 +17,10 @@ from stacks.plan.types import Autoscaling
 from stacks.render import gateway as gateway_files
 from stacks.render import prometheus as prometheus_files
 from stacks.render.dockerfile import content_tag
+from stacks.render.monitoring import alerts as alert_files
+from stacks.render.monitoring import dashboards as dashboard_files
+from stacks.render.monitoring import grafana as grafana_files
+from stacks.render.monitoring.metrics import COUNTERS_FILE
 
 if TYPE_CHECKING:
     import pulumi
@@ -30,8 +34,11 @@ HF_HOME = "/root/.cache/huggingface"
 VLLM_CACHE = "/root/.cache/vllm"
 GATEWAY_CONF_DIR = "/etc/nginx"
 WEBUI_DATA_DIR = "/app/backend/data"
-PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+PROMETHEUS_DIR = "/etc/prometheus"
+PROMETHEUS_CONFIG = f"{PROMETHEUS_DIR}/prometheus.yml"
 PROMETHEUS_DATA_DIR = "/prometheus"
+DCGM_COUNTERS = "/etc/dcgm-exporter/vllm-stack-counters.csv"
+"""Beside the image's own counters files (the image copies etc/ to /etc/dcgm-exporter/)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class Workload:
     """Port the process listens on inside the container."""
     publish: int | None = None
     """Host port (docker) or Service port (kubernetes); None keeps it internal (kubernetes: Service on ``port``)."""
+    bind_address: str | None = None
+    """Docker: host address the published port binds to; ``docker.bindAddress`` when None."""
     health_path: str | None = None
     startup_seconds: int = 60
     """Budget for the first healthy answer (model download and load for vLLM)."""
@@ -188,7 +197,8 @@ def open_webui(plan: StackPlan, image: Ref) -> Workload:
 def dcgm_exporter(plan: StackPlan, image: Ref) -> Workload:
     dcgm = plan.dcgm
     assert dcgm is not None, "built only when the DCGM exporter runs"
-    env = {"DCGM_EXPORTER_LISTEN": f":{dcgm.service.port}"}
+    # DCGM_EXPORTER_COLLECTORS: the counters file (pkg/cmd/app.go, flag -f, default /etc/dcgm-exporter/default-counters.csv)
+    env = {"DCGM_EXPORTER_LISTEN": f":{dcgm.service.port}", "DCGM_EXPORTER_COLLECTORS": DCGM_COUNTERS}
     if plan.kubernetes:
         # maps GPUs to the pods using them, through the kubelet's pod-resources socket
         env["DCGM_EXPORTER_KUBERNETES"] = "true"
@@ -199,8 +209,10 @@ def dcgm_exporter(plan: StackPlan, image: Ref) -> Workload:
         env=env,
         port=dcgm.service.port,
         publish=dcgm.service.published,
+        bind_address=plan.monitoring.bind_address,
         health_path=dcgm.service.health_path,
         metrics_path=dcgm.service.metrics_path,
+        files={DCGM_COUNTERS: COUNTERS_FILE.read_text()},
         all_gpus=True,
         daemon=True,
         # profiling metrics need SYS_ADMIN; nothing else, and never privileged
@@ -215,6 +227,9 @@ def dcgm_exporter(plan: StackPlan, image: Ref) -> Workload:
 def prometheus(plan: StackPlan, image: Ref) -> Workload:
     prom = plan.prometheus
     assert prom is not None, "built only when Prometheus runs"
+    files: dict[str, Ref] = {PROMETHEUS_CONFIG: prometheus_files.render(plan)}
+    if plan.monitoring.alerts:
+        files[f"{PROMETHEUS_DIR}/{prometheus_files.RULES_FILE}"] = alert_files.render(plan)
     return Workload(
         name=prom.service.name,
         component="metrics",
@@ -222,10 +237,43 @@ def prometheus(plan: StackPlan, image: Ref) -> Workload:
         args=[f"--config.file={PROMETHEUS_CONFIG}", f"--storage.tsdb.path={PROMETHEUS_DATA_DIR}", "--storage.tsdb.retention.time=15d"],
         port=prom.service.port,
         publish=prom.service.published,
-        files={PROMETHEUS_CONFIG: prometheus_files.render(plan)},
+        bind_address=plan.monitoring.bind_address,
+        files=files,
         exclusive=True,
         volumes={net.PROMETHEUS_DATA: PROMETHEUS_DATA_DIR},
         labels={"vllm-stack.component": "prometheus"},
+    )
+
+
+def grafana(plan: StackPlan, image: Ref) -> Workload:
+    """Docker: Grafana with the data source and dashboards provisioned; no volume, so every start provisions afresh
+    and the admin password always is the stack's (Grafana reads ``GF_SECURITY_ADMIN_PASSWORD`` only into a new database)."""
+    g = plan.monitoring.grafana
+    assert g is not None, "built only when the stack runs Grafana"
+    files: dict[str, Ref] = {
+        grafana_files.DATASOURCES_FILE: grafana_files.datasources(plan),
+        grafana_files.PROVIDER_FILE: grafana_files.dashboard_provider(grafana_files.DASHBOARDS_DIR),
+    }
+    files |= {f"{grafana_files.DASHBOARDS_DIR}/{name}": text for name, text in dashboard_files.render(plan).items()}
+    return Workload(
+        name=g.service.name,
+        component="dashboards",
+        image=image,
+        env={
+            "GF_SECURITY_ADMIN_USER": "admin",
+            "GF_USERS_ALLOW_SIGN_UP": "false",
+            "GF_ANALYTICS_REPORTING_ENABLED": "false",
+            "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+            "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": f"{grafana_files.DASHBOARDS_DIR}/{next(iter(dashboard_files.render(plan)))}",
+            "TZ": plan.timezone,
+        },
+        secret_env={"GF_SECURITY_ADMIN_PASSWORD": net.GRAFANA_ADMIN_PASSWORD},
+        port=g.service.port,
+        publish=g.service.published,
+        bind_address=plan.monitoring.bind_address,
+        health_path=g.service.health_path,
+        files=files,
+        labels={"vllm-stack.component": "grafana"},
     )
 
 
@@ -238,9 +286,10 @@ class StackWorkloads:
     webui: Workload | None
     dcgm: Workload | None
     prometheus: Workload | None
+    grafana: Workload | None = None
 
     def all(self) -> list[Workload]:
-        return [w for w in (*self.servers, self.gateway, self.webui, self.dcgm, self.prometheus) if w is not None]
+        return [w for w in (*self.servers, self.gateway, self.webui, self.dcgm, self.prometheus, self.grafana) if w is not None]
 
     def secret_refs(self) -> list[SecretRef]:
         """Every stack secret value the workloads read, once each (what to create by hand for rendered YAML)."""
@@ -259,7 +308,7 @@ def image_refs(plan: StackPlan) -> dict[str, str]:
     """
     vllm = f"{plan.image.registry}:{content_tag(plan.image)}" if plan.image.build and plan.image.registry else plan.image.base
     refs = {"vllm": vllm, "gateway": plan.gateway.image}
-    for key, service in (("webui", plan.webui), ("dcgm", plan.dcgm), ("prometheus", plan.prometheus)):
+    for key, service in (("webui", plan.webui), ("dcgm", plan.dcgm), ("prometheus", plan.prometheus), ("grafana", plan.monitoring.grafana)):
         if service:
             refs[key] = service.image
     return refs
@@ -274,4 +323,5 @@ def stack_workloads(plan: StackPlan, image: Callable[[str], Ref]) -> StackWorklo
         webui=open_webui(plan, image("webui")) if plan.webui else None,
         dcgm=dcgm_exporter(plan, image("dcgm")) if plan.dcgm else None,
         prometheus=prometheus(plan, image("prometheus")) if plan.prometheus else None,
+        grafana=grafana(plan, image("grafana")) if plan.monitoring.grafana else None,
     )
