@@ -67,23 +67,31 @@ class Running:
 
     def nginx_pids(self) -> list[int]:
         """The master this harness started and its workers."""
-        pids = [self.nginx.pid]
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    stat = (entry / "stat").read_text()
-                    if int(stat.rsplit(")", 1)[1].split()[1]) == self.nginx.pid:
-                        pids.append(int(entry.name))
-        return pids
+        return child_pids(self.nginx.pid)
 
     def nginx_cpu_seconds(self) -> float:
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for pid in self.nginx_pids():
+        return cpu_seconds(self.nginx_pids())
+
+
+def child_pids(parent: int) -> list[int]:
+    """``parent`` and its direct children (an nginx master and its workers)."""
+    pids = [parent]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-        return total / tick
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                    pids.append(int(entry.name))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of ``pids`` in seconds, at nanosecond resolution (``/proc/PID/schedstat``; clock ticks are 10 ms)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def start_backend(name: str, models: list[str], port: int) -> subprocess.Popen[bytes]:
