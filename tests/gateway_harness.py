@@ -17,11 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from stacks.config import parse
+from stacks.keys import parse_api_keys
 from stacks.plan import StackPlan, plan
 from stacks.render import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
-JS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
+# Debian 12's nginx 1.22.1 + njs 0.7.9 by default. GATEWAY_NGINX / GATEWAY_NJS_MODULE point the tests at another
+# build, such as nginx 1.30.0 + njs 0.9.6 of the pinned image (njs 0.8+ also keeps the metrics' counters).
+NGINX = os.environ.get("GATEWAY_NGINX", "nginx")
+JS_MODULE = os.environ.get("GATEWAY_NJS_MODULE", "/usr/lib/nginx/modules/ngx_http_js_module.so")
+SHARED_DICT = "GATEWAY_NJS_MODULE" in os.environ
 
 
 def free_port() -> int:
@@ -55,6 +60,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 class Running:
     url: str
     port: int
+    metrics_port: int
     plan: StackPlan
     dir: Path
     nginx: subprocess.Popen[bytes]
@@ -105,11 +111,15 @@ def start_backend(name: str, models: list[str], port: int) -> subprocess.Popen[b
     return proc
 
 
-def render_into(directory: Path, p: StackPlan, port: int, upstreams: dict[str, str], api_keys: list[str], vllm_key: str | None) -> Path:
+def render_into(
+    directory: Path, p: StackPlan, port: int, upstreams: dict[str, str], api_keys: list[str], vllm_key: str | None, metrics_port: int | None = None
+) -> Path:
+    """Files for an nginx on 127.0.0.1; ``api_keys`` are ``apiKeys`` entries (``name:key`` or a bare key)."""
     (directory / "njs").mkdir(parents=True, exist_ok=True)
     (directory / "tmp").mkdir(exist_ok=True)
     layout = gateway.Layout(
         listen=f"127.0.0.1:{port}",
+        metrics_listen=f"127.0.0.1:{metrics_port or free_port()}",
         js_module=JS_MODULE,
         njs_dir=str(directory / "njs"),
         keys_file=str(directory / gateway.KEYS_FILE),
@@ -119,12 +129,13 @@ def render_into(directory: Path, p: StackPlan, port: int, upstreams: dict[str, s
         user="root" if os.geteuid() == 0 else None,
         temp_dir=str(directory / "tmp"),
         upstream_addresses=upstreams,
-        worker_processes="1",
+        worker_processes=1,
+        shared_dict=SHARED_DICT,
     )
     files = gateway.render(p, layout)
     (directory / "nginx.conf").write_text(files["nginx.conf"])
     (directory / "njs" / "router.js").write_text(files["router.js"])
-    (directory / gateway.KEYS_FILE).write_text(gateway.keys_conf(api_keys, vllm_key))
+    (directory / gateway.KEYS_FILE).write_text(gateway.keys_conf(parse_api_keys(",".join(api_keys)), vllm_key))
     return directory / "nginx.conf"
 
 
@@ -138,13 +149,14 @@ def running_gateway(raw: dict[str, Any], directory: Path, api_keys: list[str] | 
     try:
         for m in p.models:
             backends[m.name] = start_backend(m.name, m.served_names, ports[m.service])
-        gw_port = free_port()
-        conf = render_into(directory, p, gw_port, {s: f"127.0.0.1:{port}" for s, port in ports.items()}, api_keys or [], vllm_key)
-        nginx = subprocess.Popen(["nginx", "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        gw_port, metrics_port = free_port(), free_port()
+        conf = render_into(directory, p, gw_port, {s: f"127.0.0.1:{port}" for s, port in ports.items()}, api_keys or [], vllm_key, metrics_port)
+        nginx = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(gw_port, nginx)
         yield Running(
             url=f"http://127.0.0.1:{gw_port}",
             port=gw_port,
+            metrics_port=metrics_port,
             plan=p,
             dir=directory,
             nginx=nginx,

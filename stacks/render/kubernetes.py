@@ -226,6 +226,9 @@ def pod_template(plan: StackPlan, w: Workload) -> Obj:
         container["env"] = env
     if w.port:
         container["ports"] = [{"name": "http", "containerPort": w.port, "protocol": "TCP"}]
+    if w.metrics_port:
+        # on the pod only: the Service (possibly a LoadBalancer) never carries it
+        container.setdefault("ports", []).append({"name": "metrics", "containerPort": w.metrics_port, "protocol": "TCP"})
     resources = _resources(w)
     if resources:
         container["resources"] = resources
@@ -243,8 +246,8 @@ def pod_template(plan: StackPlan, w: Workload) -> Obj:
     annotations: dict[str, str] = {}
     if w.files:
         annotations[CONFIG_HASH_ANNOTATION] = config_hash(w)
-    if w.metrics_path and w.port:
-        annotations |= {"prometheus.io/scrape": "true", "prometheus.io/port": str(w.port), "prometheus.io/path": w.metrics_path}
+    if w.metrics_path and (w.metrics_port or w.port):
+        annotations |= {"prometheus.io/scrape": "true", "prometheus.io/port": str(w.metrics_port or w.port), "prometheus.io/path": w.metrics_path}
     meta: Obj = {"labels": labels(w)}
     if annotations:
         meta["annotations"] = annotations
