@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import docker_raw
-from tests.gateway_harness import child_pids, cpu_seconds, free_port, running_gateway, stop, wait_port
+from tests.gateway_harness import NGINX, child_pids, cpu_seconds, free_port, running_gateway, stop, wait_port
 from tests.loadgen import percentile, request_bytes, run_load
 
 KEY = "sk-bench"
@@ -75,7 +75,7 @@ def floor_proxy(directory: Path, backend: int) -> Iterator[tuple[int, subprocess
     (directory / "tmp").mkdir(parents=True, exist_ok=True)
     conf = directory / "floor.conf"
     conf.write_text(FLOOR_CONF.format(dir=directory, backend=backend, port=port))
-    proc = subprocess.Popen(["nginx", "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(port, proc)
         yield port, proc
@@ -163,10 +163,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--streams", type=int, default=400, help="streams per target, over all rounds")
     ap.add_argument("--requests", type=int, default=20000, help="non-streaming requests per target and connection count, over all rounds")
+    ap.add_argument("--no-token-usage", action="store_true", help="gateway.tokenUsage: false (no njs filter on answers)")
     args = ap.parse_args()
-    if not shutil.which("nginx"):
+    if not shutil.which(NGINX):
         sys.exit("nginx not installed (make test installs it)")
-    raw = docker_raw(models=[{"name": "alpha", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "gpus": [0], "maxModelLen": 1024}])
+    raw = docker_raw(
+        models=[{"name": "alpha", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "gpus": [0], "maxModelLen": 1024}],
+        gateway={"tokenUsage": not args.no_token_usage},
+    )
     with tempfile.TemporaryDirectory() as d, running_gateway(raw, Path(d) / "gw", api_keys=[KEY]) as gw:
         backend = gw.backend_ports["alpha"]
         with floor_proxy(Path(d) / "floor", backend) as (floor_port, floor):

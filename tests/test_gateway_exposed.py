@@ -427,3 +427,18 @@ def test_counters_by_model_status_class_and_key_name(gw: Running) -> None:
     promtool = require_program("promtool")
     check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_pod_memory_follows_body_limit_and_admitted_concurrency() -> None:
+    from stacks.plan import plan as make_plan
+    from stacks.render.gateway import LARGE_REQUEST_FACTOR, memory_mib, nginx_conf
+
+    def limit(**gateway: Any) -> int:
+        return memory_mib(make_plan(parse(_raw(**gateway))).gateway)[1]
+
+    base = limit(maxBodyMiB=16, maxConcurrentRequests=256, maxConcurrentLargeRequests=8)
+    assert limit(maxBodyMiB=32, maxConcurrentRequests=256, maxConcurrentLargeRequests=8) >= base + 8 * 16 * LARGE_REQUEST_FACTOR
+    assert limit(maxBodyMiB=16, maxConcurrentRequests=512, maxConcurrentLargeRequests=8) > base
+    assert limit(maxBodyMiB=16, maxConcurrentRequests=256, maxConcurrentLargeRequests=16) > base
+    off = nginx_conf(make_plan(parse(_raw(tokenUsage=False))))
+    assert "js_body_filter" not in off and "js_body_filter router.usage;" in nginx_conf(make_plan(parse(_raw())))

@@ -201,6 +201,9 @@ class GatewayConfig(Section):
     """Per API key name (see ``apiKeys``): ``requestsPerMinute`` and ``concurrent``; over them 429."""
     cors: CorsConfig = CorsConfig()
     """Cross-origin access for browser apps."""
+    token_usage: bool = True
+    """Read vLLM's ``usage`` from every answer into the access log and the token metrics (an njs filter on each
+    answer: it costs nginx CPU per request, see the README's gateway benchmark)."""
     image: str = "nginx:1.30.0"
     """Pinned NGINX image (the official image ships the njs module; 1.30.0 has njs 0.9.6)."""
     replicas: Annotated[int, Field(ge=1, le=20)] = 2

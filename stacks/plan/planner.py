@@ -286,6 +286,7 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
             worker_processes=gw_cfg.worker_processes,
             key_limits={name: KeyLimitPlan(lim.requests_per_minute, lim.concurrent) for name, lim in gw_cfg.key_limits.items()},
             cors_allow_origins=list(gw_cfg.cors.allow_origins),
+            token_usage=gw_cfg.token_usage,
             replicas=gw_cfg.replicas,
             ingress=ingress,
         ),

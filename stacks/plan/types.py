@@ -173,6 +173,7 @@ class GatewayPlan:
     key_limits: dict[str, KeyLimitPlan]
     """Key name -> limits; names are not secret, the keys are."""
     cors_allow_origins: list[str]
+    token_usage: bool
     replicas: int
     ingress: IngressPlan | None
 

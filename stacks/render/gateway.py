@@ -281,20 +281,23 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
             lines.append(f"    {kind}_temp_path {layout.temp_dir}/{kind};")
     lines += [
         "",
-        f"    log_format gateway escape=json '{LOG_FORMAT}$gw_account';",
+        f"    log_format gateway escape=json '{LOG_FORMAT}{'$gw_account' if layout.shared_dict else ''}';",
         # buffered: one write per 64 KiB or second instead of one per request
         f"    access_log {layout.access_log} gateway buffer=64k flush=1s;",
         "",
         f"    js_path {_q(layout.njs_dir)};",
         "    js_import router from router.js;",
         "    js_var $route_model;",
-        "    js_set $gw_prompt_tokens router.promptTokens;",
-        "    js_set $gw_completion_tokens router.completionTokens;",
-        "    # counts the finished request into the metrics (read once, in the log phase; it writes nothing to the log)",
-        "    js_set $gw_account router.account;",
+        '    # set by router.usage from the answer\'s last "usage"',
+        "    js_var $gw_prompt_tokens null;",
+        "    js_var $gw_completion_tokens null;",
     ]
     if layout.shared_dict:
-        lines.append(f"    js_shared_dict_zone zone={SHARED_DICT}:4m type=number;")
+        lines += [
+            f"    js_shared_dict_zone zone={SHARED_DICT}:4m type=number;",
+            "    # counts the finished request into the metrics (read once, in the log phase; it writes nothing to the log)",
+            "    js_set $gw_account router.account;",
+        ]
     lines += [
         "",
         "    # $gw_key_candidate, $gw_key_expected, $gw_open (client keys) and $upstream_authorization (vLLM's key): a secret file",
@@ -327,8 +330,9 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         "proxy_connect_timeout 5s;",
         f"proxy_read_timeout {cfg.read_timeout_seconds}s;",
         f"proxy_send_timeout {cfg.read_timeout_seconds}s;",
-        "js_body_filter router.usage;",
     ]
+    if cfg.token_usage:
+        proxy.append("js_body_filter router.usage;")
     auth = "if ($gw_authorized = 0) { return 401; }"
     lines += [
         "",
