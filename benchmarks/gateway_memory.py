@@ -24,19 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stacks.render.gateway import memory_mib
 from tests.conftest import docker_raw
-from tests.gateway_harness import Running, running_gateway
+from tests.gateway_harness import NGINX, Running, running_gateway
 from tests.loadgen import request_bytes
 
 KEY = "sk-bench"
-
-
-def rss_mib(g: Running) -> float:
-    total = 0
-    for pid in g.nginx_pids():
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 async def _one(port: int, data: bytes, statuses: list[int]) -> None:
@@ -53,12 +44,12 @@ async def _one(port: int, data: bytes, statuses: list[int]) -> None:
 def hold(port: int, data: bytes, n: int, g: Running, seconds: float) -> tuple[float, list[int]]:
     """Send n requests at once; sample RSS while they are in flight; (peak MiB, statuses)."""
     statuses: list[int] = []
-    peak = [rss_mib(g)]
+    peak = [g.nginx_rss_mib()]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], rss_mib(g))
+            peak[0] = max(peak[0], g.nginx_rss_mib())
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
@@ -82,21 +73,21 @@ def main() -> None:
     ap.add_argument("--large-extra", type=int, default=8, help="large requests sent beyond the admitted ones")
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
-    if not shutil.which("nginx"):
+    if not shutil.which(NGINX):
         sys.exit("nginx not installed (make test installs it)")
     gw_cfg = {"maxBodyMiB": args.max_body_mib, "maxConcurrentRequests": args.small + 64, "workerProcesses": args.workers}
     raw = docker_raw(models=[{"name": "alpha", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "gpus": [0], "maxModelLen": 1024}], gateway=gw_cfg)
     with tempfile.TemporaryDirectory() as d, running_gateway(raw, Path(d), api_keys=[KEY]) as g:
         cfg = g.plan.gateway
         hold_ms = 3000
-        idle = rss_mib(g)
+        idle = g.nginx_rss_mib()
         small = request_bytes(g.port, "/v1/completions", {"model": "alpha", "prompt": "hi " * 100, "sleep_ms": hold_ms}, KEY)
         hold(g.port, small, 8, g, 5)  # warm up the worker's pools
-        base = rss_mib(g)
+        base = g.nginx_rss_mib()
         peak_small, st_small = hold(g.port, small, args.small, g, 10)
         per_small = (peak_small - base) / args.small
         mid = request_bytes(g.port, "/v1/completions", {"model": "alpha", "prompt": "m" * 999_000, "sleep_ms": hold_ms}, KEY)
-        base_mid = rss_mib(g)
+        base_mid = g.nginx_rss_mib()
         n_mid = min(args.small, 100)
         peak_mid, st_mid = hold(g.port, mid, n_mid, g, 10)
         per_mid = (peak_mid - base_mid) / n_mid
@@ -104,7 +95,7 @@ def main() -> None:
         large_body = {"model": "alpha", "prompt": "x" * (body_bytes - 100), "sleep_ms": hold_ms}
         large = request_bytes(g.port, "/v1/completions", large_body, KEY)
         n_large = cfg.max_concurrent_large_requests + args.large_extra
-        base_large = rss_mib(g)
+        base_large = g.nginx_rss_mib()
         peak_large, st_large = hold(g.port, large, n_large, g, 20)
         admitted = st_large.count(200)
         per_large = (peak_large - base_large) / max(1, admitted)

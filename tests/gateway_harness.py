@@ -78,6 +78,25 @@ class Running:
     def nginx_cpu_seconds(self) -> float:
         return cpu_seconds(self.nginx_pids())
 
+    def nginx_rss_mib(self) -> float:
+        """Resident memory of the master and workers (shared zones counted in each: an upper bound)."""
+        total = 0
+        for pid in self.nginx_pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total / 1024
+
+
+def require_nginx_njs() -> None:
+    """nginx and its njs module, or skip (fail under CI)."""
+    from tests.conftest import require_program, unavailable
+
+    require_program(NGINX)
+    if not Path(JS_MODULE).exists():
+        unavailable("libnginx-mod-http-js")
+
 
 def child_pids(parent: int) -> list[int]:
     """``parent`` and its direct children (an nginx master and its workers)."""

@@ -23,7 +23,7 @@ import pytest
 from stacks.config import parse
 from stacks.errors import ConfigError
 from tests.conftest import docker_raw, require_program
-from tests.gateway_harness import JS_MODULE, SHARED_DICT, Running, running_gateway
+from tests.gateway_harness import SHARED_DICT, Running, require_nginx_njs, running_gateway
 
 KEY = "sk-test-key"
 TINY = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
@@ -42,11 +42,7 @@ def _raw(**gateway: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _nginx_with_njs() -> None:
-    require_program("nginx")
-    if not Path(JS_MODULE).exists():
-        from tests.conftest import unavailable
-
-        unavailable("libnginx-mod-http-js")
+    require_nginx_njs()
 
 
 @pytest.fixture(scope="module")
@@ -242,15 +238,6 @@ def test_raw_bytes_keep_log_and_errors_parseable(gw: Running) -> None:
 # 5. bounded memory: admitted concurrency, large bodies counted apart
 
 
-def nginx_rss_mib(g: Running) -> float:
-    total = 0
-    for pid in g.nginx_pids():
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
-
-
 def test_large_bodies_beyond_the_admitted_concurrency_get_429(tmp_path: Path) -> None:
     with running_gateway(_raw(maxConcurrentRequests=64, maxConcurrentLargeRequests=2), tmp_path, api_keys=[KEY]) as g:
         body = json.dumps({"model": "alpha", "prompt": "q" * (2 * 1024 * 1024 - 1024), "sleep_ms": 1500}).encode()
@@ -268,7 +255,7 @@ def test_large_bodies_beyond_the_admitted_concurrency_get_429(tmp_path: Path) ->
             t.start()
         end = time.monotonic() + 3
         while time.monotonic() < end:
-            peak[0] = max(peak[0], nginx_rss_mib(g))
+            peak[0] = max(peak[0], g.nginx_rss_mib())
             time.sleep(0.05)
         for t in threads:
             t.join(30)

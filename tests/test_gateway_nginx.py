@@ -18,8 +18,8 @@ import pytest
 
 from stacks.config import load_stack
 from stacks.plan import plan
-from tests.conftest import STACKS, docker_raw, require_program
-from tests.gateway_harness import JS_MODULE, NGINX, Running, render_into, running_gateway, stop
+from tests.conftest import STACKS, docker_raw
+from tests.gateway_harness import NGINX, Running, render_into, require_nginx_njs, running_gateway, stop
 from tests.loadgen import request_bytes, run_load
 
 KEY = "sk-test-key"
@@ -39,11 +39,7 @@ def _raw(**gateway: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _nginx_with_njs() -> None:
-    require_program("nginx")
-    if not Path(JS_MODULE).exists():
-        from tests.conftest import unavailable
-
-        unavailable("libnginx-mod-http-js")
+    require_nginx_njs()
 
 
 @pytest.fixture(scope="module")

@@ -465,17 +465,19 @@ def keys_conf(api_keys: list[ApiKey], vllm_api_key: str | None) -> str:
     return "\n".join(lines)
 
 
-# Memory of nginx + njs, measured with benchmarks/gateway_memory.py (nginx 1.22.1 + njs 0.7.9; README, Gateway memory):
+# Memory of nginx + njs per request in flight, measured with benchmarks/gateway_memory.py (README, Gateway memory).
+# The pinned image's njs 0.9.6 holds more per body than Debian 12's 0.7.9 (3.0x against 2.0x): the figures are its.
 BASE_MIB = 16
-"""The master, shared zones and slack; measured idle with one worker: 10.4 MiB."""
+"""The master, shared zones and slack; measured idle with one worker: 10-22 MiB (njs 0.7.9 / 0.9.6)."""
 WORKER_MIB = 8
 """An idle worker with its njs module."""
-SMALL_REQUEST_MIB = 2.1
-"""A request whose body is under 1 MB at its worst (just under 1 MB): nginx's buffer and njs' text copy of the
-body (router.js scans bodies over 64 KiB instead of parsing them) plus about 41 KiB of pools and njs VMs."""
-LARGE_REQUEST_FACTOR = 2.25
-"""Copies of the body a large request holds: nginx's buffer (1.25x the body limit for a chunked body) and njs' text
-copy; measured 2.0x for Content-Length bodies of 16 MiB."""
+SMALL_REQUEST_MIB = 3.0
+"""A request whose body is under 1 MB, at its worst (just under 1 MB): measured 2.79 MiB on njs 0.9.6 (1.83 on
+0.7.9): nginx's buffer and njs' copies of the body (router.js scans bodies over 64 KiB instead of parsing them),
+plus 27-41 KiB of pools and njs VMs that even an empty request holds."""
+LARGE_REQUEST_FACTOR = 3.25
+"""Copies of the body a large request holds: measured 3.0x on njs 0.9.6 (2.0x on 0.7.9) for Content-Length bodies
+of 16 MiB, plus a quarter for a chunked body's buffer (1.25x the body limit)."""
 
 
 def memory_mib(cfg: GatewayPlan) -> tuple[int, int]:
