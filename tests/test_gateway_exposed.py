@@ -22,6 +22,7 @@ import pytest
 
 from stacks.config import parse
 from stacks.errors import ConfigError
+from stacks.render.gateway import memory_mib
 from tests.conftest import docker_raw, require_program
 from tests.gateway_harness import SHARED_DICT, Running, require_nginx_njs, running_gateway
 
@@ -260,6 +261,7 @@ def test_large_bodies_beyond_the_admitted_concurrency_get_429(tmp_path: Path) ->
         for t in threads:
             t.join(30)
         assert sorted(statuses) == [200, 200] + [429] * 6, statuses
+        assert peak[0] < memory_mib(g.plan.gateway)[1], peak  # the derived pod limit holds what nginx admitted
         small = httpx.post(g.url + "/v1/completions", headers=AUTH, json={"model": "beta", "prompt": "x"})
         assert small.status_code == 200
 
@@ -418,7 +420,7 @@ def test_counters_by_model_status_class_and_key_name(gw: Running) -> None:
 
 def test_pod_memory_follows_body_limit_and_admitted_concurrency() -> None:
     from stacks.plan import plan as make_plan
-    from stacks.render.gateway import LARGE_REQUEST_FACTOR, memory_mib, nginx_conf
+    from stacks.render.gateway import LARGE_REQUEST_FACTOR, nginx_conf
 
     def limit(**gateway: Any) -> int:
         return memory_mib(make_plan(parse(_raw(**gateway))).gateway)[1]
