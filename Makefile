@@ -50,6 +50,7 @@ test: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) benchmarks/program_time.py
 	$(PY) benchmarks/gateway.py
+	$(PY) benchmarks/gateway_memory.py
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache

@@ -1,32 +1,86 @@
-"""Gateway overhead on this box: direct to a fake vLLM vs through the rendered nginx gateway.
+"""Gateway overhead on this box: direct to a fake vLLM, through a plain nginx reverse proxy (the floor:
+no njs, no keys), and through the rendered gateway, all measured in one interleaved run.
 
-Prints streaming time-to-first-token (p50/p99) and gaps between chunks, chunks per token,
-non-streaming requests/s with p50/p99 at 16 and 64 connections, and nginx CPU time per request.
+Prints streaming time-to-first-token (p50/p99) and gaps between chunks, SSE events per token,
+non-streaming requests/s with p50/p99 at 16 and 64 connections, and nginx CPU time per request
+(``/proc/PID/schedstat``, nanoseconds) of the floor and of the gateway. Rounds alternate the targets so
+drift on the box (other load, CPU frequency) hits all of them alike.
 Everything runs on 127.0.0.1, bounded in count and time; what it starts it stops by pid.
 
-    python benchmarks/gateway.py [--streams 400] [--requests 6000]
+    python benchmarks/gateway.py [--rounds 5] [--streams 400] [--requests 20000]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
+import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import itertools
-
 from tests.conftest import docker_raw
-from tests.gateway_harness import Running, running_gateway
+from tests.gateway_harness import NGINX, child_pids, cpu_seconds, free_port, running_gateway, stop, wait_port
 from tests.loadgen import percentile, request_bytes, run_load
 
 KEY = "sk-bench"
+
+FLOOR_CONF = """# plain nginx reverse proxy: the floor the gateway's overhead is measured against
+worker_processes 1;
+pid {dir}/floor.pid;
+error_log {dir}/floor-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 100000;
+    access_log {dir}/floor-access.log combined buffer=64k flush=1s;
+    client_body_temp_path {dir}/tmp;
+    proxy_temp_path {dir}/tmp;
+    fastcgi_temp_path {dir}/tmp;
+    uwsgi_temp_path {dir}/tmp;
+    scgi_temp_path {dir}/tmp;
+    upstream backend {{
+        server 127.0.0.1:{backend} max_fails=0;
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        client_max_body_size 16m;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def floor_proxy(directory: Path, backend: int) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    port = free_port()
+    (directory / "tmp").mkdir(parents=True, exist_ok=True)
+    conf = directory / "floor.conf"
+    conf.write_text(FLOOR_CONF.format(dir=directory, backend=backend, port=port))
+    proc = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proc)
+        yield port, proc
+    finally:
+        stop(proc)
 
 
 def _read_stream(s: socket.socket, t0: float) -> tuple[list[float], int]:
@@ -47,7 +101,9 @@ def _read_stream(s: socket.socket, t0: float) -> tuple[list[float], int]:
 
 def streaming(port: int, key: str | None, n: int, tokens: int, delay_ms: int) -> tuple[list[float], list[float], list[int]]:
     """n streams over one keep-alive connection: time to first SSE event, gaps between events, events per stream."""
-    ttft, gaps, events = [], [], []
+    ttft: list[float] = []
+    gaps: list[float] = []
+    events: list[int] = []
     end = time.monotonic() + 120
     req = request_bytes(port, "/v1/completions", {"model": "alpha", "prompt": "x", "stream": True, "max_tokens": tokens, "delay_ms": delay_ms}, key)
     with socket.create_connection(("127.0.0.1", port)) as s:
@@ -64,54 +120,130 @@ def streaming(port: int, key: str | None, n: int, tokens: int, delay_ms: int) ->
     return ttft, gaps, events
 
 
+@dataclass
+class Target:
+    name: str
+    port: int
+    key: str | None
+    pids: list[int] = field(default_factory=list)
+    """nginx processes whose CPU is counted (none for direct)."""
+    ttft: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
+    tokens: int = 0
+    load: dict[int, list[tuple[int, float, list[float], float]]] = field(default_factory=dict)
+    """connections -> rounds of (requests, seconds, latencies, nginx CPU seconds)."""
+
+
+@contextlib.contextmanager
+def pinned(nginx: list[int], others: list[int]) -> Iterator[None]:
+    """nginx on one core, the load generator and the backend on the others: nginx then never waits
+    for a core, so its CPU per request does not swing with how many events one wake-up batches.
+    Latency is measured unpinned (a wake-up across cores costs what it costs in production)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        for pid in nginx:
+            os.sched_setaffinity(pid, cpus[:1])
+        for pid in others:
+            os.sched_setaffinity(pid, cpus[1:])
+    try:
+        yield
+    finally:
+        for pid in [*nginx, *others]:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, cpus)
+
+
 def ms(x: float) -> str:
     return f"{x * 1000:7.3f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--streams", type=int, default=400)
-    ap.add_argument("--requests", type=int, default=6000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--streams", type=int, default=400, help="streams per target, over all rounds")
+    ap.add_argument("--requests", type=int, default=20000, help="non-streaming requests per target and connection count, over all rounds")
+    ap.add_argument("--no-token-usage", action="store_true", help="gateway.tokenUsage: false (no njs filter on answers)")
     args = ap.parse_args()
-    if not shutil.which("nginx"):
+    if not shutil.which(NGINX):
         sys.exit("nginx not installed (make test installs it)")
-    raw = docker_raw(models=[{"name": "alpha", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "gpus": [0], "maxModelLen": 1024}])
-    with tempfile.TemporaryDirectory() as d, running_gateway(raw, Path(d), api_keys=[KEY]) as gw:
-        direct = gw.backend_ports["alpha"]
-        report(gw, direct, args)
-
-
-def report(gw: Running, direct: int, args: argparse.Namespace) -> None:
-    print("vllm-stack gateway benchmark (fake vLLM backend, nginx 1 worker, 127.0.0.1)")
-    # warm up keepalive connections and the njs VM
-    run_load(gw.port, [request_bytes(gw.port, "/v1/completions", {"model": "alpha", "prompt": "x"}, KEY)], 500, 8)
-
-    d_ttft, _d_gaps, _ = streaming(direct, None, args.streams, 8, 0)
-    g_ttft, _g_gaps, g_events = streaming(gw.port, KEY, args.streams, 8, 0)
-    print(f"\nstreaming, {len(g_ttft)} requests x 8 tokens        p50 ms   p99 ms")
-    print(f"  TTFT direct                           {ms(percentile(d_ttft, 50))}  {ms(percentile(d_ttft, 99))}")
-    print(f"  TTFT via gateway                      {ms(percentile(g_ttft, 50))}  {ms(percentile(g_ttft, 99))}")
-    print(
-        f"  TTFT added by gateway                 {ms(percentile(g_ttft, 50) - percentile(d_ttft, 50))}  {ms(percentile(g_ttft, 99) - percentile(d_ttft, 99))}"
+    raw = docker_raw(
+        models=[{"name": "alpha", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "gpus": [0], "maxModelLen": 1024}],
+        gateway={"tokenUsage": not args.no_token_usage},
     )
-    _, d_slow_gaps, _ = streaming(direct, None, 30, 20, 10)
-    _, s_gaps, s_events = streaming(gw.port, KEY, 30, 20, 10)
-    print(f"  gap between chunks (10 ms tokens) direct {ms(percentile(d_slow_gaps, 50))}  {ms(percentile(d_slow_gaps, 99))}")
-    print(f"  gap between chunks (10 ms tokens) gw     {ms(percentile(s_gaps, 50))}  {ms(percentile(s_gaps, 99))}")
-    print(f"  SSE events per token via gateway      {sum(g_events + s_events) / (8 * len(g_events) + 20 * len(s_events)):.3f}")
+    with tempfile.TemporaryDirectory() as d, running_gateway(raw, Path(d) / "gw", api_keys=[KEY]) as gw:
+        backend = gw.backend_ports["alpha"]
+        with floor_proxy(Path(d) / "floor", backend) as (floor_port, floor):
+            targets = [
+                Target("direct", backend, None),
+                Target("floor", floor_port, None, child_pids(floor.pid)),
+                Target("gateway", gw.port, KEY, gw.nginx_pids()),
+            ]
+            report(targets, args, [os.getpid(), *(p.pid for p in gw.backends.values())])
 
-    print(f"\nnon-streaming /v1/completions, {args.requests} requests   req/s     p50 ms   p99 ms   nginx CPU us/req")
+
+def load_round(order: list[Target], requests: int) -> None:
     for conns in (16, 64):
-        d = run_load(direct, [request_bytes(direct, "/v1/completions", {"model": "alpha", "prompt": "hi"}, None)], args.requests, conns)
-        cpu0 = gw.nginx_cpu_seconds()
-        g = run_load(gw.port, [request_bytes(gw.port, "/v1/completions", {"model": "alpha", "prompt": "hi"}, KEY)], args.requests, conns)
-        cpu = (gw.nginx_cpu_seconds() - cpu0) / max(1, g.total) * 1e6
-        assert g.non_2xx == 0 and d.non_2xx == 0, (g.statuses, d.statuses)
-        print(f"  {conns:2d} conns direct   {d.total / d.elapsed:9.0f}  {ms(percentile(d.latencies, 50))}  {ms(percentile(d.latencies, 99))}")
-        print(f"  {conns:2d} conns gateway  {g.total / g.elapsed:9.0f}  {ms(percentile(g.latencies, 50))}  {ms(percentile(g.latencies, 99))}   {cpu:8.1f}")
-    litellm = shutil.which("litellm")
-    print("\nLiteLLM: " + ("installed but not wired here" if litellm else "not installed in a separate venv; skipped"))
-    print(json.dumps({"done": True}))
+        for t in order:
+            payload = [request_bytes(t.port, "/v1/completions", {"model": "alpha", "prompt": "hi"}, t.key)]
+            cpu0 = cpu_seconds(t.pids)
+            res = run_load(t.port, payload, requests, conns)
+            cpu = cpu_seconds(t.pids) - cpu0
+            assert res.non_2xx == 0, (t.name, res.statuses)
+            t.load.setdefault(conns, []).append((res.total, res.elapsed, res.latencies, cpu))
+
+
+def report(targets: list[Target], args: argparse.Namespace, others: list[int]) -> None:
+    print(f"vllm-stack gateway benchmark (fake vLLM backend, nginx 1 worker, 127.0.0.1, {args.rounds} interleaved rounds)")
+    for t in targets:  # warm up keep-alive connections and the njs VM
+        run_load(t.port, [request_bytes(t.port, "/v1/completions", {"model": "alpha", "prompt": "x"}, t.key)], 500, 8)
+    per_round = max(1, args.streams // args.rounds)
+    requests = max(1, args.requests // args.rounds)
+    for r in range(args.rounds):
+        order = targets[r % len(targets) :] + targets[: r % len(targets)]
+        for t in order:
+            ttft, _, events = streaming(t.port, t.key, per_round, 8, 0)
+            _, gaps, slow_events = streaming(t.port, t.key, 6, 20, 10)
+            t.ttft += ttft
+            t.gaps += gaps
+            t.events += events + slow_events
+            t.tokens += 8 * len(events) + 20 * len(slow_events)
+        with pinned([p for t in targets for p in t.pids], others):
+            load_round(order, requests)
+
+    direct = targets[0]
+    print(f"\nstreaming, {len(direct.ttft)} requests x 8 tokens per target   p50 ms   p99 ms   added p50   SSE events/token")
+    for t in targets:
+        added = percentile(t.ttft, 50) - percentile(direct.ttft, 50)
+        p50, p99 = percentile(t.ttft, 50), percentile(t.ttft, 99)
+        print(f"  TTFT {t.name:8s}                            {ms(p50)}  {ms(p99)}   {ms(added)}   {sum(t.events) / t.tokens:.3f}")
+    for t in targets:
+        print(f"  gap between chunks (10 ms tokens) {t.name:8s}  {ms(percentile(t.gaps, 50))}  {ms(percentile(t.gaps, 99))}")
+
+    print(f"\nnon-streaming /v1/completions, {requests * args.rounds} requests per row   req/s     p50 ms   p99 ms   nginx CPU us/req (per round)")
+    figures: dict[str, float] = {}
+    for conns in (16, 64):
+        for t in targets:
+            rounds = t.load[conns]
+            n = sum(x[0] for x in rounds)
+            secs = sum(x[1] for x in rounds)
+            lat = [v for x in rounds for v in x[2]]
+            cpu = ""
+            if t.pids:
+                us = sum(x[3] for x in rounds) / n * 1e6
+                figures[f"{t.name}_{conns}"] = us
+                cpu = f"{us:8.1f}  ({', '.join(f'{x[3] / x[0] * 1e6:.1f}' for x in rounds)})"
+            print(f"  {conns:2d} conns {t.name:8s} {n / secs:9.0f}  {ms(percentile(lat, 50))}  {ms(percentile(lat, 99))}   {cpu}")
+        if f"floor_{conns}" in figures:
+            print(f"  {conns:2d} conns gateway CPU / floor CPU   {figures[f'gateway_{conns}'] / figures[f'floor_{conns}']:.2f}x")
+    gw, fl = targets[2], targets[1]
+    summary = {
+        "ttft_added_p50_ms": round((percentile(gw.ttft, 50) - percentile(direct.ttft, 50)) * 1000, 3),
+        "floor_ttft_added_p50_ms": round((percentile(fl.ttft, 50) - percentile(direct.ttft, 50)) * 1000, 3),
+        "sse_events_per_token": round(sum(gw.events) / gw.tokens, 3),
+        **{f"cpu_us_per_request_{k}": round(v, 1) for k, v in figures.items()},
+    }
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from components.monitoring import (
 from components.platforms import platform_for
 from components.vllm import VllmServer, VllmServerArgs
 from components.webui import OpenWebUI, OpenWebUIArgs
+from stacks.keys import WEBUI_KEY_NAME, ApiKey, parse_api_keys
 from stacks.plan import StackPlan
 from stacks.plan.topology import GATEWAY_KEYS, HF_TOKEN, VLLM_API_KEY
 from stacks.render import gateway as gateway_files
@@ -87,7 +88,7 @@ class VllmStack(pulumi.ComponentResource):
         vllm_key = args.secrets.vllm_api_key or random.RandomPassword(f"{name}-vllm-api-key", length=40, special=False, opts=child).result
         if args.secrets.api_keys is not None:
             webui_key: pulumi.Output[str] = random.RandomPassword(f"{name}-webui-gateway-key", length=40, special=False, opts=child).result
-            client_keys = pulumi.Output.all(args.secrets.api_keys, webui_key).apply(lambda v: [*gateway_files.parse_api_keys(v[0]), v[1]])
+            client_keys = pulumi.Output.all(args.secrets.api_keys, webui_key).apply(lambda v: [*parse_api_keys(v[0]), ApiKey(WEBUI_KEY_NAME, v[1])])
         else:
             webui_key = pulumi.Output.secret("no-key-needed")
             client_keys = pulumi.Output.from_input([])

@@ -18,6 +18,7 @@ from stacks import render_dir
 from stacks.config import json_schema, load_stack, parse, provider_setting, read_stack_file, reference, stack_file
 from stacks.doctor import Check, ProbeError, doctor, inventory_json, inventory_yaml, local_probes
 from stacks.errors import ConfigError, debugging, internal_error
+from stacks.keys import parse_api_keys
 from stacks.plan import GpuPlan, StackPlan, plan
 from stacks.render import gateway, render_all
 from stacks.render import kubernetes as kube_manifests
@@ -137,7 +138,7 @@ def _keys_conf(args: argparse.Namespace) -> int:
         print("set VLLM_API_KEY (the vllm-api-key Secret's value) and, for a closed gateway, API_KEYS", file=sys.stderr)
         return 1
     try:
-        sys.stdout.write(gateway.keys_conf(gateway.parse_api_keys(os.environ.get("API_KEYS", "")), vllm_key))
+        sys.stdout.write(gateway.keys_conf(parse_api_keys(os.environ.get("API_KEYS", "")), vllm_key))
     except ValueError as err:
         print(err, file=sys.stderr)
         return 1
@@ -206,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("config-reference", help="print the configuration reference (docs/configuration.md) in Markdown").set_defaults(run=_config_reference)
     sub.add_parser(
         "keys-conf",
-        help="print the gateway's keys.conf from $VLLM_API_KEY and $API_KEYS (comma-separated), for Secrets you create yourself",
+        help="print the gateway's keys.conf from $VLLM_API_KEY and $API_KEYS (comma-separated name:key entries), for Secrets you create yourself",
     ).set_defaults(run=_keys_conf)
     sd = sub.add_parser("doctor", help="check this machine against a stack before `pulumi up`; exits 1 when a check fails")
     sd.add_argument("stack", nargs="?", help="stack name or stack file path")

@@ -86,7 +86,7 @@ class Handler(BaseHTTPRequestHandler):
                 choice["message"] = {"role": "assistant", "content": text}
             else:
                 choice["text"] = text
-            usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+            usage = {"prompt_tokens": 7, "total_tokens": 8, "completion_tokens": 1, "prompt_tokens_details": None}
             obj = "chat.completion" if chat else "text_completion"
             self._send(200, {"id": "cmpl-1", "object": obj, "created": 0, "model": model, "choices": [choice], "usage": usage})
             return
@@ -113,6 +113,11 @@ class Handler(BaseHTTPRequestHandler):
             self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
             if delay and i < len(words) - 1:
                 time.sleep(delay)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            # vLLM's last chunk before [DONE]: no choices, the whole request's usage
+            usage = {"prompt_tokens": 7, "total_tokens": 7 + len(words), "completion_tokens": len(words)}
+            final = {"id": "c1", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0, "model": model, "choices": [], "usage": usage}
+            self._chunk(f"data: {json.dumps(final)}\n\n".encode())
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")
 

@@ -17,11 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from stacks.config import parse
+from stacks.keys import parse_api_keys
 from stacks.plan import StackPlan, plan
 from stacks.render import gateway
 
 ROOT = Path(__file__).resolve().parent.parent
-JS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
+# Debian 12's nginx 1.22.1 + njs 0.7.9 by default. GATEWAY_NGINX / GATEWAY_NJS_MODULE point the tests at another
+# build, such as nginx 1.30.0 + njs 0.9.6 of the pinned image (njs 0.8+ also keeps the metrics' counters).
+NGINX = os.environ.get("GATEWAY_NGINX", "nginx")
+JS_MODULE = os.environ.get("GATEWAY_NJS_MODULE", "/usr/lib/nginx/modules/ngx_http_js_module.so")
+SHARED_DICT = "GATEWAY_NJS_MODULE" in os.environ
 
 
 def free_port() -> int:
@@ -55,6 +60,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 class Running:
     url: str
     port: int
+    metrics_port: int
     plan: StackPlan
     dir: Path
     nginx: subprocess.Popen[bytes]
@@ -67,23 +73,50 @@ class Running:
 
     def nginx_pids(self) -> list[int]:
         """The master this harness started and its workers."""
-        pids = [self.nginx.pid]
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    stat = (entry / "stat").read_text()
-                    if int(stat.rsplit(")", 1)[1].split()[1]) == self.nginx.pid:
-                        pids.append(int(entry.name))
-        return pids
+        return child_pids(self.nginx.pid)
 
     def nginx_cpu_seconds(self) -> float:
-        tick = os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.nginx_pids())
+
+    def nginx_rss_mib(self) -> float:
+        """Resident memory of the master and workers (shared zones counted in each: an upper bound)."""
         total = 0
         for pid in self.nginx_pids():
             with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-        return total / tick
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total / 1024
+
+
+def require_nginx_njs() -> None:
+    """nginx and its njs module, or skip (fail under CI)."""
+    from tests.conftest import require_program, unavailable
+
+    require_program(NGINX)
+    if not Path(JS_MODULE).exists():
+        unavailable("libnginx-mod-http-js")
+
+
+def child_pids(parent: int) -> list[int]:
+    """``parent`` and its direct children (an nginx master and its workers)."""
+    pids = [parent]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                    pids.append(int(entry.name))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of ``pids`` in seconds, at nanosecond resolution (``/proc/PID/schedstat``; clock ticks are 10 ms)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def start_backend(name: str, models: list[str], port: int) -> subprocess.Popen[bytes]:
@@ -97,11 +130,15 @@ def start_backend(name: str, models: list[str], port: int) -> subprocess.Popen[b
     return proc
 
 
-def render_into(directory: Path, p: StackPlan, port: int, upstreams: dict[str, str], api_keys: list[str], vllm_key: str | None) -> Path:
+def render_into(
+    directory: Path, p: StackPlan, port: int, upstreams: dict[str, str], api_keys: list[str], vllm_key: str | None, metrics_port: int | None = None
+) -> Path:
+    """Files for an nginx on 127.0.0.1; ``api_keys`` are ``apiKeys`` entries (``name:key`` or a bare key)."""
     (directory / "njs").mkdir(parents=True, exist_ok=True)
     (directory / "tmp").mkdir(exist_ok=True)
     layout = gateway.Layout(
         listen=f"127.0.0.1:{port}",
+        metrics_listen=f"127.0.0.1:{metrics_port or free_port()}",
         js_module=JS_MODULE,
         njs_dir=str(directory / "njs"),
         keys_file=str(directory / gateway.KEYS_FILE),
@@ -111,12 +148,13 @@ def render_into(directory: Path, p: StackPlan, port: int, upstreams: dict[str, s
         user="root" if os.geteuid() == 0 else None,
         temp_dir=str(directory / "tmp"),
         upstream_addresses=upstreams,
-        worker_processes="1",
+        worker_processes=1,
+        shared_dict=SHARED_DICT,
     )
     files = gateway.render(p, layout)
     (directory / "nginx.conf").write_text(files["nginx.conf"])
     (directory / "njs" / "router.js").write_text(files["router.js"])
-    (directory / gateway.KEYS_FILE).write_text(gateway.keys_conf(api_keys, vllm_key))
+    (directory / gateway.KEYS_FILE).write_text(gateway.keys_conf(parse_api_keys(",".join(api_keys)), vllm_key))
     return directory / "nginx.conf"
 
 
@@ -130,13 +168,14 @@ def running_gateway(raw: dict[str, Any], directory: Path, api_keys: list[str] | 
     try:
         for m in p.models:
             backends[m.name] = start_backend(m.name, m.served_names, ports[m.service])
-        gw_port = free_port()
-        conf = render_into(directory, p, gw_port, {s: f"127.0.0.1:{port}" for s, port in ports.items()}, api_keys or [], vllm_key)
-        nginx = subprocess.Popen(["nginx", "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        gw_port, metrics_port = free_port(), free_port()
+        conf = render_into(directory, p, gw_port, {s: f"127.0.0.1:{port}" for s, port in ports.items()}, api_keys or [], vllm_key, metrics_port)
+        nginx = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(gw_port, nginx)
         yield Running(
             url=f"http://127.0.0.1:{gw_port}",
             port=gw_port,
+            metrics_port=metrics_port,
             plan=p,
             dir=directory,
             nginx=nginx,

@@ -13,6 +13,7 @@ import yaml
 
 from stacks.cli import main
 from stacks.config import SCALAR_KEYS, SECRET_KEYS, StackConfig, json_schema
+from stacks.keys import ApiKey, parse_api_keys
 from tests.conftest import ROOT, STACKS
 
 
@@ -102,9 +103,21 @@ def test_keys_conf_for_self_made_secrets(monkeypatch: pytest.MonkeyPatch, capsys
     assert main(["keys-conf"]) == 1
     assert "VLLM_API_KEY" in capsys.readouterr().err
     monkeypatch.setenv("VLLM_API_KEY", "vk-internal")
-    monkeypatch.setenv("API_KEYS", "sk-a, sk-b")
+    monkeypatch.setenv("API_KEYS", "sk-a, team-b:sk-b")
     assert main(["keys-conf"]) == 0
-    assert capsys.readouterr().out == keys_conf(["sk-a", "sk-b"], "vk-internal")
-    monkeypatch.setenv("API_KEYS", "sk;bad")
-    assert main(["keys-conf"]) == 1
-    assert "sk;bad" not in capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out == keys_conf([ApiKey("key-1", "sk-a"), ApiKey("team-b", "sk-b")], "vk-internal")
+    assert '"Bearer sk-a" "key-1";' in out and '"team-b" "Bearer sk-b";' in out
+    for bad in ("sk;bad", "bad name:sk-x", "a:sk-dup,b:SK-DUP", ":sk-noname"):
+        monkeypatch.setenv("API_KEYS", bad)
+        assert main(["keys-conf"]) == 1
+        err = capsys.readouterr().err
+        assert "apiKeys" in err and "sk" not in err.replace("apiKeys", ""), err
+
+
+def test_api_keys_format_keeps_old_values_and_names_keys() -> None:
+    assert parse_api_keys("sk-a,sk-b\nteam:sk-c:with:colons") == [ApiKey("key-1", "sk-a"), ApiKey("key-2", "sk-b"), ApiKey("team", "sk-c:with:colons")]
+    assert parse_api_keys(" , \n") == []
+    assert "sk-secret" not in repr(parse_api_keys("x:sk-secret"))
+    with pytest.raises(ValueError, match="used twice"):
+        parse_api_keys("a:sk-1,A:sk-2")

@@ -18,8 +18,8 @@ import pytest
 
 from stacks.config import load_stack
 from stacks.plan import plan
-from tests.conftest import STACKS, docker_raw, require_program
-from tests.gateway_harness import JS_MODULE, Running, render_into, running_gateway, stop
+from tests.conftest import STACKS, docker_raw
+from tests.gateway_harness import NGINX, Running, render_into, require_nginx_njs, running_gateway, stop
 from tests.loadgen import request_bytes, run_load
 
 KEY = "sk-test-key"
@@ -39,11 +39,7 @@ def _raw(**gateway: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _nginx_with_njs() -> None:
-    require_program("nginx")
-    if not Path(JS_MODULE).exists():
-        from tests.conftest import unavailable
-
-        unavailable("libnginx-mod-http-js")
+    require_nginx_njs()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +56,7 @@ def client(gw: Running, key: str = KEY, base: str = "/v1") -> openai.OpenAI:
 def test_rendered_config_of_every_stack_passes_nginx_t(stack: str, tmp_path: Path) -> None:
     p = plan(load_stack(stack))
     conf = render_into(tmp_path, p, 18999, {m.service: "127.0.0.1:9" for m in p.models}, ["sk-a"], "vk")
-    r = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True, timeout=30)
+    r = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert "test is successful" in r.stderr
 

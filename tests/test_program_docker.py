@@ -97,7 +97,9 @@ def test_gateway_and_webui_wiring() -> None:
     assert isinstance(uploads, dict) and "value" in uploads, "uploads carrying the API keys must be a secret"
     files = {u["file"]: u["content"] for u in uploads["value"]}
     assert {"/etc/nginx/nginx.conf", "/etc/nginx/njs/router.js", "/etc/nginx/secrets/keys.conf", "/etc/nginx/upstream-ids.txt"} <= set(files)
-    assert '"Bearer sk-fake-user-key-1" 1;' in files["/etc/nginx/secrets/keys.conf"]
+    keys = files["/etc/nginx/secrets/keys.conf"]
+    assert '"Bearer sk-fake-user-key-1" "key-1";' in keys and '"open-webui" "Bearer ' in keys
+    assert "9113" in files["/etc/nginx/nginx.conf"]  # the metrics server listens, unpublished (ports above)
     assert "sk-fake" not in files["/etc/nginx/nginx.conf"]
     assert "vllm-tinyllama-id" in files["/etc/nginx/upstream-ids.txt"]
     ui = c["vllm-webui"]

@@ -469,7 +469,10 @@ def test_non_default_ports_everywhere_on_kubernetes() -> None:
     for name, (service_port, container_port) in expected.items():
         assert services[name]["spec"]["ports"] == [{"name": "http", "port": service_port, "targetPort": "http", "protocol": "TCP"}], name
         controller = {**by_kind(m, "Deployment"), **by_kind(m, "DaemonSet")}[name]
-        assert container(controller)["ports"] == [{"name": "http", "containerPort": container_port, "protocol": "TCP"}], name
+        metrics = [{"name": "metrics", "containerPort": 9113, "protocol": "TCP"}] if name == "gateway" else []
+        assert container(controller)["ports"] == [{"name": "http", "containerPort": container_port, "protocol": "TCP"}, *metrics], name
+        if name == "gateway":
+            assert controller["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9113"
     dcgm = container(by_kind(m, "DaemonSet")["dcgm-exporter"])
     assert {"name": "DCGM_EXPORTER_LISTEN", "value": ":9400"} in dcgm["env"]
     webui_env = {e["name"]: e.get("value") for e in container(by_kind(m, "Deployment")["open-webui"])["env"]}

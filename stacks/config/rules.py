@@ -146,7 +146,7 @@ def _gpu_problems(c: StackConfig) -> list[Problem]:
 
 def _name_problems(c: StackConfig) -> list[Problem]:
     out: list[Problem] = []
-    owner: dict[str, str] = {}
+    owner: dict[str, tuple[str, str]] = {}
     for i, m in enumerate(c.models):
         if not DNS_LABEL.match(m.name):
             out.append(Problem(f"models[{i}].name", f"{m.name!r} must be a DNS-1123 label: lowercase letters, digits and '-', at most 63"))
@@ -154,10 +154,23 @@ def _name_problems(c: StackConfig) -> list[Problem]:
         names += [(f"models[{i}].servedModelNames[{j}]", a) for j, a in enumerate(m.served_model_names)]
         names += [(f"models[{i}].loraModules[{j}].name", lo.name) for j, lo in enumerate(m.lora_modules)]
         for key, name in names:
-            if name in owner:
-                out.append(Problem(key, f"{name!r} is already served by {owner[name]}; served names must be unique"))
+            # nginx matches the route map ignoring case: two names that differ only in case cannot both route
+            folded = name.lower()
+            if folded in owner:
+                same = "" if owner[folded][1] == name else f" (as {owner[folded][1]!r}; names are matched ignoring case)"
+                out.append(Problem(key, f"{name!r} is already served by {owner[folded][0]}{same}; served names must be unique"))
             else:
-                owner[name] = key
+                owner[folded] = (key, name)
+    return out
+
+
+def _key_limit_problems(c: StackConfig) -> list[Problem]:
+    seen: dict[str, str] = {}
+    out: list[Problem] = []
+    for name in c.gateway.key_limits:
+        if name.lower() in seen:
+            out.append(Problem(f"gateway.keyLimits.{name}", f"differs from {seen[name.lower()]!r} only in case; key names are matched ignoring case"))
+        seen[name.lower()] = name
     return out
 
 
@@ -202,4 +215,4 @@ def _image_problems(c: StackConfig) -> list[Problem]:
 
 
 def cross_field_problems(c: StackConfig) -> list[Problem]:
-    return [*_target_problems(c), *_gpu_problems(c), *_name_problems(c), *_port_problems(c), *_image_problems(c)]
+    return [*_target_problems(c), *_gpu_problems(c), *_name_problems(c), *_key_limit_problems(c), *_port_problems(c), *_image_problems(c)]

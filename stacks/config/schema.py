@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from stacks.errors import shown
+from stacks.keys import KEY_NAME
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -205,6 +206,18 @@ class IngressConfig(Section):
     """Existing TLS Secret for the host."""
 
 
+class KeyLimit(Section):
+    requests_per_minute: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+    """Requests this key may start per minute (bursts up to a minute's worth); more get 429 with Retry-After."""
+    concurrent: Annotated[int | None, Field(ge=1, le=100_000)] = None
+    """Requests of this key in flight at once, per gateway replica; more get 429."""
+
+
+class CorsConfig(Section):
+    allow_origins: list[Annotated[str, Field(pattern=r"^(\*|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?)$")]] = []
+    """Browser origins (``https://app.example``, or ``*``) that may call the gateway; preflights need no key."""
+
+
 class GatewayConfig(Section):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     """Port the OpenAI-compatible URL is published on."""
@@ -214,10 +227,25 @@ class GatewayConfig(Section):
     """Largest request body; bigger ones get 413."""
     read_timeout_seconds: Annotated[int, Field(ge=1, le=86_400)] = 900
     """Longest wait for upstream data (long generations stream well within it)."""
+    client_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    """Longest pause while a client sends its request headers or body (then 408)."""
     max_concurrent_per_model: Annotated[int | None, Field(ge=1, le=100_000)] = None
     """Requests in flight per model before the gateway answers 503; unlimited when left out."""
-    image: Image = "nginx:1.28.0"
-    """Pinned NGINX image (the official image ships the njs module)."""
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=100_000)] = 256
+    """Requests in flight per gateway replica; more get 429 with Retry-After. Sizes the gateway's memory."""
+    max_concurrent_large_requests: Annotated[int, Field(ge=1, le=10_000)] = 8
+    """Of those, requests whose body is over 1 MB or sent chunked; more get 429. Sizes the gateway's memory."""
+    worker_processes: Annotated[int, Field(ge=1, le=64)] = 2
+    """nginx worker processes per gateway replica (fixed, so its memory does not follow the node's core count)."""
+    key_limits: dict[Annotated[str, Field(pattern=KEY_NAME.pattern)], KeyLimit] = {}
+    """Per API key name (see ``apiKeys``): ``requestsPerMinute`` and ``concurrent``; over them 429."""
+    cors: CorsConfig = CorsConfig()
+    """Cross-origin access for browser apps."""
+    token_usage: bool = True
+    """Read vLLM's ``usage`` from every answer into the access log and the token metrics (an njs filter on each
+    answer: it costs nginx CPU per request, see the README's gateway benchmark)."""
+    image: Image = "nginx:1.30.0"
+    """Pinned NGINX image (the official image ships the njs module; 1.30.0 has njs 0.9.6)."""
     replicas: Annotated[int, Field(ge=1, le=20)] = 2
     """Kubernetes target: gateway replicas."""
     ingress: IngressConfig = IngressConfig()

@@ -46,6 +46,7 @@ from stacks.plan.types import (
     GpuPlan,
     ImagePlan,
     IngressPlan,
+    KeyLimitPlan,
     KubernetesPlan,
     MemoryFigures,
     ModelPlan,
@@ -414,7 +415,7 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
     kube = config.kubernetes
     namespace = kube.namespace if kube else None
     gw_cfg, ui_cfg, mon = config.gateway, config.webui, config.monitoring
-    gateway = net.service(target, namespace, net.GATEWAY, net.GATEWAY_PORT, gw_cfg.port)
+    gateway = net.service(target, namespace, net.GATEWAY, net.GATEWAY_PORT, gw_cfg.port, metrics_path=net.METRICS_PATH, metrics_port=net.GATEWAY_METRICS_PORT)
     webui = net.service(target, namespace, net.WEBUI, net.WEBUI_PORT, ui_cfg.port) if ui_cfg.enabled else None
     dcgm = net.service(target, namespace, net.DCGM, net.DCGM_PORT, mon.dcgm_port, metrics_path=net.METRICS_PATH) if mon.dcgm else None
     prometheus = net.service(target, namespace, net.PROMETHEUS, net.PROMETHEUS_PORT, mon.prometheus_port, health_path=None) if config.runs_prometheus else None
@@ -422,6 +423,9 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
     scrape = [ScrapeTarget(net.JOB_VLLM, m.address, m.metrics_path, labels={"model": m.name}, service=m.service) for m in models]
     if dcgm:
         scrape.append(ScrapeTarget(net.JOB_DCGM, dcgm.address, net.METRICS_PATH, service=dcgm.name))
+    if target == "docker":
+        # on Kubernetes the metrics port is on the pods only (annotations or a PodMonitor), never on the Service
+        scrape.append(ScrapeTarget(net.JOB_GATEWAY, gateway.metrics_address, net.METRICS_PATH, service=gateway.name))
     monitoring = monitoring_plan(config, models, gpu_plans)
 
     ing = gw_cfg.ingress
@@ -494,7 +498,14 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
             routing=gw_cfg.routing,
             max_body_mib=gw_cfg.max_body_mib,
             read_timeout_seconds=gw_cfg.read_timeout_seconds,
+            client_timeout_seconds=gw_cfg.client_timeout_seconds,
             max_concurrent_per_model=gw_cfg.max_concurrent_per_model,
+            max_concurrent_requests=gw_cfg.max_concurrent_requests,
+            max_concurrent_large_requests=gw_cfg.max_concurrent_large_requests,
+            worker_processes=gw_cfg.worker_processes,
+            key_limits={name: KeyLimitPlan(lim.requests_per_minute, lim.concurrent) for name, lim in gw_cfg.key_limits.items()},
+            cors_allow_origins=list(gw_cfg.cors.allow_origins),
+            token_usage=gw_cfg.token_usage,
             replicas=gw_cfg.replicas,
             ingress=ingress,
         ),

@@ -13,6 +13,9 @@ VLLM_PORT = 8000
 """``vllm serve --port``; the stack passes it explicitly."""
 GATEWAY_PORT = 8080
 """nginx's ``listen`` in the rendered config (unprivileged, so the port needs no capability)."""
+GATEWAY_METRICS_PORT = 9113
+"""The gateway's Prometheus endpoint: a second nginx ``server`` that is never published and needs no client key
+(9113 is where nginx exporters conventionally listen)."""
 WEBUI_PORT = 8080
 """Open WebUI's image serves on 8080."""
 DCGM_PORT = 9400
@@ -78,11 +81,12 @@ def service(
     published: int | None = None,
     health_path: str | None = HEALTH_PATH,
     metrics_path: str | None = None,
+    metrics_port: int | None = None,
 ) -> Service:
     """A service and the address its peers use: the docker alias and container port, or the
     Kubernetes Service's cluster DNS name and Service port (``published``, else ``port``)."""
     address = f"{name}:{port}" if target == "docker" else f"{name}.{namespace}.svc:{published or port}"
-    return Service(name=name, port=port, published=published, address=address, health_path=health_path, metrics_path=metrics_path)
+    return Service(name=name, port=port, published=published, address=address, health_path=health_path, metrics_path=metrics_path, metrics_port=metrics_port)
 
 
 def docker_host(bind_address: str) -> str:

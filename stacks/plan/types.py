@@ -35,6 +35,13 @@ class Service:
     """``host:port`` other services of the stack use."""
     health_path: str | None
     metrics_path: str | None
+    metrics_port: int | None = None
+    """Where ``metrics_path`` is served when not on ``port`` (the gateway's internal metrics server)."""
+
+    @property
+    def metrics_address(self) -> str:
+        """``host:port`` of the metrics endpoint inside the stack's network (the pod's port on Kubernetes)."""
+        return f"{self.address.rsplit(':', 1)[0]}:{self.metrics_port}" if self.metrics_port else self.address
 
 
 @dataclass(frozen=True)
@@ -169,13 +176,29 @@ class IngressPlan:
 
 
 @dataclass(frozen=True)
+class KeyLimitPlan:
+    requests_per_minute: int | None
+    concurrent: int | None
+
+
+@dataclass(frozen=True)
 class GatewayPlan:
     service: Service
+    """``metrics_port``/``metrics_path``: the internal Prometheus endpoint."""
     image: str
     routing: Literal["model", "path"]
     max_body_mib: int
     read_timeout_seconds: int
+    client_timeout_seconds: int
     max_concurrent_per_model: int | None
+    max_concurrent_requests: int
+    """Per replica (one nginx), large ones included."""
+    max_concurrent_large_requests: int
+    worker_processes: int
+    key_limits: dict[str, KeyLimitPlan]
+    """Key name -> limits; names are not secret, the keys are."""
+    cors_allow_origins: list[str]
+    token_usage: bool
     replicas: int
     ingress: IngressPlan | None
 

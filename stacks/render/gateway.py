@@ -1,19 +1,31 @@
 """The NGINX gateway's files, rendered from the plan's routes.
 
 ``nginx.conf`` and ``router.js`` hold no secret. The API keys and vLLM's own key go in
-``keys.conf`` (an ``include``), which the platforms ship as a secret.
+``keys.conf`` (an ``include``), which the platforms ship as a secret. What nginx itself does
+(the facts behind each directive) is noted next to the directive; the sources are nginx 1.22.1 and
+1.30.0 (``src/http``) and njs 0.7.9 / 0.9.6, read in their repositories.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stacks.keys import ApiKey, with_key
 from stacks.plan import StackPlan
-from stacks.plan.topology import GATEWAY_PORT, HEALTH_PATH, KEYS_FILE
+from stacks.plan.topology import GATEWAY_METRICS_PORT, GATEWAY_PORT, HEALTH_PATH, KEYS_FILE, METRICS_PATH
+from stacks.plan.types import GatewayPlan
 
 ROUTER_JS = Path(__file__).with_name("router.js")
+ERROR_PREFIX = "/.gateway-error/"
+"""Error pages are internal URIs, not named locations: nginx cannot redirect a request whose request line it
+could not parse (no URI) to a named location and answers its own HTML 500 instead."""
+LARGE_BODY_DIGITS = 6
+"""Bodies with a Content-Length of at most this many digits (under 1 MB) are small; larger or chunked ones are large."""
+SHARED_DICT = "vllm_stack_gateway"
+"""The njs shared dictionary holding the metrics' counters (``router.js`` DICT)."""
 
 
 @dataclass(frozen=True)
@@ -21,7 +33,9 @@ class Layout:
     """Where things live for the nginx that runs the config (the container's defaults)."""
 
     listen: str = str(GATEWAY_PORT)
+    metrics_listen: str = str(GATEWAY_METRICS_PORT)
     js_module: str = "modules/ngx_http_js_module.so"
+    """The official image's module path (``/etc/nginx/modules`` links to ``/usr/lib/nginx/modules``)."""
     njs_dir: str = "/etc/nginx/njs"
     keys_file: str = f"/etc/nginx/secrets/{KEYS_FILE}"
     pid: str = "/tmp/nginx.pid"
@@ -31,24 +45,31 @@ class Layout:
     temp_dir: str | None = None
     upstream_addresses: dict[str, str] = field(default_factory=dict)
     """service -> host:port, replacing the plan's service DNS names (tests point these at 127.0.0.1)."""
-    worker_processes: str = "auto"
+    worker_processes: int | None = None
+    """None: the plan's ``gateway.workerProcesses``."""
+    shared_dict: bool = True
+    """``js_shared_dict_zone`` for the metrics' counters: njs 0.8+ (the pinned image); Debian 12's njs 0.7.9 lacks it."""
 
 
-ERRORS = {
-    400: ("invalid_request_error", "bad_request", "Bad request."),
+ERRORS: dict[int, tuple[str, str, str]] = {
+    400: ("invalid_request_error", "bad_request", "Bad request: the request line, a header or the chunked body is malformed."),
     401: ("invalid_request_error", "invalid_api_key", "Missing or invalid API key: send Authorization: Bearer <key>."),
     403: ("invalid_request_error", "forbidden", "Forbidden."),
     404: ("invalid_request_error", "not_found", "Not found. The API lives under /v1/; GET /v1/models lists the models."),
     405: ("invalid_request_error", "method_not_allowed", "Method not allowed."),
-    408: ("invalid_request_error", "request_timeout", "The request body came too slowly."),
+    408: ("invalid_request_error", "request_timeout", "The request came too slowly."),
     413: ("invalid_request_error", "request_too_large", "Request body too large."),
     414: ("invalid_request_error", "uri_too_long", "Request URI too long."),
-    429: ("rate_limit_error", "rate_limited", "Too many requests."),
+    429: ("rate_limit_error", "too_many_requests_in_flight", "Too many requests in flight (for this gateway or this API key); retry shortly."),
+    431: ("invalid_request_error", "headers_too_large", "A request header is too large (8 KiB at most)."),
     500: ("server_error", "internal_error", "The gateway failed."),
+    501: ("invalid_request_error", "not_implemented", "Unsupported Transfer-Encoding; send the body with Content-Length or chunked."),
     502: ("server_error", "backend_unavailable", "The model server is not reachable; it may be starting or down."),
     503: ("server_error", "overloaded", "Too many requests in flight for this model; retry later."),
     504: ("server_error", "backend_timeout", "The model server did not answer in time."),
+    505: ("invalid_request_error", "http_version_not_supported", "HTTP version not supported; use HTTP/1.1."),
 }
+RATE_LIMITED = ("rate_limit_error", "rate_limit_exceeded", "Rate limit of this API key reached; retry after the time in Retry-After.")
 
 
 def _json_text(obj: object) -> str:
@@ -84,21 +105,165 @@ def models_json(plan: StackPlan) -> dict[str, object]:
     return {"object": "list", "data": data}
 
 
+def _error_body(status: int, code: str, message: str, etype: str | None = None) -> dict[str, object]:
+    etype = etype or ERRORS.get(status, ("invalid_request_error",))[0]
+    return {"error": {"message": message, "type": etype, "param": None, "code": code}}
+
+
+def _body(status: int) -> str:
+    etype, code, message = ERRORS[status]
+    return f"'{_json_text(_error_body(status, code, message, etype))}\\n'"
+
+
+# Every variable the access log writes comes from the client only after a check that keeps it printable ASCII:
+# escape=json leaves bytes >= 0x80 as they are, and one stray byte makes the line unparseable.
+LOG_FORMAT = (
+    '{"time":"$time_iso8601","request_id":"$req_id","remote":"$remote_addr","method":"$gw_log_method",'
+    '"uri":"$gw_log_uri","status":$status,"model":"$gw_log_model","key":"$gw_key_label",'
+    '"prompt_tokens":$gw_prompt_tokens,"completion_tokens":$gw_completion_tokens,'
+    '"upstream":"$upstream_addr","upstream_status":"$upstream_status","request_time":$request_time,'
+    '"upstream_connect_time":"$upstream_connect_time","upstream_header_time":"$upstream_header_time",'
+    '"upstream_response_time":"$upstream_response_time","bytes_sent":$bytes_sent,"request_length":$request_length}'
+)
+
+
+def _maps(plan: StackPlan) -> list[str]:
+    cfg = plan.gateway
+    lines = [
+        # a client's X-Request-ID is kept when it is a sane token; anything else (bytes, 200+ characters) is replaced
+        "map $http_x_request_id $req_id {",
+        "    default $request_id;",
+        '    "~^[A-Za-z0-9._:/+=@-]{1,200}$" $http_x_request_id;',
+        "}",
+        # the client's method: an error page turns $request_method into GET
+        "map $request $gw_log_method {",
+        '    default "-";',
+        '    "~^(?<gw_method>[A-Z_-]{1,32}) " $gw_method;',
+        "}",
+        "map $request_uri $gw_log_uri {",
+        '    default "(not printable ASCII)";',
+        '    "~^[\\x20-\\x7e]{0,2048}$" $request_uri;',
+        "}",
+        "",
+        "# every served name and alias -> its model's upstream (body routing sets $route_model, path routing $path_model)",
+        'map "$route_model$path_model" $upstream_name {',
+        '    default "";',
+        *(f"    {_q(r.served_name)} {upstream_block_name(r.service)};" for r in plan.routes),
+        "}",
+        "map $upstream_name $gw_log_model {",
+        '    "" "-";',
+        '    default "$route_model$path_model";',
+        "}",
+        "",
+        # keys.conf maps the Authorization header to a name ignoring case ($gw_key_candidate) and the name back to
+        # its exact header ($gw_key_expected); only a byte-exact match names the request's key
+        'map "$gw_key_expected\\t$http_authorization" $gw_key {',
+        '    default "";',
+        '    "~^([^\\t]+)\\t\\1$" $gw_key_candidate;',
+        "}",
+        'map "$gw_open$gw_key" $gw_authorized {',
+        "    0 0;",
+        "    default 1;",
+        "}",
+        "map $gw_key $gw_key_label {",
+        '    "" "-";',
+        "    default $gw_key;",
+        "}",
+        "",
+        # concurrency admitted per nginx (the zones are shared by its workers): all requests, and the large ones
+        # (Content-Length of 1 MB or more, or chunked: nginx gives a chunked body its whole client_body_buffer_size)
+        'map "$http_content_length:$http_transfer_encoding" $gw_large {',
+        f'    "~^[0-9]{{0,{LARGE_BODY_DIGITS}}}:$" "";',
+        "    default large;",
+        "}",
+        "limit_conn_zone $server_port zone=gw_requests:1m;",
+        "limit_conn_zone $gw_large zone=gw_large:1m;",
+        "limit_conn_status 429;",
+        "limit_req_status 429;",
+        "limit_conn_log_level warn;",
+        "limit_req_log_level warn;",
+    ]
+    rates, concurrency = _key_limit_groups(cfg)
+    for rpm, names in rates.items():
+        lines += [f"map $gw_key $gw_rate_{rpm} {{", '    default "";', *(f"    {_q(n)} {_q(n)};" for n in names), "}"]
+        lines.append(f"limit_req_zone $gw_rate_{rpm} zone=gw_rate_{rpm}:1m rate={rpm}r/m;")
+    for n_conc, names in concurrency.items():
+        lines += [f"map $gw_key $gw_conc_{n_conc} {{", '    default "";', *(f"    {_q(n)} {_q(n)};" for n in names), "}"]
+        lines.append(f"limit_conn_zone $gw_conc_{n_conc} zone=gw_conc_{n_conc}:1m;")
+    # Retry-After: a rate-limited key waits for one request's worth of its rate; a full house retries in a second
+    retry = {n: math.ceil(60 / lim.requests_per_minute) for n, lim in cfg.key_limits.items() if lim.requests_per_minute}
+    lines += ["map $gw_key $gw_key_retry {", "    default 1;", *(f"    {_q(n)} {s};" for n, s in retry.items()), "}"]
+    lines += ["map $limit_req_status $gw_retry_after {", "    REJECTED $gw_key_retry;", "    default 1;", "}"]
+    lines += ["map $limit_req_status $gw_429_body {", f"    REJECTED '{_json_text(_error_body(429, RATE_LIMITED[1], RATE_LIMITED[2], RATE_LIMITED[0]))}\\n';"]
+    lines += [f"    default {_body(429)};", "}"]
+    # no max_conns left (max_concurrent_per_model) shows as "no live upstreams": $upstream_addr is then the group's name
+    lines += ['map "$upstream_addr" $gw_upstream_full {', '    "~(^|, )up-" 1;', "    default 0;", "}"]
+    if cfg.cors_allow_origins:
+        origins = cfg.cors_allow_origins
+        lines += ["map $http_origin $gw_cors_origin {", '    default "";']
+        lines += ['    "~." "*";'] if "*" in origins else [f"    {_q(o)} $http_origin;" for o in origins]
+        lines += ["}", 'map "$request_method:$http_access_control_request_method" $gw_preflight {', '    default "";', '    "~^OPTIONS:." 1;', "}"]
+        lines += ["map $gw_preflight $gw_cors_methods {", '    default "";', '    1 "GET, POST, OPTIONS";', "}"]
+        lines += ["map $gw_preflight $gw_cors_headers {", '    default "";', "    1 $http_access_control_request_headers;", "}"]
+        lines += ["map $gw_preflight $gw_cors_max_age {", '    default "";', "    1 600;", "}"]
+    return lines
+
+
+def _key_limit_groups(cfg: GatewayPlan) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """One limit zone per distinct value: keys with the same limit share a zone (each key its own count)."""
+    rates: dict[int, list[str]] = {}
+    concurrency: dict[int, list[str]] = {}
+    for name, lim in sorted(cfg.key_limits.items()):
+        if lim.requests_per_minute:
+            rates.setdefault(lim.requests_per_minute, []).append(name)
+        if lim.concurrent:
+            concurrency.setdefault(lim.concurrent, []).append(name)
+    return rates, concurrency
+
+
+def _headers(cfg: GatewayPlan) -> list[str]:
+    """Response headers every answer carries; a location with its own add_header repeats them (nginx does not merge)."""
+    out = ["add_header X-Request-ID $req_id always;"]
+    if cfg.cors_allow_origins:
+        out += [
+            "add_header Access-Control-Allow-Origin $gw_cors_origin always;",
+            'add_header Access-Control-Expose-Headers "X-Request-ID, Retry-After" always;',
+            "add_header Access-Control-Allow-Methods $gw_cors_methods always;",
+            "add_header Access-Control-Allow-Headers $gw_cors_headers always;",
+            "add_header Access-Control-Max-Age $gw_cors_max_age always;",
+            "add_header Vary Origin always;",
+        ]
+    return out
+
+
+def _limits(cfg: GatewayPlan) -> list[str]:
+    """Admission, checked before the body is read (limit_conn and limit_req run once per request, in the first location)."""
+    out = [f"limit_conn gw_requests {cfg.max_concurrent_requests};", f"limit_conn gw_large {cfg.max_concurrent_large_requests};"]
+    rates, concurrency = _key_limit_groups(cfg)
+    out += [f"limit_req zone=gw_rate_{rpm} burst={max(0, rpm - 1)} nodelay;" for rpm in rates]
+    out += [f"limit_conn gw_conc_{n} {n};" for n in concurrency]
+    return out
+
+
 def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
     cfg = plan.gateway
     body = f"{cfg.max_body_mib}m"
     services = {r.service: r.port for r in plan.routes}
+    workers = layout.worker_processes or cfg.worker_processes
     lines: list[str] = [
         "# Rendered by vllm-stack from the stack's model list; edit the stack config, not this file.",
         f"load_module {layout.js_module};",
     ]
     if layout.user:
         lines.append(f"user {layout.user};")
+    # a worker holds a client and an upstream connection per request, plus idle keep-alive ones
+    connections = 2 * cfg.max_concurrent_requests + 1024
     lines += [
-        f"worker_processes {layout.worker_processes};",
+        f"worker_processes {workers};",
         f"pid {layout.pid};",
         f"error_log {layout.error_log} warn;",
-        "events { worker_connections 8192; }",
+        "pcre_jit on;",
+        f"events {{ worker_connections {connections}; }}",
         "",
         "http {",
         "    default_type application/json;",
@@ -108,46 +273,47 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         "    keepalive_timeout 75s;",
         "    keepalive_requests 100000;",
         "    gzip off;",
+        f"    client_header_timeout {cfg.client_timeout_seconds}s;",
+        f"    client_body_timeout {cfg.client_timeout_seconds}s;",
     ]
     if layout.temp_dir:
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             lines.append(f"    {kind}_temp_path {layout.temp_dir}/{kind};")
     lines += [
         "",
-        '    log_format gateway escape=json \'{"time":"$time_iso8601","request_id":"$req_id","remote":"$remote_addr",'
-        '"method":"$request_method","uri":"$request_uri","status":$status,"model":"$route_model$path_model",'
-        '"upstream":"$upstream_addr","upstream_status":"$upstream_status","request_time":$request_time,'
-        '"upstream_connect_time":"$upstream_connect_time","upstream_header_time":"$upstream_header_time",'
-        '"upstream_response_time":"$upstream_response_time","bytes_sent":$bytes_sent,"request_length":$request_length}\';',
+        f"    log_format gateway escape=json '{LOG_FORMAT}{'$gw_account' if layout.shared_dict else ''}';",
         # buffered: one write per 64 KiB or second instead of one per request
         f"    access_log {layout.access_log} gateway buffer=64k flush=1s;",
         "",
         f"    js_path {_q(layout.njs_dir)};",
         "    js_import router from router.js;",
         "    js_var $route_model;",
+        '    # set by router.usage from the answer\'s last "usage"',
+        "    js_var $gw_prompt_tokens null;",
+        "    js_var $gw_completion_tokens null;",
+    ]
+    if layout.shared_dict:
+        lines += [
+            f"    js_shared_dict_zone zone={SHARED_DICT}:4m type=number;",
+            "    # counts the finished request into the metrics (read once, in the log phase; it writes nothing to the log)",
+            "    js_set $gw_account router.account;",
+        ]
+    lines += [
         "",
-        "    # $gw_authorized (client key check) and $upstream_authorization (vLLM's own key): a secret file",
+        "    # $gw_key_candidate, $gw_key_expected, $gw_open (client keys) and $upstream_authorization (vLLM's key): a secret file",
         f"    include {layout.keys_file};",
         "",
-        "    map $http_x_request_id $req_id {",
-        '        "" $request_id;',
-        "        default $http_x_request_id;",
-        "    }",
+        *(f"    {ln}" if ln else "" for ln in _maps(plan)),
         "",
-        "    # every served name and alias -> its model's upstream (body routing sets $route_model, path routing $path_model)",
-        '    map "$route_model$path_model" $upstream_name {',
-        '        default "";',
     ]
-    for r in plan.routes:
-        lines.append(f"        {_q(r.served_name)} {upstream_block_name(r.service)};")
-    lines += ["    }", ""]
-    if cfg.max_concurrent_per_model:
-        lines += ["    limit_conn_zone $upstream_name zone=per_model:10m;", "    limit_conn_status 503;", ""]
+    max_conns = f" max_conns={cfg.max_concurrent_per_model}" if cfg.max_concurrent_per_model else ""
     for service, port in services.items():
         addr = layout.upstream_addresses.get(service, f"{service}:{port}")
         lines += [
             f"    upstream {upstream_block_name(service)} {{",
-            f"        server {addr} max_fails=0;",
+            # shared by the workers, so max_conns counts the whole gateway's connections to this model
+            f"        zone {upstream_block_name(service)} 64k;",
+            f"        server {addr} max_fails=0{max_conns};",
             "        keepalive 64;",
             "        keepalive_timeout 60s;",
             "    }",
@@ -165,8 +331,8 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         f"proxy_read_timeout {cfg.read_timeout_seconds}s;",
         f"proxy_send_timeout {cfg.read_timeout_seconds}s;",
     ]
-    if cfg.max_concurrent_per_model:
-        proxy.append(f"limit_conn per_model {cfg.max_concurrent_per_model};")
+    if cfg.token_usage:
+        proxy.append("js_body_filter router.usage;")
     auth = "if ($gw_authorized = 0) { return 401; }"
     lines += [
         "",
@@ -174,14 +340,23 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         f"        listen {layout.listen} reuseport;",
         "        server_name _;",
         f"        client_max_body_size {body};",
-        f"        client_body_buffer_size {body};  # njs reads bodies from memory only",
-        "        add_header X-Request-ID $req_id always;",
+        # nginx reads a Content-Length body into one buffer of exactly its size (ngx_http_request_body.c); a chunked
+        # one into a buffer of this size, chunk framing included, and spills to a temp file once that is full. The
+        # quarter of slack keeps framing of chunks over ~24 bytes in memory: njs before 0.8.10 cannot read a temp file
+        f"        client_body_buffer_size {cfg.max_body_mib * 1024 * 5 // 4}k;",
+        *(f"        {h}" for h in _headers(cfg)),
         "",
     ]
-    # error pages stay at server level: a location with its own error_page stops inheriting these
+    if cfg.cors_allow_origins:
+        lines += ["        # CORS preflights need no key", "        if ($gw_preflight) { return 204; }", ""]
+    # error pages stay at server level: a location with its own error_page stops inheriting these. Recursive: a body
+    # discarded after an error can fail again (a bad chunk after a 401) and that answer must be JSON too
+    lines.append("        recursive_error_pages on;")
     for code in ERRORS:
-        lines.append(f"        error_page {code} @error{code};")
+        # "=": the answer's status is the error location's (the 502 page answers 503 for a model at max_conns)
+        lines.append(f"        error_page {code} {'= ' if code == 502 else ''}{ERROR_PREFIX}{code};")
     lines += [
+        f"        error_page 494 ={431} {ERROR_PREFIX}431;  # nginx's code for a header over large_client_header_buffers",
         "",
         f"        location = {HEALTH_PATH} {{",
         "            access_log off;",
@@ -199,6 +374,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         lines += [
             "        location /v1/ {",
             f"            {auth}",
+            *(f"            {d}" for d in _limits(cfg)),
             "            js_content router.route;",
             "        }",
             "",
@@ -209,11 +385,13 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
             "",
         ]
     lines += [
-        "        location ~ ^/(?<path_model>[^/]+)/v1/ {",
+        # served names of this charset only: whatever else the path holds never reaches a variable or the log
+        "        location ~ ^/(?<path_model>[A-Za-z0-9][A-Za-z0-9._:-]*)/v1/ {",
         f"            {auth}",
         '            if ($upstream_name = "") {',
         f"                return 404 '{_json_text(_error_body(404, 'model_not_found', 'Unknown model in path; GET /v1/models lists the served models.'))}\\n';",
         "            }",
+        *(f"            {d}" for d in _limits(cfg)),
         "            rewrite ^/[^/]+(/v1/.*)$ $1 break;",
         *(f"            {d}" for d in proxy),
         "            proxy_pass http://$upstream_name;",
@@ -224,37 +402,93 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         "        }",
         "",
     ]
-    for code, (etype, ecode, message) in ERRORS.items():
-        lines += [f"        location @error{code} {{", f"            return {code} '{_json_text(_error_body(code, ecode, message, etype))}\\n';", "        }"]
-    lines += ["    }", "}", ""]
+    for code in ERRORS:
+        lines += [f"        location = {ERROR_PREFIX}{code} {{", "            internal;"]
+        if code == 429:
+            lines += [
+                *(f"            {h}" for h in _headers(cfg)),
+                "            add_header Retry-After $gw_retry_after always;",
+                "            return 429 $gw_429_body;",
+            ]
+        elif code == 502:
+            lines += [f"            if ($gw_upstream_full) {{ return 503 {_body(503)}; }}", f"            return 502 {_body(502)};"]
+        else:
+            lines.append(f"            return {code} {_body(code)};")
+        lines.append("        }")
+    lines += [
+        "    }",
+        "",
+        "    # Prometheus: internal only (never published), no client key",
+        "    server {",
+        f"        listen {layout.metrics_listen};",
+        "        access_log off;",
+        f"        location = {METRICS_PATH} {{",
+        "            js_content router.metrics;",
+        "        }",
+        "        location / {",
+        f"            return 404 {_body(404)};",
+        "        }",
+        "    }",
+        "}",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def _error_body(status: int, code: str, message: str, etype: str | None = None) -> dict[str, object]:
-    etype = etype or ERRORS.get(status, ("invalid_request_error",))[0]
-    return {"error": {"message": message, "type": etype, "param": None, "code": code}}
+def keys_conf(api_keys: list[ApiKey], vllm_api_key: str | None) -> str:
+    """The secret include: which client keys pass under which name, and the key the gateway sends to vLLM.
 
-
-def keys_conf(api_keys: list[str], vllm_api_key: str | None) -> str:
-    """The secret include: which client keys pass, and the key the gateway sends to vLLM.
-
-    With no client keys the gateway is open (every request authorized).
+    With no client keys the gateway is open (every request authorized, key name ``-``).
     """
-    for key in [*api_keys, vllm_api_key or ""]:
-        if any(c in key for c in "\n\r\"'\\$ \t;{}"):
-            raise ValueError("API keys may not contain quotes, backslashes, '$', ';', braces or whitespace; choose another key")
-    lines = ["# secret: API keys of the vllm-stack gateway", "map $http_authorization $gw_authorized {"]
-    lines.append(f"    default {0 if api_keys else 1};")
-    lines += [f'    "Bearer {k}" 1;' for k in api_keys if k]
-    lines += ["}", "map $http_authorization $upstream_authorization {"]
-    lines.append(f'    default "Bearer {vllm_api_key}";' if vllm_api_key else '    default "";')
-    lines += ["}", ""]
+    keys = with_key(api_keys)
+    if vllm_api_key is not None:
+        with_key([ApiKey("vllm", vllm_api_key)])  # the same character rules
+    lines = [
+        "# secret: API keys of the vllm-stack gateway",
+        "# nginx compares map strings ignoring case: nginx.conf accepts a key only when the header is byte-exact ($gw_key)",
+        "map $http_authorization $gw_key_candidate {",
+        '    default "";',
+        *(f'    "Bearer {k.key}" "{k.name}";' for k in keys),
+        "}",
+        "map $gw_key_candidate $gw_key_expected {",
+        '    default "";',
+        *(f'    "{k.name}" "Bearer {k.key}";' for k in keys),
+        "}",
+        "map $http_authorization $gw_open {",
+        f"    default {0 if keys else 1};",
+        "}",
+        "map $http_authorization $upstream_authorization {",
+        f'    default "Bearer {vllm_api_key}";' if vllm_api_key else '    default "";',
+        "}",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def parse_api_keys(value: str) -> list[str]:
-    """``apiKeys`` is a comma- or newline-separated list."""
-    return [k.strip() for k in value.replace("\n", ",").split(",") if k.strip()]
+# Memory of nginx + njs per request in flight, measured with benchmarks/gateway_memory.py (README, Gateway memory).
+# The pinned image's njs 0.9.6 holds more per body than Debian 12's 0.7.9 (3.0x against 2.0x): the figures are its.
+BASE_MIB = 16
+"""The master, shared zones and slack; measured idle with one worker: 10-22 MiB (njs 0.7.9 / 0.9.6)."""
+WORKER_MIB = 8
+"""An idle worker with its njs module."""
+SMALL_REQUEST_MIB = 3.0
+"""A request whose body is under 1 MB, at its worst (just under 1 MB): measured 2.79 MiB on njs 0.9.6 (1.83 on
+0.7.9): nginx's buffer and njs' copies of the body (router.js scans bodies over 64 KiB instead of parsing them),
+plus 27-41 KiB of pools and njs VMs that even an empty request holds."""
+LARGE_REQUEST_FACTOR = 3.25
+"""Copies of the body a large request holds: measured 3.0x on njs 0.9.6 (2.0x on 0.7.9) for Content-Length bodies
+of 16 MiB, plus a quarter for a chunked body's buffer (1.25x the body limit)."""
+
+
+def memory_mib(cfg: GatewayPlan) -> tuple[int, int]:
+    """(request, limit) of one gateway replica's memory in MiB: at most ``max_concurrent_requests`` in flight,
+    of which ``max_concurrent_large_requests`` large ones of up to ``max_body_mib``; nginx refuses the rest with 429."""
+    idle = BASE_MIB + WORKER_MIB * cfg.worker_processes
+    large = min(cfg.max_concurrent_large_requests, cfg.max_concurrent_requests)
+    worst = idle + (cfg.max_concurrent_requests - large) * SMALL_REQUEST_MIB + large * LARGE_REQUEST_FACTOR * cfg.max_body_mib
+    limit = math.ceil(worst * 1.2 / 16) * 16  # 20% headroom for allocator fragmentation
+    # typical: idle, a few dozen small requests in flight
+    return math.ceil((idle + 32 * SMALL_REQUEST_MIB) / 16) * 16, limit
 
 
 def render(plan: StackPlan, layout: Layout = Layout()) -> dict[str, str]:

@@ -233,6 +233,9 @@ def pod_template(plan: StackPlan, w: Workload) -> Obj:
         container["env"] = env
     if w.port:
         container["ports"] = [{"name": PORT_NAME, "containerPort": w.port, "protocol": "TCP"}]
+    if w.metrics_port:
+        # on the pod only: the Service (possibly a LoadBalancer) never carries it
+        container.setdefault("ports", []).append({"name": "metrics", "containerPort": w.metrics_port, "protocol": "TCP"})
     resources = _resources(w)
     if resources:
         container["resources"] = resources
@@ -250,9 +253,9 @@ def pod_template(plan: StackPlan, w: Workload) -> Obj:
     annotations: dict[str, str] = {}
     if w.files:
         annotations[CONFIG_HASH_ANNOTATION] = config_hash(w)
-    if w.metrics_path and w.port and not plan.monitoring.operator:
-        # with the prometheus-operator, ServiceMonitors find the targets (annotations would scrape them twice)
-        annotations |= {"prometheus.io/scrape": "true", "prometheus.io/port": str(w.port), "prometheus.io/path": w.metrics_path}
+    if w.metrics_path and (w.metrics_port or w.port) and not plan.monitoring.operator:
+        # with the prometheus-operator, ServiceMonitors and PodMonitors find the targets (annotations would scrape them twice)
+        annotations |= {"prometheus.io/scrape": "true", "prometheus.io/port": str(w.metrics_port or w.port), "prometheus.io/path": w.metrics_path}
     meta: Obj = {"labels": labels(w)}
     if annotations:
         meta["annotations"] = annotations

@@ -1,44 +1,336 @@
-// vllm-stack gateway router (njs 0.7+): picks the upstream from the JSON body's "model".
-// nginx.conf maps $route_model -> $upstream_name; a js_var survives the internal redirect
-// to @proxy, which forwards the original URI and the already-read body.
+// vllm-stack gateway router. Runs on the njs engine of njs 0.7.9 (Debian 12) to 1.0: no engine-specific API.
+//
+// route:   js_content of /v1/: picks the upstream from the JSON body's top-level "model". nginx.conf maps
+//          $route_model -> $upstream_name; a js_var survives the internal redirect to @proxy, which forwards
+//          the original URI and the body nginx already read (never read twice).
+// usage:   js_body_filter of the proxied locations: passes every chunk on at once (one SSE event per token)
+//          and keeps the last "usage" seen in js_vars, for the access log and the metrics.
+// account: read in the log phase: adds the finished request to the metrics in the js_shared_dict_zone
+//          (njs >= 0.8; with 0.7.9 there is no shared memory and only the in-flight gauge is served).
+// metrics: js_content of the internal metrics server, Prometheus text format.
+//
+// Cost: every request gets its own VM, and another one after the internal redirect, and njs sets up the
+// module's top level again for each (measured with callgrind: each top-level function costs every request).
+// So the top level holds few functions and no other code; helpers off the hot path are nested where used.
 
 function fail(r, status, type, code, message) {
     r.headersOut['Content-Type'] = 'application/json';
     r.return(status, JSON.stringify({error: {message: message, type: type, param: null, code: code}}) + '\n');
 }
 
+// The top-level "model" of a JSON object without building the object (any depth, any size): the value,
+// null when there is none, undefined when the text is not one JSON object. Like JSON.parse, the last
+// "model" wins. Values nested inside are skipped, not validated: vLLM validates the body it gets.
+function scanModel(t) {
+    var STRUCT = /["{}\[\]]/g;
+    var SCALAR = /^(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|true|false|null)$/;
+
+    function skipWs(i) {
+        var c = t.charCodeAt(i);
+        while (c === 32 || c === 10 || c === 13 || c === 9) {
+            c = t.charCodeAt(++i);
+        }
+        return i;
+    }
+
+    // index after the string starting at t[i] === '"', or -1
+    function stringEnd(i) {
+        var j = i + 1;
+        for (;;) {
+            var q = t.indexOf('"', j);
+            if (q < 0) {
+                return -1;
+            }
+            var n = 0;
+            while (t.charCodeAt(q - 1 - n) === 92) {
+                n++;
+            }
+            if (n % 2 === 0) {
+                return q + 1;
+            }
+            j = q + 1;
+        }
+    }
+
+    // index after the JSON value starting at t[i], or -1; nested values are skipped by counting brackets
+    function valueEnd(i) {
+        var c = t[i];
+        if (c === '"') {
+            return stringEnd(i);
+        }
+        if (c === '{' || c === '[') {
+            var depth = 0;
+            STRUCT.lastIndex = i;
+            for (;;) {
+                var m = STRUCT.exec(t);
+                if (m === null) {
+                    return -1;
+                }
+                var ch = m[0];
+                if (ch === '"') {
+                    var end = stringEnd(m.index);
+                    if (end < 0) {
+                        return -1;
+                    }
+                    STRUCT.lastIndex = end;
+                } else if (ch === '{' || ch === '[') {
+                    depth++;
+                } else if (--depth === 0) {
+                    return m.index + 1;
+                }
+            }
+        }
+        var j = i;
+        while (j < t.length && ',}] \n\r\t'.indexOf(t[j]) < 0) {
+            j++;
+        }
+        return j > i && SCALAR.test(t.slice(i, j)) ? j : -1;
+    }
+
+    var i = skipWs(0);
+    if (t[i] !== '{') {
+        return undefined;
+    }
+    i = skipWs(i + 1);
+    var model = null;
+    if (t[i] === '}') {
+        return skipWs(i + 1) === t.length ? null : undefined;
+    }
+    for (;;) {
+        if (t[i] !== '"') {
+            return undefined;
+        }
+        var keyEnd = stringEnd(i);
+        if (keyEnd < 0) {
+            return undefined;
+        }
+        var key = t.slice(i, keyEnd);
+        i = skipWs(keyEnd);
+        if (t[i] !== ':') {
+            return undefined;
+        }
+        i = skipWs(i + 1);
+        var start = i;
+        i = valueEnd(i);
+        if (i < 0) {
+            return undefined;
+        }
+        if (key === '"model"' || (key.indexOf('\\') >= 0 && JSON.parse(key) === 'model')) {
+            model = t.slice(start, i);
+        }
+        i = skipWs(i);
+        if (t[i] === ',') {
+            i = skipWs(i + 1);
+        } else if (t[i] === '}') {
+            break;
+        } else {
+            return undefined;
+        }
+    }
+    if (skipWs(i + 1) !== t.length) {
+        return undefined;
+    }
+    return model === null ? null : JSON.parse(model);
+}
+
 function route(r) {
     if (r.method !== 'POST') {
-        fail(r, 405, 'invalid_request_error', 'method_not_allowed',
-             'Method ' + r.method + ' is not allowed on ' + r.uri + '; use POST.');
+        fail(r, 405, 'invalid_request_error', 'method_not_allowed', 'Method not allowed here; the API takes POST (GET /v1/models lists the models).');
         return;
     }
     var text;
     try {
-        text = r.requestText;
+        text = r.requestText || '';
     } catch (e) {
-        // only when the body went to a temp file, which the config prevents
-        fail(r, 413, 'invalid_request_error', 'request_too_large', 'Request body too large.');
+        // njs < 0.8.10 cannot read a body nginx wrote to a temp file (and nginx unlinks the file at once): only a
+        // chunked body whose chunk framing outgrew the buffer's quarter of slack (chunks under ~24 bytes) gets here
+        fail(r, 413, 'invalid_request_error', 'request_too_large',
+             'The chunked body with its chunk framing is larger than this gateway buffers; send it with Content-Length or in larger chunks.');
         return;
     }
-    var body;
-    try {
-        body = JSON.parse(text || '');
-    } catch (e) {
+    var model = null;
+    var parsed = false;
+    if (text.length <= 65536) {  // larger bodies are scanned, not parsed: no third, parsed copy in memory
+        try {
+            var body = JSON.parse(text);
+            model = body !== null && typeof body === 'object' && !Array.isArray(body) && body.model !== undefined ? body.model : null;
+            parsed = true;
+        } catch (e) {
+            // not JSON, or nested deeper than the njs parser goes (32 levels): the scanner decides
+        }
+    }
+    if (!parsed) {
+        try {
+            model = scanModel(text);
+        } catch (e) {
+            model = undefined;
+        }
+    }
+    if (model === undefined) {
         fail(r, 400, 'invalid_request_error', 'invalid_json', 'The request body is not valid JSON.');
         return;
     }
-    if (body === null || typeof body !== 'object' || typeof body.model !== 'string' || body.model === '') {
+    if (typeof model !== 'string' || model === '') {
         fail(r, 400, 'invalid_request_error', 'missing_model', 'The request body needs a "model" string.');
         return;
     }
-    r.variables.route_model = body.model;
+    r.variables.route_model = model;
     if (!r.variables.upstream_name) {
+        // nginx.conf logs the model only when it routes; an unknown one is echoed only when printable ASCII
+        var echo = model.length <= 128;
+        for (var i = 0; echo && i < model.length; i++) {
+            var c = model.charCodeAt(i);
+            echo = c >= 32 && c <= 126;
+        }
         fail(r, 404, 'invalid_request_error', 'model_not_found',
-             'The model `' + body.model + '` does not exist. GET /v1/models lists the served models.');
+             'The model ' + (echo ? '`' + model + '` ' : '') + 'does not exist. GET /v1/models lists the served models.');
         return;
     }
     r.internalRedirect('@proxy');
 }
 
-export default {route};
+// The tail of the previous chunk (per request: each request has its own VM), so a usage object cut between
+// two chunks is still read.
+var carry;
+
+function usage(r, data, flags) {
+    r.sendBuffer(data, flags);
+    if (!data.length) {
+        return;
+    }
+    var text = carry ? carry + data : data;
+    var at = text.lastIndexOf('"usage"');
+    if (at >= 0) {
+        var p = tokens(text, '"prompt_tokens"', at);
+        var c = tokens(text, '"completion_tokens"', at);
+        if (p >= 0 && c >= 0) {
+            r.variables.gw_prompt_tokens = String(p);
+            r.variables.gw_completion_tokens = String(c);
+        }
+    }
+    carry = text.length > 512 ? text.slice(-512) : text;
+}
+
+// the integer after "name": at or after from, or -1
+function tokens(t, name, from) {
+    var at = t.indexOf(name, from);
+    if (at < 0) {
+        return -1;
+    }
+    var i = at + name.length;
+    var c = t.charCodeAt(i);
+    while (c === 32 || c === 58) {  // ' ', ':'
+        c = t.charCodeAt(++i);
+    }
+    var n = -1;
+    while (c >= 48 && c <= 57) {
+        n = (n < 0 ? 0 : n * 10) + c - 48;
+        c = t.charCodeAt(++i);
+    }
+    return n;
+}
+
+// upstream latency buckets, seconds: quick answers to long generations
+function latencyBuckets() {
+    return [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+}
+
+function account(r) {
+    var dict = typeof ngx !== 'undefined' && ngx.shared ? ngx.shared.vllm_stack_gateway : undefined;
+    if (!dict) {
+        return '';
+    }
+    var v = r.variables;
+    var model = v.gw_log_model;
+    var key = v.gw_key_label;
+    var cls = ((r.status / 100) | 0) + 'xx';
+    try {
+        dict.incr('requests\t' + model + '\t' + cls + '\t' + key, 1, 0);
+        var times = v.upstream_response_time;
+        if (model !== '-' && times && times !== '-') {
+            // "0.012", or one figure per upstream tried: "0.001, 0.012"
+            var secs = 0;
+            var from = 0;
+            while (from >= 0) {
+                secs += parseFloat(times.slice(from)) || 0;
+                from = times.indexOf(' ', from);
+                from = from < 0 ? -1 : from + 1;
+            }
+            var bounds = latencyBuckets();
+            var b = 0;
+            while (b < bounds.length && secs > bounds[b]) {
+                b++;
+            }
+            dict.incr('bucket\t' + model + '\t' + b, 1, 0);
+            dict.incr('sum\t' + model, secs, 0);
+        }
+        var prompt = v.gw_prompt_tokens;
+        if (prompt !== 'null') {
+            dict.incr('prompt\t' + model + '\t' + key, Number(prompt), 0);
+            dict.incr('completion\t' + model + '\t' + key, Number(v.gw_completion_tokens), 0);
+        }
+    } catch (e) {
+        // a full zone drops new series; requests are never failed for metrics
+    }
+    return '';
+}
+
+function metrics(r) {
+    var out = [];
+    var writing = Number(r.variables.connections_writing) || 1;
+    out.push('# HELP vllm_stack_gateway_requests_in_flight Requests the gateway is handling now (this scrape not counted).');
+    out.push('# TYPE vllm_stack_gateway_requests_in_flight gauge');
+    out.push('vllm_stack_gateway_requests_in_flight ' + (writing - 1));
+    var dict = typeof ngx !== 'undefined' && ngx.shared ? ngx.shared.vllm_stack_gateway : undefined;
+    out.push('# HELP vllm_stack_gateway_info The gateway\'s njs and whether its counters are kept (they need njs 0.8+).');
+    out.push('# TYPE vllm_stack_gateway_info gauge');
+    out.push('vllm_stack_gateway_info{njs="' + njs.version + '",counters="' + (dict ? 'yes' : 'no') + '"} 1');
+    if (dict) {
+        var requests = [];
+        var prompt = [];
+        var completion = [];
+        var bounds = latencyBuckets();
+        var perModel = {};
+        var sums = {};
+        dict.items().forEach(function (kv) {
+            var f = kv[0].split('\t');
+            if (f[0] === 'requests') {
+                requests.push('vllm_stack_gateway_requests_total{model="' + f[1] + '",status_class="' + f[2] + '",key="' + f[3] + '"} ' + kv[1]);
+            } else if (f[0] === 'prompt') {
+                prompt.push('vllm_stack_gateway_prompt_tokens_total{' + 'model="' + f[1] + '",key="' + f[2] + '"' + '} ' + kv[1]);
+            } else if (f[0] === 'completion') {
+                completion.push('vllm_stack_gateway_completion_tokens_total{' + 'model="' + f[1] + '",key="' + f[2] + '"' + '} ' + kv[1]);
+            } else if (f[0] === 'bucket') {
+                (perModel[f[1]] = perModel[f[1]] || [])[Number(f[2])] = kv[1];
+            } else if (f[0] === 'sum') {
+                sums[f[1]] = kv[1];
+            }
+        });
+        out.push('# HELP vllm_stack_gateway_requests_total Finished requests by served model ("-": none), status class and API key name ("-": none).');
+        out.push('# TYPE vllm_stack_gateway_requests_total counter');
+        out = out.concat(requests);
+        out.push('# HELP vllm_stack_gateway_upstream_latency_seconds Time from connecting to vLLM to the end of its answer, per served model.');
+        out.push('# TYPE vllm_stack_gateway_upstream_latency_seconds histogram');
+        Object.keys(perModel).forEach(function (model) {
+            var counts = perModel[model];
+            var total = 0;
+            for (var b = 0; b <= bounds.length; b++) {
+                total += counts[b] || 0;
+                var le = b < bounds.length ? String(bounds[b]) : '+Inf';
+                out.push('vllm_stack_gateway_upstream_latency_seconds_bucket{model="' + model + '",le="' + le + '"} ' + total);
+            }
+            out.push('vllm_stack_gateway_upstream_latency_seconds_sum{model="' + model + '"} ' + (sums[model] || 0));
+            out.push('vllm_stack_gateway_upstream_latency_seconds_count{model="' + model + '"} ' + total);
+        });
+        out.push('# HELP vllm_stack_gateway_prompt_tokens_total Prompt tokens vLLM reported in "usage", by served model and API key name.');
+        out.push('# TYPE vllm_stack_gateway_prompt_tokens_total counter');
+        out = out.concat(prompt);
+        out.push('# HELP vllm_stack_gateway_completion_tokens_total Completion tokens vLLM reported in "usage", by served model and API key name.');
+        out.push('# TYPE vllm_stack_gateway_completion_tokens_total counter');
+        out = out.concat(completion);
+    }
+    r.headersOut['Content-Type'] = 'text/plain; version=0.0.4; charset=utf-8';
+    r.return(200, out.join('\n') + '\n');
+}
+
+export default {route, usage, account, metrics};

@@ -72,7 +72,9 @@ class Workload:
     startup_seconds: int = 60
     """Budget for the first healthy answer (model download and load for vLLM)."""
     metrics_path: str | None = None
-    """Prometheus metrics endpoint on ``port``."""
+    """Prometheus metrics endpoint on ``metrics_port`` (else ``port``)."""
+    metrics_port: int | None = None
+    """A separate, never published port for ``metrics_path`` (the gateway's)."""
     gpus: list[int] | None = None
     """Docker device indices."""
     all_gpus: bool = False
@@ -136,6 +138,7 @@ def vllm_server(plan: StackPlan, m: ModelPlan, image: Ref) -> Workload:
 def gateway(plan: StackPlan, image: Ref) -> Workload:
     rendered = gateway_files.render(plan)
     gw = plan.gateway
+    memory_request, memory_limit = gateway_files.memory_mib(gw)
     return Workload(
         name=gw.service.name,
         component="gateway",
@@ -145,14 +148,17 @@ def gateway(plan: StackPlan, image: Ref) -> Workload:
         port=gw.service.port,
         publish=gw.service.published,
         health_path=gw.service.health_path,
+        metrics_path=gw.service.metrics_path,
+        metrics_port=gw.service.metrics_port,
         files={f"{GATEWAY_CONF_DIR}/nginx.conf": rendered["nginx.conf"], f"{GATEWAY_CONF_DIR}/njs/router.js": rendered["router.js"]},
         secret_files={f"{GATEWAY_CONF_DIR}/secrets/{net.KEYS_FILE}": net.GATEWAY_KEYS},
         # nginx resolves upstream names once, at start
         upstreams=Upstreams(services=[m.service for m in plan.models], marker=f"{GATEWAY_CONF_DIR}/upstream-ids.txt"),
         replicas=gw.replicas,
         cpu_request="100m",
-        memory_request="128Mi",
-        memory_limit="512Mi",
+        # nginx admits at most maxConcurrentRequests (maxConcurrentLargeRequests with big bodies): the limit covers them all
+        memory_request=f"{memory_request}Mi",
+        memory_limit=f"{memory_limit}Mi",
         labels={"vllm-stack.component": "gateway"},
     )
 
