@@ -50,7 +50,7 @@ def test_stale_files_go_and_a_users_own_files_stay(tmp_path: Path, capsys: pytes
     (out / "kustomization.yaml").write_text("resources: []\n")  # the user's own
     (out / "kubernetes" / "notes.md").write_text("mine\n")
     lines = render(capsys, cluster_file(tmp_path, ["qwen3-8b", "llama-3-1-8b"]), out)
-    gone = {"kubernetes/30-deployment-vllm-qwen3-32b.yaml", "kubernetes/40-service-vllm-qwen3-32b.yaml"}
+    gone = {f"kubernetes/{f}-vllm-qwen3-32b.yaml" for f in ("30-deployment", "40-service", "90-servicemonitor")}
     assert tree(out) == (first - gone) | {"kustomization.yaml", "kubernetes/notes.md"}
     assert {f"removed   {out / rel}" for rel in gone} <= set(lines)
     manifest = json.loads((out / MANIFEST).read_text())

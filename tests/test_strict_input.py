@@ -17,6 +17,7 @@ import yaml
 
 from stacks.cli import main
 from stacks.config import parse
+from stacks.config.schema import MonitoringConfig, yaml_key
 from stacks.errors import ConfigError
 from stacks.plan import plan
 from tests.conftest import ROOT, docker_raw, kube_raw
@@ -179,7 +180,7 @@ def _problem(raw: dict[str, Any], key: str) -> str:
 
 
 IMAGE_HINT = "an image reference: [registry/]repository[:tag][@sha256:digest], lowercase, e.g. vllm/vllm-openai:v0.11.2"
-MONITORING_KEYS = ["dcgm", "dcgmImage", "dcgmPort", "prometheus", "prometheusImage", "prometheusPort", "scrapeIntervalSeconds"]
+MONITORING_KEYS = [yaml_key(name) for name in MonitoringConfig.model_fields]
 
 
 def _model(**kw: Any) -> dict[str, Any]:
