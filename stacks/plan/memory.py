@@ -53,10 +53,12 @@ NON_TORCH_GIB = 0.22
 """Non-torch memory at TP 1: 0.22 GiB for every model measured on the H100 (vLLM 0.26.0)."""
 NON_TORCH_GIB_PARALLEL = 2.0
 """Per GPU at TP or PP >= 2 (NCCL buffers, custom all-reduce): about 2 GiB in published H100 logs; not measured here."""
-CUDAGRAPH_BASE_GIB = 0.12
-CUDAGRAPH_TOKENS = 512
-"""CUDA-graph memory: 0.12-0.17 GiB measured for 1-8B models on the H100 (vLLM 0.26.0); modelled as a floor plus
-the activation of the largest captured batch (vLLM captures up to 512 tokens by default). 0 with enforceEager."""
+CUDAGRAPH_BASE_GIB = 0.07
+CUDAGRAPH_GIB_PER_GRAPH_LAYER = (0.48 - CUDAGRAPH_BASE_GIB) / (102 * 22)
+"""CUDA-graph memory grows with the graphs captured (two modes, FULL and PIECEWISE, per capture size) and the layers in
+each: 0.48 GiB for TinyLlama (22 layers) with maxNumSeqs 512 (51 capture sizes) measured on the H100 with vLLM 0.26.0
+(benchmarks/results/h100-vllm-0.26.0-calibrate.json); the README's 0.12-0.17 GiB for 1-8B models with small maxNumSeqs
+lie within 0.05 GiB of this line."""
 CUDA_CONTEXT_GIB = 0.5
 """Per process, outside any budget: CUDA context and library handles, before vLLM's first memory snapshot."""
 SAFETY_FRACTION = 0.02
@@ -168,12 +170,20 @@ def activation_gib(arch: Arch, batched_tokens: int, max_num_seqs: int, tp: int, 
     return (forward + logits) / GIB
 
 
-def cudagraph_gib(arch: Arch, tp: int, enforce_eager: bool) -> float:
+def capture_sizes(max_num_seqs: int, batched_tokens: int) -> list[int]:
+    """vLLM's default CUDA-graph capture sizes (VllmConfig._set_cudagraph_sizes, 0.26): up to twice maxNumSeqs, at most 512."""
+    top = min(max_num_seqs * 2, 512, batched_tokens)
+    sizes = [i for i in (1, 2, 4) if i <= top] + list(range(8, min(top + 1, 256), 8)) + list(range(256, top + 1, 16))
+    if batched_tokens <= top:
+        sizes.append(batched_tokens)
+    return sorted(set(sizes))
+
+
+def cudagraph_gib(arch: Arch, max_num_seqs: int, batched_tokens: int, pp: int, enforce_eager: bool) -> float:
     if enforce_eager:
         return 0.0
-    intermediate = arch.experts_per_token * arch.expert_intermediate_size if arch.experts else arch.intermediate_size
-    per_token = ACT_BYTES_PER_INTERMEDIATE * intermediate + ACT_BYTES_PER_HIDDEN * arch.hidden_size
-    return CUDAGRAPH_BASE_GIB + CUDAGRAPH_TOKENS * per_token / tp / GIB
+    graphs = 2 * len(capture_sizes(max_num_seqs, batched_tokens))
+    return CUDAGRAPH_BASE_GIB + graphs * math.ceil(arch.layers / pp) * CUDAGRAPH_GIB_PER_GRAPH_LAYER
 
 
 def non_torch_gib(tp: int, pp: int) -> float:

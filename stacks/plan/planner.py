@@ -158,7 +158,7 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
             weights=weights_gib(arch, dtype_bytes, quant, tp, pp),
             activation=activation_gib(arch, batched, m.max_num_seqs, tp, sampler=not pooling),
             non_torch=non_torch_gib(tp, pp),
-            cudagraphs=cudagraph_gib(arch, tp, m.enforce_eager),
+            cudagraphs=cudagraph_gib(arch, m.max_num_seqs, batched, pp, m.enforce_eager),
             cudagraphs_in_budget=cudagraphs_in_budget(version, v2_runner=v2),
         )
         server = Server(

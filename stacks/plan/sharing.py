@@ -118,10 +118,27 @@ def share(gpus: dict[int, Gpu], servers: list[Server], *, exact: bool, notes: li
         else:
             notes.append(f"GPU {g}: {names} get their maxNumSeqs full sequences, and {level - 2:.2f}x more shared in proportion")
         for s in settled:
-            # the start gate is rounded up to 3 decimals: leave it room under the cap
-            kv = min(s.kv_gib_at(max(level, 0.0)), (AUTO_MAX_FRACTION - 0.001) * total - s.base)
+            cap = _cap(s, total)
+            kv = min(s.kv_gib_at(max(level, 0.0)), cap)
+            if level >= 1 and kv < s.sequence_gib:
+                where = f"GPU {g} ({gpus[g].name}, {total} GiB)"
+                problems.append(_one_sequence(s, cap, where, f"auto budgets one server at most {AUTO_MAX_FRACTION} of a GPU"))
             _settle_kv(s, kv, min(gpus[i].total for i in s.gpus), exact)
             pending.remove(s)
+
+
+def _cap(s: Server, total: float) -> float:
+    """The most KV auto gives one server: its budget stays under the cap once the start gate is rounded up."""
+    return (AUTO_MAX_FRACTION - 0.001) * total - s.base
+
+
+def _one_sequence(s: Server, left: float, where: str, after: str) -> Problem:
+    return Problem(
+        f"models[{s.index}].maxModelLen",
+        f"auto cannot give {s.name} one maxModelLen={s.max_model_len} sequence on {where}: it needs {s.sequence_gib:.2f} GiB of KV "
+        f"and {max(left, 0):.2f} GiB are left for it ({after}); "
+        f"the longest maxModelLen that fits is {s.longest_len(left)}; or set kvCacheDtype: fp8, or move a model to another GPU",
+    )
 
 
 def _level(servers: list[Server], room: float) -> float:
@@ -162,14 +179,6 @@ def _refuse_auto(gpu: Gpu, here: list[Server], autos: list[Server], problems: li
         return
     for s in autos:
         others = sum(o.base + o.sequence_gib for o in autos if o is not s)
-        left = room - others - s.base
-        if s.sequence_gib <= left:
-            continue
-        problems.append(
-            Problem(
-                f"models[{s.index}].maxModelLen",
-                f"auto cannot give {s.name} one maxModelLen={s.max_model_len} sequence on {where}: it needs {s.sequence_gib:.2f} GiB of KV "
-                f"and {max(left, 0):.2f} GiB are left once every model has its weights, overhead and the others one sequence; "
-                f"the longest maxModelLen that fits is {s.longest_len(left)}; or set kvCacheDtype: fp8, or move a model to another GPU",
-            )
-        )
+        left = min(room - others - s.base, _cap(s, gpu.total))
+        if s.sequence_gib > left:
+            problems.append(_one_sequence(s, left, where, "after every model's weights and overhead and one sequence of each other model"))
