@@ -43,5 +43,10 @@ def _object(cfg: pulumi.Config, key: str) -> Any:
 def read_config(cfg: pulumi.Config) -> tuple[StackPlan, StackSecrets]:
     with clean_errors():
         p = plan(from_pulumi(cfg.get, lambda key: _object(cfg, key), pulumi.runtime.is_config_secret))
-    secrets = StackSecrets(hf_token=cfg.get_secret("hfToken"), api_keys=cfg.get_secret("apiKeys"), vllm_api_key=cfg.get_secret("vllmApiKey"))
+    secrets = StackSecrets(
+        hf_token=cfg.get_secret("hfToken"),
+        api_keys=cfg.get_secret("apiKeys"),
+        vllm_api_key=cfg.get_secret("vllmApiKey"),
+        webui_oidc_client_secret=cfg.get_secret("webuiOidcClientSecret"),
+    )
     return p, secrets

@@ -40,6 +40,8 @@ class StackSecrets:
     """``vllm-stack:apiKeys``: comma-separated client keys; an open gateway when None."""
     vllm_api_key: pulumi.Output[str] | None
     """``vllm-stack:vllmApiKey``; generated when None."""
+    webui_oidc_client_secret: pulumi.Output[str] | None = None
+    """``vllm-stack:webuiOidcClientSecret``: Open WebUI's OpenID Connect client secret (with ``webui.oidc``)."""
 
 
 @dataclass
@@ -108,7 +110,14 @@ class VllmStack(pulumi.ComponentResource):
         workloads = [s.workload for s in servers.values()]
         gw = Gateway(f"{name}-gateway", GatewayArgs(workload=ws.gateway, platform=platform, after=workloads), opts=child)
         if ws.webui:
-            OpenWebUI(f"{name}-webui", OpenWebUIArgs(workload=ws.webui, platform=platform, after=[gw.workload], gateway_key=webui_key), opts=child)
+            webui_args = OpenWebUIArgs(
+                workload=ws.webui,
+                platform=platform,
+                after=[gw.workload],
+                gateway_key=webui_key,
+                oidc_client_secret=args.secrets.webui_oidc_client_secret if p.webui and p.webui.oidc else None,
+            )
+            OpenWebUI(f"{name}-webui", webui_args, opts=child)
         if ws.dcgm:
             DcgmExporter(f"{name}-dcgm", DcgmExporterArgs(workload=ws.dcgm, platform=platform), opts=child)
         prometheus = None

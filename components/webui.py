@@ -8,7 +8,7 @@ import pulumi
 import pulumi_random as random
 
 from components.platforms.base import ServiceArgs
-from stacks.plan.topology import WEBUI_GATEWAY_KEY, WEBUI_SECRET_KEY
+from stacks.plan.topology import WEBUI_GATEWAY_KEY, WEBUI_OIDC_CLIENT_SECRET, WEBUI_SECRET_KEY
 
 
 @dataclass(kw_only=True)
@@ -17,6 +17,8 @@ class OpenWebUIArgs(ServiceArgs):
 
     gateway_key: pulumi.Input[str]
     """Key Open WebUI sends to the gateway (secret)."""
+    oidc_client_secret: pulumi.Input[str] | None = None
+    """Its OpenID Connect client secret (secret), with ``webui.oidc``."""
 
 
 class OpenWebUI(pulumi.ComponentResource):
@@ -27,10 +29,9 @@ class OpenWebUI(pulumi.ComponentResource):
         super().__init__("vllm-stack:index:OpenWebUI", name, None, opts)
         # its own resource, so the key (and everyone's sessions) survives container replacement
         secret_key = random.RandomPassword(f"{name}-secret-key", length=48, special=False, opts=pulumi.ResourceOptions(parent=self))
-        args.platform.secret(
-            WEBUI_SECRET_KEY.secret,
-            {WEBUI_SECRET_KEY.key: secret_key.result, WEBUI_GATEWAY_KEY.key: pulumi.Output.secret(args.gateway_key)},
-            parent=self,
-        )
+        data = {WEBUI_SECRET_KEY.key: secret_key.result, WEBUI_GATEWAY_KEY.key: pulumi.Output.secret(args.gateway_key)}
+        if args.oidc_client_secret is not None:
+            data[WEBUI_OIDC_CLIENT_SECRET.key] = pulumi.Output.secret(args.oidc_client_secret)
+        args.platform.secret(WEBUI_SECRET_KEY.secret, data, parent=self)
         self.workload = args.platform.run(name, args.workload, self, args.after)
         self.register_outputs({})

@@ -56,7 +56,7 @@ def test_reference_lists_every_key_with_its_description_and_default() -> None:
     assert len(keys) > 80 and set(rows) == {k for k, _ in keys}
     for key, field in keys:
         row = rows[key]
-        assert (field.description or "").replace("``", "`").split("`")[0] in row, key
+        assert (field.description or "").replace("``", "`").replace("\n", " ").split("`")[0] in row, key
         if field.is_required():
             assert "*required*" in row, key
         elif field.default is not None and not isinstance(field.default, BaseModel | list | dict):

@@ -222,7 +222,8 @@ def test_data_center_gpu_with_an_old_driver_gets_forward_compatibility() -> None
 
 def test_older_driver_cuda_within_the_major_warns_about_minor_version_compatibility() -> None:
     # vLLM 0.11.2 is CUDA 12.9; an R535 driver speaks CUDA 12.2
-    c = run(docker_plan(), probes(gpu_probe=FakeGpu(inventory(driver="535.230.02", cuda=(12, 2)))))["driver for the image"]
+    v11 = docker_plan(image={"base": "vllm/vllm-openai:v0.11.2"})
+    c = run(v11, probes(gpu_probe=FakeGpu(inventory(driver="535.230.02", cuda=(12, 2)))))["driver for the image"]
     assert_fixable(c, "warn")
     assert "minor-version compatibility" in c.detail
 

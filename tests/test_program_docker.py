@@ -119,7 +119,7 @@ def test_gateway_and_webui_wiring() -> None:
 def test_image_build_pins_base_and_timezone() -> None:
     m = declared("dev")
     img = m.of_type("docker:index/image:Image")[0].inputs
-    assert img["build"]["args"] == {"BASE_IMAGE": "vllm/vllm-openai:v0.11.2", "TZ": "Asia/Seoul"}
+    assert img["build"]["args"] == {"BASE_IMAGE": "vllm/vllm-openai:v0.26.0", "TZ": "Asia/Seoul"}
     assert img["skipPush"] is True
     # the committed template is built with the stack's values as build arguments: nothing is written at preview or deploy
     dockerfile = Path(img["build"]["dockerfile"])

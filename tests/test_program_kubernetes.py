@@ -64,8 +64,11 @@ def resource_of(m: Mocks, kind: str, name: str) -> tuple[str, str]:
 
 
 def cluster_config(**structured: Any) -> tuple[dict[str, str], dict[str, str]]:
-    """The cluster stack's config with some structured keys replaced."""
+    """The cluster stack's config with some structured keys replaced (models without the embedding model: Open WebUI
+    goes without document search)."""
     cfg, keys = stack_config("cluster")
+    if "models" in structured and "webui" not in structured and not any(m["name"] == "embed" for m in structured["models"]):
+        structured["webui"] = {k: v for k, v in cluster_value("webui").items() if k != "embeddingModel"}
     for key, value in structured.items():
         cfg[f"vllm-stack:{key}"] = json.dumps(value)
     return cfg, {k: FAKE_SECRETS[k] for k in keys}
@@ -342,7 +345,7 @@ def test_several_webui_replicas_need_redis_and_database() -> None:
 def test_dcgm_daemonset_sys_admin_only_and_skippable() -> None:
     ds = by_kind(declared(), "DaemonSet")["dcgm-exporter"]
     c = container(ds)
-    assert c["securityContext"] == {"privileged": False, "capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]}}
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]}}
     pod = ds["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L40S"}
     assert "nvidia.com/gpu" not in c.get("resources", {}).get("limits", {}), "the exporter must not take a GPU from the models"
@@ -361,7 +364,7 @@ def test_every_image_is_pinned() -> None:
 
 
 def test_customised_image_is_pushed_and_run_by_digest() -> None:
-    image = {"base": "vllm/vllm-openai:v0.11.2", "aptPackages": ["curl"], "registry": "registry.example.internal/ml/vllm"}
+    image = {"base": "vllm/vllm-openai:v0.26.0", "aptPackages": ["curl"], "registry": "registry.example.internal/ml/vllm"}
     cfg, secrets = cluster_config(image=image)
     m = run_program("cluster", secrets=secrets, config=cfg)
     [built] = m.of_type("docker:index/image:Image")
@@ -370,7 +373,7 @@ def test_customised_image_is_pushed_and_run_by_digest() -> None:
     ref = container(by_kind(m, "Deployment")["vllm-qwen3-8b"])["image"]
     assert ref == f"{built.inputs['imageName']}@sha256:{'0' * 64}"
     # without a registry the cluster could never pull it
-    cfg, secrets = cluster_config(image={"base": "vllm/vllm-openai:v0.11.2", "aptPackages": ["curl"]})
+    cfg, secrets = cluster_config(image={"base": "vllm/vllm-openai:v0.26.0", "aptPackages": ["curl"]})
     with pytest.raises(pulumi.RunError) as exc:
         run_program("cluster", secrets=secrets, config=cfg)
     assert "vllm-stack:image.registry" in str(exc.value)
@@ -379,7 +382,7 @@ def test_customised_image_is_pushed_and_run_by_digest() -> None:
 def test_uncustomised_image_uses_the_pinned_base_without_a_build() -> None:
     m = declared()
     assert m.of_type("docker:index/image:Image") == []
-    assert container(by_kind(m, "Deployment")["vllm-qwen3-8b"])["image"] == "vllm/vllm-openai:v0.11.2"
+    assert container(by_kind(m, "Deployment")["vllm-qwen3-8b"])["image"] == "vllm/vllm-openai:v0.26.0"
 
 
 def test_provider_from_config_and_render_mode_declares_no_secret(tmp_path: Path) -> None:
@@ -522,3 +525,53 @@ def test_dcgm_exporter_reads_the_stack_counters_file() -> None:
     mount = next(v for v in container(ds)["volumeMounts"] if v["mountPath"] == env["DCGM_EXPORTER_COLLECTORS"])
     assert mount["readOnly"] is True
     assert by_kind(m, "ConfigMap")["dcgm-exporter-files"]["data"][mount["subPath"]] == COUNTERS_FILE.read_text()
+
+
+def test_every_pod_runs_with_least_privilege_and_vllm_as_its_own_user() -> None:
+    """No privilege escalation anywhere, every capability dropped but what a container needs (nginx's master: CHOWN,
+    SETGID, SETUID; DCGM: SYS_ADMIN), RuntimeDefault seccomp; vLLM 0.22+ runs as the image's vllm user (UID 2000)."""
+    needs = {"gateway": ["CHOWN", "SETGID", "SETUID"], "dcgm-exporter": ["SYS_ADMIN"]}
+    for kind in ("Deployment", "DaemonSet"):
+        for name, o in by_kind(declared(), kind).items():
+            pod = o["spec"]["template"]["spec"]
+            c = container(o)
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False and c["securityContext"]["privileged"] is False, name
+            assert c["securityContext"]["capabilities"] == ({"add": needs[name], "drop": ["ALL"]} if name in needs else {"drop": ["ALL"]}), name
+            if name.startswith("vllm-"):
+                assert (c["securityContext"]["runAsNonRoot"], c["securityContext"]["runAsUser"], c["securityContext"]["runAsGroup"]) == (True, 2000, 0)
+                assert pod["securityContext"]["fsGroup"] == 2000
+                env = {e["name"]: e.get("value") for e in c["env"]}
+                assert env["HF_HOME"] == "/home/vllm/.cache/huggingface" and env["VLLM_CACHE_ROOT"] == "/home/vllm/.cache/vllm"
+                assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/home/vllm/.cache/huggingface", "/home/vllm/.cache/vllm"}
+    # an image without the vllm user (before 0.22) keeps root, with the same least privilege otherwise
+    cfg, secrets = cluster_config(image={"base": "vllm/vllm-openai:v0.21.0"})
+    old = container(by_kind(run_program("cluster", secrets=secrets, config=cfg), "Deployment")["vllm-qwen3-8b"])
+    assert "runAsUser" not in old["securityContext"] and old["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_open_webui_offers_chat_models_only_and_embeds_through_the_gateway() -> None:
+    env = {e["name"]: e for e in container(by_kind(declared(), "Deployment")["open-webui"])["env"]}
+    configs = json.loads(env["OPENAI_API_CONFIGS"]["value"])
+    assert configs["0"]["model_ids"] == [r.served_name for r in load_plan("cluster").routes if r.model != "embed"]
+    assert env["RAG_EMBEDDING_ENGINE"]["value"] == "openai" and env["RAG_EMBEDDING_MODEL"]["value"] == "embed"
+    assert env["RAG_OPENAI_API_BASE_URL"]["value"] == "http://gateway.llm.svc:80/v1"
+    assert env["RAG_OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "open-webui", "key": "gateway-key"}
+    assert env["WEBUI_AUTH"]["value"] == "True" and env["ENABLE_PERSISTENT_CONFIG"]["value"] == "False"
+
+
+def test_open_webui_oidc_with_its_client_secret_as_a_secret() -> None:
+    webui = cluster_value("webui") | {"oidc": {"providerUrl": "https://sso.example.internal/.well-known/openid-configuration", "clientId": "webui"}}
+    cfg, secrets = cluster_config(webui=webui)
+    with pytest.raises(pulumi.RunError) as exc:
+        run_program("cluster", secrets=secrets, config=cfg)
+    assert "vllm-stack:webui.oidc" in str(exc.value) and "webuiOidcClientSecret" in str(exc.value)
+    cfg["vllm-stack:webuiOidcClientSecret"] = "oidc-fake-client-secret"
+    m = run_program("cluster", secrets={**secrets, "vllm-stack:webuiOidcClientSecret": "oidc-fake-client-secret"}, config=cfg)
+    env = {e["name"]: e for e in container(by_kind(m, "Deployment")["open-webui"])["env"]}
+    assert env["OPENID_PROVIDER_URL"]["value"].startswith("https://sso.example.internal/")
+    assert env["OAUTH_CLIENT_ID"]["value"] == "webui" and env["ENABLE_OAUTH_SIGNUP"]["value"] == "False"
+    assert env["OAUTH_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "open-webui", "key": "oidc-client-secret"}
+    assert by_kind(m, "Secret")["open-webui"]["stringData"]["oidc-client-secret"] == "oidc-fake-client-secret"
+    for r in m.resources:
+        assert plaintext_leaks(r.inputs, ["oidc-fake-client-secret"]) == [], r.name

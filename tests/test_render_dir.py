@@ -22,10 +22,10 @@ CLUSTER = yaml.safe_load((ROOT / "Pulumi.cluster.yaml").read_text())
 
 
 def cluster_file(tmp_path: Path, models: list[str] | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """The cluster stack, keeping only the named models, as a file of its own."""
+    """The cluster stack, keeping only the named models (and Open WebUI's embedding model), as a file of its own."""
     doc = copy.deepcopy(CLUSTER)
     if models is not None:
-        doc["config"]["vllm-stack:models"] = [m for m in doc["config"]["vllm-stack:models"] if m["name"] in models]
+        doc["config"]["vllm-stack:models"] = [m for m in doc["config"]["vllm-stack:models"] if m["name"] in [*models, "embed"]]
     path = tmp_path / f"Pulumi.c{len(list(tmp_path.glob('Pulumi.*')))}.yaml"
     path.write_text(yaml.safe_dump(doc | (extra or {})))
     return path

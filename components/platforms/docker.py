@@ -106,6 +106,9 @@ class DockerPlatform:
             ipc_mode="host" if w.ipc_host else None,
             shm_size=int(w.shm_size_gib * 1024) if w.shm_size_gib else None,
             capabilities=docker.ContainerCapabilitiesArgs(adds=w.cap_add) if w.cap_add else None,
+            # no process in any container may gain privileges (setuid binaries, file capabilities)
+            security_opts=["no-new-privileges:true"],
+            user=f"{w.user[0]}:{w.user[1]}" if w.user else None,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.network.name, aliases=[w.name])],
             volumes=[docker.ContainerVolumeArgs(volume_name=self._volume(v).name, container_path=path) for v, path in sorted(w.volumes.items())] or None,
             ports=[docker.ContainerPortArgs(internal=w.port, external=w.publish, ip=w.bind_address or self.settings.bind_address)]

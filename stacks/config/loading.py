@@ -21,7 +21,7 @@ from stacks.config.strict_yaml import YamlProblem
 from stacks.errors import ConfigError, Problem, shown
 
 NAMESPACE = "vllm-stack"
-SECRET_KEYS = ("hfToken", "apiKeys", "vllmApiKey")
+SECRET_KEYS = ("hfToken", "apiKeys", "vllmApiKey", "webuiOidcClientSecret")
 """Config keys that must be set with ``pulumi config set --secret``; their values never enter ``StackConfig``."""
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,6 +161,7 @@ def _secret_problems(raw: dict[str, Any]) -> list[Problem]:
 
 def parse(raw: dict[str, Any]) -> StackConfig:
     """Validate an un-namespaced mapping (``{"models": [...], ...}``) fully, or raise ConfigError."""
+    secrets_set = {key for key in SECRET_KEYS if key in raw}
     problems = _secret_problems(raw)
     try:
         # strict: a boolean is no number (``maxNumSeqs: true``), a number no string; camelCase keys only
@@ -168,6 +169,10 @@ def parse(raw: dict[str, Any]) -> StackConfig:
     except ValidationError as err:
         raise ConfigError(problems + _pydantic_problems(err)) from None
     problems += cross_field_problems(config)
+    if config.webui.oidc and "webuiOidcClientSecret" not in secrets_set:
+        problems.append(
+            Problem("webui.oidc", f"needs the client secret: run `pulumi config set --secret {NAMESPACE}:webuiOidcClientSecret <secret>`, or remove webui.oidc")
+        )
     if problems:
         raise ConfigError(problems)
     return config

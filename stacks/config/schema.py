@@ -53,7 +53,8 @@ class Section(BaseModel):
     )
 
 
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.2"
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.26.0"
+"""The release the planner was calibrated on (an H100, 2026-11-23); the per-release rules cover 0.11.2-0.33.0."""
 
 
 class ImageConfig(Section):
@@ -63,6 +64,12 @@ class ImageConfig(Section):
     """Extra Debian packages installed into the image."""
     registry: Repository | None = None
     """Registry repository to push the built image to (kubernetes target), e.g. ``registry.example/ml/vllm``."""
+    cuda: Literal["12.9"] | None = None
+    """``12.9`` runs the release's CUDA 12.9 build (the ``-cu129`` tag, vLLM 0.20-0.32) on hosts whose driver is older than
+    R580; left out, the release's default build (CUDA 13 from vLLM 0.20, which needs an R580+ driver)."""
+    run_as_non_root: bool | None = None
+    """Run vLLM as the image's ``vllm`` user (UID 2000, vLLM 0.22+) with its caches under /home/vllm/.cache. Default: on
+    for the kubernetes target (fsGroup makes the volumes writable), off for docker (new named volumes are root-owned)."""
 
 
 class GpuConfig(Section):
@@ -71,7 +78,8 @@ class GpuConfig(Section):
     name: str = "GPU"
     """Human name, e.g. ``RTX 5090``."""
     memory_gib: Annotated[float, Field(gt=0, le=1024)]
-    """Total memory of the GPU in GiB (``nvidia-smi --query-gpu=memory.total``)."""
+    """Total memory of the GPU in GiB as CUDA reports it, which is what vLLM's fraction multiplies: nvidia-smi's
+    memory.total less memory.reserved (an H100: 81,559 - 480 MiB = 79.18 GiB). ``python -m stacks doctor --inventory`` prints it."""
     reserved_gib: Annotated[float, Field(ge=0)] = 0.0
     """Memory other processes hold on this GPU (a desktop session, say), kept out of the plan."""
 
@@ -252,6 +260,25 @@ class GatewayConfig(Section):
     """Kubernetes target: optional Ingress."""
 
 
+class OidcConfig(Section):
+    provider_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    """The provider's ``.well-known/openid-configuration`` URL (``OPENID_PROVIDER_URL``)."""
+    client_id: Annotated[str, Field(min_length=1)]
+    """OAuth client id (``OAUTH_CLIENT_ID``)."""
+    provider_name: str = "SSO"
+    """Name on the sign-in button (``OAUTH_PROVIDER_NAME``)."""
+    scopes: str = "openid email profile"
+    """Scopes asked for (``OAUTH_SCOPES``)."""
+    enable_signup: bool = False
+    """Create an account on first sign-in through the provider (``ENABLE_OAUTH_SIGNUP``)."""
+    merge_accounts_by_email: bool = False
+    """Attach a provider sign-in to an existing account with the same email (``OAUTH_MERGE_ACCOUNTS_BY_EMAIL``)."""
+    redirect_uri: Annotated[str | None, Field(pattern=r"^https?://\S+$")] = None
+    """Callback URL registered with the provider, when Open WebUI cannot derive it (``OPENID_REDIRECT_URI``)."""
+    password_login: bool = True
+    """Keep the email/password form beside the provider's button (``ENABLE_LOGIN_FORM``)."""
+
+
 class WebuiConfig(Section):
     enabled: bool = True
     """Run Open WebUI."""
@@ -259,8 +286,8 @@ class WebuiConfig(Section):
     """Host port (docker) / Service port (kubernetes)."""
     enable_signup: bool = False
     """Let visitors create accounts (the first account becomes admin)."""
-    image: Image = "ghcr.io/open-webui/open-webui:v0.6.34"
-    """Pinned Open WebUI image."""
+    image: Image = "ghcr.io/open-webui/open-webui:v0.12.4"
+    """Pinned Open WebUI image (v0.12.4: the connection settings the stack passes were read from that release)."""
     replicas: Annotated[int, Field(ge=1, le=20)] = 1
     """Kubernetes target: more than one needs ``redisUrl`` and ``databaseUrl``."""
     redis_url: str | None = None
@@ -271,6 +298,8 @@ class WebuiConfig(Section):
     """Kubernetes target: size of the data PVC."""
     embedding_model: str | None = None
     """Served name of an embedding model (``task: embed``) for Open WebUI's document search (RAG), through the gateway."""
+    oidc: OidcConfig | None = None
+    """Sign-in through an OpenID Connect provider; the client secret is ``vllm-stack:webuiOidcClientSecret`` (a secret)."""
 
 
 class AlertsConfig(Section):
@@ -360,7 +389,7 @@ class KubeGpu(Section):
     name: str
     """GPU type of the cluster's GPU nodes, e.g. ``NVIDIA L40S``."""
     memory_gib: Annotated[float, Field(gt=0, le=1024)]
-    """Memory of one such GPU in GiB."""
+    """Memory of one such GPU in GiB as CUDA reports it (nvidia-smi's memory.total less memory.reserved)."""
 
 
 class KubernetesConfig(Section):

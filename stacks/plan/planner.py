@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stacks.catalog import Arch, quantized_by_name, resolve
-from stacks.config.schema import DockerConfig, ModelConfig, StackConfig
+from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackConfig
 from stacks.errors import ConfigError, Problem
 from stacks.plan import topology as net
 from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args
@@ -206,10 +206,53 @@ def _gpus(config: StackConfig, models: list[_Model]) -> dict[int, Gpu]:
     return gpus
 
 
+NON_ROOT_SINCE: Version = (0, 22, 0)
+"""vLLM images have a ``vllm`` user (UID 2000, GID 0, HOME /home/vllm) from 0.22.0 (docker/Dockerfile; 0.21.0 has none).
+The default vllm-openai image still runs as root; run as UID 2000 its HOME is /home/vllm (from /etc/passwd)."""
+CU129_RELEASES: tuple[Version, Version] = ((0, 20, 0), (0, 33, 0))
+"""Releases published with a ``vX.Y.Z-cu129`` tag (.buildkite release scripts: 0.20-0.32; 0.19 and older are CUDA 12.9 by default)."""
+
+
+def _image(config: StackConfig, version: Version, problems: list[Problem]) -> ImagePlan:
+    img = config.image
+    base = img.base
+    if img.cuda == "12.9":
+        if "@" in base:
+            problems.append(Problem("image.cuda", "a digest pins one build already; pin the -cu129 image's digest in image.base and remove image.cuda"))
+        elif version < CU129_RELEASES[0]:
+            problems.append(Problem("image.cuda", f"vLLM {version_text(version)} images are CUDA 12.9 already; remove image.cuda"))
+        elif version >= CU129_RELEASES[1]:
+            fix = "pin a 0.20-0.32 release or update the driver to R580+"
+            problems.append(Problem("image.cuda", f"vLLM {version_text(version)} publishes no -cu129 image; {fix}"))
+        else:
+            base = f"{base}-cu129"
+    non_root = img.run_as_non_root if img.run_as_non_root is not None else config.target == "kubernetes" and version >= NON_ROOT_SINCE
+    if img.run_as_non_root and version < NON_ROOT_SINCE:
+        problems.append(Problem("image.runAsNonRoot", f"vLLM {version_text(version)} images have no vllm user (from 0.22.0); pin 0.22+ or remove it"))
+    if img.run_as_non_root and config.target == "docker":
+        problems.append(
+            Problem(
+                "image.runAsNonRoot",
+                "the docker target's new named volumes are owned by root and the vllm user (UID 2000) could not write its caches; "
+                "remove it (it is the default on kubernetes, where fsGroup makes the volumes writable)",
+            )
+        )
+    return ImagePlan(
+        base=base,
+        timezone=config.timezone,
+        apt_packages=list(img.apt_packages),
+        build=config.target == "docker" or bool(img.apt_packages),
+        vllm_version=version_text(version),
+        registry=img.registry,
+        run_as_non_root=non_root,
+    )
+
+
 def plan(config: StackConfig) -> StackPlan:
     """Plan a validated config, or raise ConfigError listing every problem."""
     problems: list[Problem] = []
     version = image_vllm_version(config.image.base)
+    image = _image(config, version, problems)
     models = _models(config, version, problems)
     if problems:
         raise ConfigError(problems)
@@ -357,7 +400,7 @@ def plan(config: StackConfig) -> StackPlan:
         )
     if problems:
         raise ConfigError(problems)
-    return _stack(config, plans, gpu_plans, notes)
+    return _stack(config, image, plans, gpu_plans, notes)
 
 
 def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, problems: list[Problem]) -> set[int]:
@@ -381,6 +424,26 @@ def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, prob
                 )
             )
     return out
+
+
+def _oidc_env(oidc: OidcConfig | None) -> dict[str, str]:
+    """Open WebUI's names for the settings (open_webui/config.py of v0.12.4); env always wins for them (OAuth settings
+    persist only with ENABLE_OAUTH_PERSISTENT_CONFIG, off by default)."""
+    if oidc is None:
+        return {}
+    env = {
+        "ENABLE_OAUTH": "True",
+        "OPENID_PROVIDER_URL": oidc.provider_url,
+        "OAUTH_CLIENT_ID": oidc.client_id,
+        "OAUTH_PROVIDER_NAME": oidc.provider_name,
+        "OAUTH_SCOPES": oidc.scopes,
+        "ENABLE_OAUTH_SIGNUP": str(oidc.enable_signup),
+        "OAUTH_MERGE_ACCOUNTS_BY_EMAIL": str(oidc.merge_accounts_by_email),
+        "ENABLE_LOGIN_FORM": str(oidc.password_login),
+    }
+    if oidc.redirect_uri:
+        env["OPENID_REDIRECT_URI"] = oidc.redirect_uri
+    return env
 
 
 def _kv_bytes_per_token(md: _Model) -> int:
@@ -410,7 +473,7 @@ def _fixed_problem(s: Server, total: float) -> Problem | None:
     )
 
 
-def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan], notes: list[str]) -> StackPlan:
+def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_plans: list[GpuPlan], notes: list[str]) -> StackPlan:
     target = config.target
     kube = config.kubernetes
     namespace = kube.namespace if kube else None
@@ -481,14 +544,7 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
         target=target,
         timezone=config.timezone,
         retain_data=config.retain_data_on_destroy,
-        image=ImagePlan(
-            base=config.image.base,
-            timezone=config.timezone,
-            apt_packages=list(config.image.apt_packages),
-            build=target == "docker" or bool(config.image.apt_packages),
-            vllm_version=version_text(image_vllm_version(config.image.base)),
-            registry=config.image.registry,
-        ),
+        image=image,
         models=models,
         gpus=gpu_plans,
         routes=routes,
@@ -521,6 +577,7 @@ def _stack(config: StackConfig, models: list[ModelPlan], gpu_plans: list[GpuPlan
                 startup_seconds=WEBUI_STARTUP_SECONDS,
                 chat_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate"],
                 embedding_model=ui_cfg.embedding_model,
+                oidc=_oidc_env(ui_cfg.oidc),
             )
             if webui
             else None

@@ -70,6 +70,7 @@ VLLM_API_KEY = SecretRef("vllm-api-key", "key")
 GATEWAY_KEYS = SecretRef("gateway-keys", KEYS_FILE)
 WEBUI_SECRET_KEY = SecretRef("open-webui", "secret-key")
 WEBUI_GATEWAY_KEY = SecretRef("open-webui", "gateway-key")
+WEBUI_OIDC_CLIENT_SECRET = SecretRef("open-webui", "oidc-client-secret")
 GRAFANA_ADMIN_PASSWORD = SecretRef("grafana", "admin-password")
 
 

@@ -160,12 +160,15 @@ class ScrapeTarget:
 @dataclass(frozen=True)
 class ImagePlan:
     base: str
+    """The vLLM image the servers run (or the build starts from): ``image.base``, with ``-cu129`` for ``image.cuda: "12.9"``."""
     timezone: str
     apt_packages: list[str]
     build: bool
     """Built by the stack (the docker target always bakes the time zone; a cluster only for aptPackages)."""
     vllm_version: str
     registry: str | None
+    run_as_non_root: bool
+    """vLLM runs as the image's ``vllm`` user (UID 2000)."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,8 @@ class WebuiPlan:
     """Served names offered as chat models (embedding models left out)."""
     embedding_model: str | None
     """Served name Open WebUI's document search embeds with, through the gateway."""
+    oidc: dict[str, str]
+    """Open WebUI's OpenID Connect settings as its environment (empty without ``webui.oidc``); the client secret is a SecretRef."""
 
 
 @dataclass(frozen=True)

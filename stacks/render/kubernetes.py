@@ -177,9 +177,24 @@ def _resources(w: Workload) -> Obj:
 
 
 def _security(w: Workload) -> Obj:
-    if not w.cap_add:
-        return {}
-    return {"securityContext": {"privileged": False, "capabilities": {"add": list(w.cap_add), "drop": ["ALL"]}}}
+    """Least privilege for every container: no privilege escalation, every capability dropped but what it needs.
+    The root file systems stay writable: vLLM writes its kernel caches (FlashInfer, Triton) under HOME, nginx its temp
+    files, Open WebUI its static assets under /app/backend."""
+    caps: Obj = {"drop": ["ALL"]}
+    if w.cap_add:
+        caps = {"add": list(w.cap_add), "drop": ["ALL"]}
+    context: Obj = {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": caps}
+    if w.user:
+        context |= {"runAsNonRoot": True, "runAsUser": w.user[0], "runAsGroup": w.user[1]}
+    return {"securityContext": context}
+
+
+def _pod_security(w: Workload) -> Obj:
+    context: Obj = {"seccompProfile": {"type": "RuntimeDefault"}}
+    if w.user:
+        # the volumes (model cache PVC, /dev/shm) become group-writable for the non-root user
+        context["fsGroup"] = w.user[0]
+    return context
 
 
 def _volumes(plan: StackPlan, w: Workload) -> tuple[list[Obj], list[Obj]]:
@@ -244,7 +259,7 @@ def pod_template(plan: StackPlan, w: Workload) -> Obj:
         container["volumeMounts"] = mounts
     container |= _probes(w) | _security(w)
     # service links would inject VLLM_*-looking variables for every Service in the namespace
-    spec: Obj = {"enableServiceLinks": False, "containers": [container]}
+    spec: Obj = {"enableServiceLinks": False, "securityContext": _pod_security(w), "containers": [container]}
     if volumes:
         spec["volumes"] = volumes
     if w.gpu_count or w.all_gpus:

@@ -7,6 +7,7 @@ only as references (``SecretRef``); each platform resolves them its own way.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,10 @@ else:
 # Where the images keep things (container paths).
 HF_HOME = "/root/.cache/huggingface"
 VLLM_CACHE = "/root/.cache/vllm"
+VLLM_USER = (2000, 0)
+"""The vllm-openai image's ``vllm`` user and group (docker/Dockerfile from 0.22.0: useradd --uid 2000 --gid 0)."""
+VLLM_USER_CACHE = "/home/vllm/.cache"
+"""Its HOME is /home/vllm (/etc/passwd), so Hugging Face and vLLM cache under /home/vllm/.cache."""
 GATEWAY_CONF_DIR = "/etc/nginx"
 WEBUI_DATA_DIR = "/app/backend/data"
 PROMETHEUS_DIR = "/etc/prometheus"
@@ -103,17 +108,21 @@ class Workload:
     memory_request: str | None = None
     memory_limit: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    user: tuple[int, int] | None = None
+    """(uid, gid) the process runs as; None keeps the image's user. Kubernetes: runAsNonRoot and an fsGroup for the volumes."""
 
 
 def vllm_server(plan: StackPlan, m: ModelPlan, image: Ref) -> Workload:
     kube = plan.kubernetes
+    non_root = plan.image.run_as_non_root
+    hf_home, vllm_cache = (f"{VLLM_USER_CACHE}/huggingface", f"{VLLM_USER_CACHE}/vllm") if non_root else (HF_HOME, VLLM_CACHE)
     return Workload(
         name=m.service,
         component="model-server",
         image=image,
         entrypoint=m.entrypoint,
         args=m.args,
-        env={"HF_HOME": HF_HOME, "VLLM_CACHE_ROOT": VLLM_CACHE, **m.env},
+        env={"HF_HOME": hf_home, "VLLM_CACHE_ROOT": vllm_cache, **m.env},
         secret_env={"HF_TOKEN": net.HF_TOKEN, "VLLM_API_KEY": net.VLLM_API_KEY},
         port=m.port,
         health_path=m.health_path,
@@ -122,7 +131,8 @@ def vllm_server(plan: StackPlan, m: ModelPlan, image: Ref) -> Workload:
         gpus=m.gpus,
         gpu_count=m.gpu_count,
         exclusive=True,
-        volumes={net.MODEL_CACHE: HF_HOME, net.VLLM_CACHE: VLLM_CACHE},
+        volumes={net.MODEL_CACHE: hf_home, net.VLLM_CACHE: vllm_cache},
+        user=VLLM_USER if non_root else None,
         shm_size_gib=m.shm_size_gib,
         # NCCL and PyTorch workers share memory through /dev/shm: host IPC unless a size is set
         ipc_host=m.shm_size_gib is None,
@@ -154,6 +164,8 @@ def gateway(plan: StackPlan, image: Ref) -> Workload:
         secret_files={f"{GATEWAY_CONF_DIR}/secrets/{net.KEYS_FILE}": net.GATEWAY_KEYS},
         # nginx resolves upstream names once, at start
         upstreams=Upstreams(services=[m.service for m in plan.models], marker=f"{GATEWAY_CONF_DIR}/upstream-ids.txt"),
+        # the official image's nginx master runs as root: it chowns its temp folders and drops to the nginx user
+        cap_add=["CHOWN", "SETGID", "SETUID"],
         replicas=gw.replicas,
         cpu_request="100m",
         # nginx admits at most maxConcurrentRequests (maxConcurrentLargeRequests with big bodies): the limit covers them all
@@ -166,15 +178,28 @@ def gateway(plan: StackPlan, image: Ref) -> Workload:
 def open_webui(plan: StackPlan, image: Ref) -> Workload:
     ui = plan.webui
     assert ui is not None, "built only when Open WebUI is enabled"
+    # Open WebUI v0.12.4's settings (open_webui/config.py, env.py): the stack config stays the source of truth, so
+    # nothing persists in its database; the one connection lists the chat models itself (model_ids: no /models fetch,
+    # so embedding models are never offered as chat models)
     env = {
         "OPENAI_API_BASE_URLS": plan.webui_api_base.rstrip("/"),
+        "OPENAI_API_CONFIGS": json.dumps({"0": {"enable": True, "model_ids": ui.chat_models, "connection_type": "local"}}, separators=(",", ":")),
         "ENABLE_OPENAI_API": "True",
         "ENABLE_OLLAMA_API": "False",
         "ENABLE_PERSISTENT_CONFIG": "False",
+        "WEBUI_AUTH": "True",
         "ENABLE_SIGNUP": str(ui.enable_signup),
         "TZ": plan.timezone,
         "ANONYMIZED_TELEMETRY": "False",
+        **ui.oidc,
     }
+    secret_env = {"OPENAI_API_KEYS": net.WEBUI_GATEWAY_KEY, "WEBUI_SECRET_KEY": net.WEBUI_SECRET_KEY}
+    if ui.oidc:
+        secret_env["OAUTH_CLIENT_SECRET"] = net.WEBUI_OIDC_CLIENT_SECRET
+    if ui.embedding_model:
+        # document search embeds through the gateway with the same key (RAG_OPENAI_API_BASE_URL defaults to OpenAI's)
+        env |= {"RAG_EMBEDDING_ENGINE": "openai", "RAG_EMBEDDING_MODEL": ui.embedding_model, "RAG_OPENAI_API_BASE_URL": plan.webui_api_base.rstrip("/")}
+        secret_env["RAG_OPENAI_API_KEY"] = net.WEBUI_GATEWAY_KEY
     if ui.redis_url:
         env |= {"WEBSOCKET_MANAGER": "redis", "ENABLE_WEBSOCKET_SUPPORT": "True", "WEBSOCKET_REDIS_URL": ui.redis_url, "REDIS_URL": ui.redis_url}
     if ui.database_url:
@@ -184,7 +209,7 @@ def open_webui(plan: StackPlan, image: Ref) -> Workload:
         component="webui",
         image=image,
         env=env,
-        secret_env={"OPENAI_API_KEYS": net.WEBUI_GATEWAY_KEY, "WEBUI_SECRET_KEY": net.WEBUI_SECRET_KEY},
+        secret_env=secret_env,
         port=ui.service.port,
         publish=ui.service.published,
         health_path=ui.service.health_path,
