@@ -279,3 +279,14 @@ def test_grafana_admin_password_is_a_generated_secret_end_to_end() -> None:
     envs = m.named("vllm-grafana").inputs["envs"]
     assert envs[SIG_KEY] == SECRET_SIG, "the whole env list is a secret once one entry is"
     assert "GF_SECURITY_ADMIN_PASSWORD=generated-vllm-grafana-admin-password" in envs["value"]
+
+
+@pytest.mark.parametrize("name", DOCKER_STACKS)
+def test_every_image_the_program_declares_is_pinned(name: str) -> None:
+    from stacks.config.rules import image_pin_problem
+
+    m = declared(name)
+    refs = [r.inputs["name"] for r in m.of_type("docker:index/remoteImage:RemoteImage")]
+    refs += [r.inputs["build"]["args"]["BASE_IMAGE"] for r in m.of_type("docker:index/image:Image")]
+    assert len(refs) >= 5
+    assert [r for r in refs if image_pin_problem(r)] == []
