@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.processes import stop_group  # noqa: E402
 from stacks.catalog import config_json  # noqa: E402
 from stacks.config import parse, read_stack_file  # noqa: E402
 from stacks.plan import GIB, ModelPlan, StackPlan, plan  # noqa: E402
@@ -119,16 +119,6 @@ def serve_once(m: ModelPlan, port: int) -> str | None:
         return f"completion failed: {err}"
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("stack", type=Path)
@@ -181,7 +171,7 @@ def main() -> int:
         print(f"GPU in use with every server running: {used_bytes() / GIB:.2f} of {total / GIB:.2f} GiB")
     finally:
         for proc in reversed(procs):
-            stop(proc)
+            stop_group(proc)
     if args.out:
         args.out.write_text(json.dumps({"gpu": name, "cuda_total_gib": total / GIB, "vllm": version, "servers": rows}, indent=1) + "\n")
     return 1 if failed else 0

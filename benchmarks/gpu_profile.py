@@ -17,13 +17,16 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.processes import stop_group  # noqa: E402
+
 CATALOG = ROOT / "stacks" / "catalog" / "models.json"
 GIB = 1024**3
 
@@ -108,13 +111,7 @@ def run_case(model: str, seqs: int, tokens: int, extra: list[str], base: Path, t
         else:
             result["error"] = f"exited with {proc.wait()}"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_group(proc, 30)
     result["seconds"] = round(time.monotonic() - t0, 1)
     if "available_kv_gib" in result and "cudagraph_gib" not in result:
         result["cudagraph_gib"] = 0.0
