@@ -173,25 +173,8 @@ def lookup(model: str) -> Arch | None:
 
 
 REQUIRED_FOR_UNKNOWN = ("parametersB", "layers", "kvHeads", "headDim", "contextLength")
-_ARCH_FIELDS = {
-    "parameters_b": "parameters_b",
-    "layers": "layers",
-    "attention_heads": "attention_heads",
-    "kv_heads": "kv_heads",
-    "head_dim": "head_dim",
-    "hidden_size": "hidden_size",
-    "intermediate_size": "intermediate_size",
-    "vocab_size": "vocab_size",
-    "context_length": "context_length",
-    "dtype": "dtype",
-    "tied_embeddings": "tied_embeddings",
-    "sliding_window": "sliding_window",
-    "sliding_layers": "sliding_layers",
-    "experts": "experts",
-    "experts_per_token": "experts_per_token",
-    "expert_intermediate_size": "expert_intermediate_size",
-    "encoder_only": "encoder_only",
-}
+_ARCH_FIELDS = frozenset(ArchConfig.model_fields)
+"""``arch`` keys override the Arch field of the same name (ArchConfig's fields are a subset of Arch's)."""
 
 
 def resolve(model: str, override: ArchConfig | None) -> Arch | list[str]:
@@ -200,7 +183,7 @@ def resolve(model: str, override: ArchConfig | None) -> Arch | list[str]:
     Returns the camelCase names of the missing fields when the model is unknown and ``arch`` is incomplete.
     """
     base = lookup(model)
-    fields = {_ARCH_FIELDS[k]: v for k, v in (override.model_dump(exclude_none=True) if override else {}).items() if k in _ARCH_FIELDS}
+    fields = {k: v for k, v in (override.model_dump(exclude_none=True) if override else {}).items() if k in _ARCH_FIELDS}
     if base is None:
         missing = [name for name in REQUIRED_FOR_UNKNOWN if _snake(name) not in fields]
         if missing:

@@ -154,7 +154,8 @@ def _free(gp: GpuPlan, g: GpuInfo, models: list[ModelPlan]) -> Check:
         return Check("gpu", name, "pass", f"{free:.2f} GiB free; no server planned on it")
     first = models[0]
     start = first.memory.fraction * gib(total) + CUDA_CONTEXT_GIB
-    all_servers = sum(m.memory.fraction for m in models) * gib(total) + CUDA_CONTEXT_GIB * len(models)
+    # the plan's own footprints: budgets in use plus what each holds outside it (CUDA context, graphs)
+    all_servers = sum(m.memory.footprint_gib for m in models)
     detail = (
         f"{free:.2f} GiB free; {first.name} starts first and needs {start:.2f} GiB "
         f"({first.memory.fraction:.3f} x {gib(total):.2f} GiB, vLLM's start check, + {CUDA_CONTEXT_GIB} GiB CUDA context)"

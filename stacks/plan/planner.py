@@ -28,10 +28,12 @@ from stacks.plan.memory import (
 )
 from stacks.plan.monitoring import monitoring_plan
 from stacks.plan.releases import (
+    CU129_RELEASES,
     KV_CACHE_MEMORY_BYTES_SINCE,
+    NON_ROOT_SINCE,
     Version,
-    async_scheduling,
     batch_defaults,
+    concurrent_batches,
     cudagraphs_in_budget,
     image_vllm_version,
     uses_v2_model_runner,
@@ -71,7 +73,7 @@ class _Model:
     arch: Arch
     task: str
     tp: int
-    quantization: str | None
+    kv_dtype_bytes: float
     server: Server
 
 
@@ -152,7 +154,7 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
         kv_bytes = 1.0 if m.kv_cache_dtype.startswith("fp8") else dtype_bytes
         pp = m.pipeline_parallel
         v2 = uses_v2_model_runner(version, moe=arch.experts > 0, pooling=pooling)
-        batches = (pp + 1 if v2 else 2 if pp == 1 else pp) if async_scheduling(version, pooling=pooling) else pp
+        batches = concurrent_batches(version, pp=pp, v2_runner=v2, pooling=pooling)
         layout = kv_layout(arch, tp=tp, pp=pp, kv_bytes=kv_bytes, in_flight_tokens=batches * batched)
         overhead = Overhead(
             weights=weights_gib(arch, dtype_bytes, quant, tp, pp),
@@ -172,7 +174,7 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
             fixed=None if m.gpu_memory_utilization == "auto" else float(m.gpu_memory_utilization),
             longest_len=_longest_len(layout, mml),
         )
-        out.append(_Model(i, m, arch, task, tp, quant, server))
+        out.append(_Model(i, m, arch, task, tp, kv_bytes, server))
     return out
 
 
@@ -204,13 +206,6 @@ def _gpus(config: StackConfig, models: list[_Model]) -> dict[int, Gpu]:
         md.server.gpus = list(range(first, first + len(md.server.gpus)))
         gpus |= {g: Gpu(g, kube.name, kube.memory_gib) for g in md.server.gpus}
     return gpus
-
-
-NON_ROOT_SINCE: Version = (0, 22, 0)
-"""vLLM images have a ``vllm`` user (UID 2000, GID 0, HOME /home/vllm) from 0.22.0 (docker/Dockerfile; 0.21.0 has none).
-The default vllm-openai image still runs as root; run as UID 2000 its HOME is /home/vllm (from /etc/passwd)."""
-CU129_RELEASES: tuple[Version, Version] = ((0, 20, 0), (0, 33, 0))
-"""Releases published with a ``vX.Y.Z-cu129`` tag (.buildkite release scripts: 0.20-0.32; 0.19 and older are CUDA 12.9 by default)."""
 
 
 def _image(config: StackConfig, version: Version, problems: list[Problem]) -> ImagePlan:
@@ -281,8 +276,7 @@ def plan(config: StackConfig) -> StackPlan:
         total = min(gpus[g].total for g in s.gpus)
         o = s.overhead
         kv_gib = s.kv_bytes / GIB
-        in_budget_use = s.base + kv_gib if exact else s.fraction * total
-        footprint = in_budget_use + o.outside_budget
+        footprint = s.footprint(total, exact)
         free_at_start = min(gpus[g].total - used[g] - o.context for g in s.gpus)
         if s.fixed is not None or not exact:
             problem = _fixed_problem(s, total)
@@ -408,7 +402,7 @@ def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, prob
     out = set()
     for g, gpu in sorted(gpus.items()):
         here = [md.server for md in models if g in md.server.gpus]
-        need = sum((s.base + s.kv_bytes / GIB if exact else s.fraction * gpu.total) + s.overhead.outside_budget for s in here)
+        need = sum(s.footprint(gpu.total, exact) for s in here)
         room = gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved
         fixed = [s for s in here if s.fixed is not None]
         if fixed and need > room + 1e-9:
@@ -449,11 +443,7 @@ def _oidc_env(oidc: OidcConfig | None) -> dict[str, str]:
 def _kv_bytes_per_token(md: _Model) -> int:
     """Whole model, all ranks, if every layer held every token: 2 x layers x KV heads x head dim x KV dtype bytes."""
     a = md.arch
-    if a.encoder_only:
-        return 0
-    dtype_bytes = DTYPE_BYTES[a.dtype if md.config.dtype == "auto" else md.config.dtype]
-    kv = 1 if md.config.kv_cache_dtype.startswith("fp8") else dtype_bytes
-    return int(2 * a.layers * a.kv_heads * a.head_dim * kv)
+    return 0 if a.encoder_only else int(2 * a.layers * a.kv_heads * a.head_dim * md.kv_dtype_bytes)
 
 
 def _fixed_problem(s: Server, total: float) -> Problem | None:

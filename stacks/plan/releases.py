@@ -116,6 +116,23 @@ def async_scheduling(version: Version, *, pooling: bool) -> bool:
     return version >= (0, 14, 0) and not (pooling and version >= (0, 20, 0))
 
 
+def concurrent_batches(version: Version, *, pp: int, v2_runner: bool, pooling: bool) -> int:
+    """Batches in flight at once (VllmConfig.max_concurrent_batches, 0.26): async scheduling overlaps two (the V2 runner
+    pp + 1); without it, one per pipeline stage. Sliding-window layers keep the blocks of every batch in flight."""
+    if not async_scheduling(version, pooling=pooling):
+        return pp
+    if v2_runner:
+        return pp + 1
+    return 2 if pp == 1 else pp
+
+
+NON_ROOT_SINCE: Version = (0, 22, 0)
+"""vLLM images have a ``vllm`` user (UID 2000, GID 0, HOME /home/vllm) from 0.22.0 (docker/Dockerfile; 0.21.0 has none).
+The default vllm-openai image still runs as root; run as UID 2000 its HOME is /home/vllm (from /etc/passwd)."""
+CU129_RELEASES: tuple[Version, Version] = ((0, 20, 0), (0, 33, 0))
+"""[first, end) of the releases published with a ``vX.Y.Z-cu129`` tag (0.20-0.32); 0.19 and older are CUDA 12.9 by default."""
+
+
 def runner_flags(version: Version, task: str) -> list[str]:
     """How to serve an embedding model: ``--task embed`` up to 0.12, ``--runner pooling --convert embed`` from 0.13."""
     if task != "embed":

@@ -58,6 +58,12 @@ class Server:
     def kv_gib_at(self, level: float) -> float:
         return self.sequences(level) * self.sequence_gib
 
+    def footprint(self, gpu_total: float, exact: bool) -> float:
+        """Physical GiB on each of its GPUs: what its budget holds (base and exact KV, else the whole budget vLLM
+        fills) plus what it holds outside the budget."""
+        in_budget = self.base + self.kv_bytes / GIB if exact else self.fraction * gpu_total
+        return in_budget + self.overhead.outside_budget
+
 
 @dataclass(frozen=True)
 class Gpu:
@@ -77,14 +83,14 @@ def _settle_kv(s: Server, kv_gib: float, gpu_total: float, exact: bool) -> None:
     """Whole blocks of KV and the fraction: exact mode sizes KV and rounds the start gate up; otherwise the fraction
     (3 decimals, down) decides and KV is what it leaves."""
     block = s.layout.block_bytes if s.layout else 0
-    if exact or s.fixed is not None:
-        fraction = s.fixed if s.fixed is not None else math.ceil((s.base + kv_gib) / gpu_total * 1000) / 1000
-        if s.fixed is not None:
-            kv_gib = s.fixed * gpu_total - s.base
+    if s.fixed is not None:
+        s.fraction = s.fixed
+        kv_gib = s.fixed * gpu_total - s.base
+    elif exact:
+        s.fraction = math.ceil((s.base + kv_gib) / gpu_total * 1000) / 1000
     else:
-        fraction = math.floor((s.base + kv_gib) / gpu_total * 1000) / 1000
-        kv_gib = fraction * gpu_total - s.base
-    s.fraction = fraction
+        s.fraction = math.floor((s.base + kv_gib) / gpu_total * 1000) / 1000
+        kv_gib = s.fraction * gpu_total - s.base
     s.kv_bytes = int(max(0.0, kv_gib) * GIB // block) * block if block else 0
 
 
