@@ -1,13 +1,17 @@
 """Gateway overhead on this box: direct to a fake vLLM, through a plain nginx reverse proxy (the floor:
-no njs, no keys), and through the rendered gateway, all measured in one interleaved run.
+no njs, no keys), and through the rendered gateway (as configured by default, and with ``gateway.tokenUsage``
+turned the other way), all measured in one interleaved run.
 
 Prints streaming time-to-first-token (p50/p99) and gaps between chunks, SSE events per token,
 non-streaming requests/s with p50/p99 at 16 and 64 connections, and nginx CPU time per request
-(``/proc/PID/schedstat``, nanoseconds) of the floor and of the gateway. Rounds alternate the targets so
-drift on the box (other load, CPU frequency) hits all of them alike.
+(``/proc/PID/schedstat``, nanoseconds; user and system from ``/proc/PID/stat``) of the floor and of each
+gateway. Rounds alternate the targets so drift on the box (other load, CPU frequency) hits all of them alike;
+the CPU ratio to the floor is also given as the median of each round's ratio, which drift between rounds
+does not move. Set GATEWAY_NGINX / GATEWAY_NJS_MODULE / GATEWAY_JS_ENGINE to measure another nginx build
+(the floor then runs on it too).
 Everything runs on 127.0.0.1, bounded in count and time; what it starts it stops by pid.
 
-    python benchmarks/gateway.py [--rounds 5] [--streams 400] [--requests 20000]
+    python benchmarks/gateway.py [--rounds 8] [--streams 400] [--requests 32000]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from stacks.config.schema import GatewayConfig
 from tests.conftest import docker_raw
 from tests.gateway_harness import NGINX, child_pids, cpu_seconds, free_port, running_gateway, stop, wait_port
 from tests.loadgen import percentile, request_bytes, run_load
@@ -100,12 +106,14 @@ def _read_stream(s: socket.socket, t0: float) -> tuple[list[float], int]:
 
 
 def streaming(port: int, key: str | None, n: int, tokens: int, delay_ms: int) -> tuple[list[float], list[float], list[int]]:
-    """n streams over one keep-alive connection: time to first SSE event, gaps between events, events per stream."""
+    """n streams over one keep-alive connection, asking for usage (so the gateway's filter reads them): time to first
+    SSE event, gaps between events, token events per stream."""
     ttft: list[float] = []
     gaps: list[float] = []
     events: list[int] = []
     end = time.monotonic() + 120
-    req = request_bytes(port, "/v1/completions", {"model": "alpha", "prompt": "x", "stream": True, "max_tokens": tokens, "delay_ms": delay_ms}, key)
+    body = {"model": "alpha", "prompt": "x", "stream": True, "max_tokens": tokens, "delay_ms": delay_ms, "stream_options": {"include_usage": True}}
+    req = request_bytes(port, "/v1/completions", body, key)
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for _ in range(n):
@@ -115,9 +123,21 @@ def streaming(port: int, key: str | None, n: int, tokens: int, delay_ms: int) ->
             s.sendall(req)
             stamps, ev = _read_stream(s, t0)
             ttft.append(stamps[0])
-            gaps += [b - a for a, b in itertools.pairwise(stamps)]
-            events.append(ev)
+            gaps += [b - a for a, b in itertools.pairwise(stamps[:-1])]  # the last event is the usage
+            events.append(ev - 1)
     return ttft, gaps, events
+
+
+@dataclass
+class Round:
+    requests: int
+    seconds: float
+    latencies: list[float]
+    cpu: float
+    """nginx CPU seconds (schedstat)."""
+    user: float
+    system: float
+    """nginx user and system seconds (clock ticks: meaningful summed over rounds)."""
 
 
 @dataclass
@@ -131,8 +151,21 @@ class Target:
     gaps: list[float] = field(default_factory=list)
     events: list[int] = field(default_factory=list)
     tokens: int = 0
-    load: dict[int, list[tuple[int, float, list[float], float]]] = field(default_factory=dict)
-    """connections -> rounds of (requests, seconds, latencies, nginx CPU seconds)."""
+    load: dict[int, list[Round]] = field(default_factory=dict)
+    """connections -> one Round per round."""
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def user_system(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of ``pids`` (``/proc/PID/stat``, clock ticks)."""
+    user = system = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            user, system = user + int(fields[11]), system + int(fields[12])
+    return user / TICK, system / TICK
 
 
 @contextlib.contextmanager
@@ -160,37 +193,45 @@ def ms(x: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--streams", type=int, default=400, help="streams per target, over all rounds")
-    ap.add_argument("--requests", type=int, default=20000, help="non-streaming requests per target and connection count, over all rounds")
-    ap.add_argument("--no-token-usage", action="store_true", help="gateway.tokenUsage: false (no njs filter on answers)")
+    ap.add_argument("--requests", type=int, default=32000, help="non-streaming requests per target and connection count, over all rounds")
     args = ap.parse_args()
     if not shutil.which(NGINX):
         sys.exit("nginx not installed (make test installs it)")
-    raw = docker_raw(
-        models=[{"name": "alpha", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "gpus": [0], "maxModelLen": 1024}],
-        gateway={"tokenUsage": not args.no_token_usage},
-    )
-    with tempfile.TemporaryDirectory() as d, running_gateway(raw, Path(d) / "gw", api_keys=[KEY]) as gw:
+    usage = GatewayConfig().token_usage
+
+    def raw(token_usage: bool) -> dict[str, object]:
+        model = {"name": "alpha", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "gpus": [0], "maxModelLen": 1024}
+        return docker_raw(models=[model], gateway={"tokenUsage": token_usage})
+
+    other = "gateway+usage" if not usage else "gateway-usage"
+    with (
+        tempfile.TemporaryDirectory() as d,
+        running_gateway(raw(usage), Path(d) / "gw", api_keys=[KEY]) as gw,
+        running_gateway(raw(not usage), Path(d) / "gw2", api_keys=[KEY]) as gw2,
+    ):
         backend = gw.backend_ports["alpha"]
         with floor_proxy(Path(d) / "floor", backend) as (floor_port, floor):
             targets = [
                 Target("direct", backend, None),
                 Target("floor", floor_port, None, child_pids(floor.pid)),
                 Target("gateway", gw.port, KEY, gw.nginx_pids()),
+                Target(other, gw2.port, KEY, gw2.nginx_pids()),
             ]
-            report(targets, args, [os.getpid(), *(p.pid for p in gw.backends.values())])
+            print(f"gateway: gateway.tokenUsage {str(usage).lower()} (the default); {other}: {str(not usage).lower()}")
+            report(targets, args, [os.getpid(), *(p.pid for g in (gw, gw2) for p in g.backends.values())])
 
 
 def load_round(order: list[Target], requests: int) -> None:
     for conns in (16, 64):
         for t in order:
             payload = [request_bytes(t.port, "/v1/completions", {"model": "alpha", "prompt": "hi"}, t.key)]
-            cpu0 = cpu_seconds(t.pids)
+            cpu0, (user0, sys0) = cpu_seconds(t.pids), user_system(t.pids)
             res = run_load(t.port, payload, requests, conns)
-            cpu = cpu_seconds(t.pids) - cpu0
+            cpu, (user, system) = cpu_seconds(t.pids) - cpu0, user_system(t.pids)
             assert res.non_2xx == 0, (t.name, res.statuses)
-            t.load.setdefault(conns, []).append((res.total, res.elapsed, res.latencies, cpu))
+            t.load.setdefault(conns, []).append(Round(res.total, res.elapsed, res.latencies, cpu, user - user0, system - sys0))
 
 
 def report(targets: list[Target], args: argparse.Namespace, others: list[int]) -> None:
@@ -216,33 +257,35 @@ def report(targets: list[Target], args: argparse.Namespace, others: list[int]) -
     for t in targets:
         added = percentile(t.ttft, 50) - percentile(direct.ttft, 50)
         p50, p99 = percentile(t.ttft, 50), percentile(t.ttft, 99)
-        print(f"  TTFT {t.name:8s}                            {ms(p50)}  {ms(p99)}   {ms(added)}   {sum(t.events) / t.tokens:.3f}")
+        print(f"  TTFT {t.name:14s}                      {ms(p50)}  {ms(p99)}   {ms(added)}   {sum(t.events) / t.tokens:.3f}")
     for t in targets:
-        print(f"  gap between chunks (10 ms tokens) {t.name:8s}  {ms(percentile(t.gaps, 50))}  {ms(percentile(t.gaps, 99))}")
+        print(f"  gap between chunks (10 ms tokens) {t.name:14s}  {ms(percentile(t.gaps, 50))}  {ms(percentile(t.gaps, 99))}")
 
-    print(f"\nnon-streaming /v1/completions, {requests * args.rounds} requests per row   req/s     p50 ms   p99 ms   nginx CPU us/req (per round)")
-    figures: dict[str, float] = {}
+    print(f"\nnon-streaming /v1/completions, {requests * args.rounds} requests per row      req/s    p50 ms   p99 ms   nginx CPU us/req   user  system")
+    summary: dict[str, float] = {}
+    floor = targets[1]
     for conns in (16, 64):
         for t in targets:
             rounds = t.load[conns]
-            n = sum(x[0] for x in rounds)
-            secs = sum(x[1] for x in rounds)
-            lat = [v for x in rounds for v in x[2]]
+            n = sum(x.requests for x in rounds)
+            lat = [v for x in rounds for v in x.latencies]
             cpu = ""
             if t.pids:
-                us = sum(x[3] for x in rounds) / n * 1e6
-                figures[f"{t.name}_{conns}"] = us
-                cpu = f"{us:8.1f}  ({', '.join(f'{x[3] / x[0] * 1e6:.1f}' for x in rounds)})"
-            print(f"  {conns:2d} conns {t.name:8s} {n / secs:9.0f}  {ms(percentile(lat, 50))}  {ms(percentile(lat, 99))}   {cpu}")
-        if f"floor_{conns}" in figures:
-            print(f"  {conns:2d} conns gateway CPU / floor CPU   {figures[f'gateway_{conns}'] / figures[f'floor_{conns}']:.2f}x")
-    gw, fl = targets[2], targets[1]
-    summary = {
-        "ttft_added_p50_ms": round((percentile(gw.ttft, 50) - percentile(direct.ttft, 50)) * 1000, 3),
-        "floor_ttft_added_p50_ms": round((percentile(fl.ttft, 50) - percentile(direct.ttft, 50)) * 1000, 3),
-        "sse_events_per_token": round(sum(gw.events) / gw.tokens, 3),
-        **{f"cpu_us_per_request_{k}": round(v, 1) for k, v in figures.items()},
-    }
+                us = sum(x.cpu for x in rounds) / n * 1e6
+                user, system = (sum(getattr(x, f) for x in rounds) / n * 1e6 for f in ("user", "system"))
+                summary[f"cpu_us_per_request_{t.name}_{conns}"] = round(us, 1)
+                cpu = f"{us:8.1f}        {user:6.1f}  {system:6.1f}"
+            print(f"  {conns:2d} conns {t.name:14s} {n / sum(x.seconds for x in rounds):9.0f}  {ms(percentile(lat, 50))}  {ms(percentile(lat, 99))}   {cpu}")
+        for t in targets[2:]:
+            # drift moves a round's floor and gateway alike: the median of per-round ratios is the steady figure
+            per_round = [g.cpu / g.requests / (f.cpu / f.requests) for g, f in zip(t.load[conns], floor.load[conns], strict=True)]
+            total = summary[f"cpu_us_per_request_{t.name}_{conns}"] / summary[f"cpu_us_per_request_floor_{conns}"]
+            summary[f"cpu_ratio_{t.name}_{conns}"] = round(statistics.median(per_round), 2)
+            rounds_text = ", ".join(f"{r:.2f}" for r in per_round)
+            print(f"  {conns:2d} conns {t.name} CPU / floor CPU: {total:.2f}x overall, {statistics.median(per_round):.2f}x median of rounds ({rounds_text})")
+    for t in targets[1:]:
+        summary[f"ttft_added_p50_ms_{t.name}"] = round((percentile(t.ttft, 50) - percentile(direct.ttft, 50)) * 1000, 3)
+        summary[f"sse_events_per_token_{t.name}"] = round(sum(t.events) / t.tokens, 3)
     print(json.dumps(summary))
 
 

@@ -2,7 +2,9 @@
 
 Listens on 127.0.0.1 only. It echoes what it saw (backend name, model, request id, Authorization)
 in headers and content. Request knobs (in the JSON body): ``max_tokens`` (stream length),
-``delay_ms`` (between stream chunks), ``sleep_ms`` (before answering).
+``delay_ms`` (between stream chunks), ``sleep_ms`` (before answering), ``pad_bytes`` (text added to a
+plain answer), ``split_ms`` (a stream's usage event is written in two halves this far apart, and
+``[DONE]`` apart again, so that a gateway reads them separately).
 
 Run: ``python -m tests.fake_vllm --port 9001 --name a --models a,alias-a``.
 """
@@ -15,6 +17,11 @@ import socket
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+# What vLLM writes after "usage" in a plain answer (model_dump of ChatCompletionResponse / CompletionResponse, in
+# vllm/entrypoints/openai/{chat_completion,completion}/protocol.py of 0.26.0): every field, null unless asked for
+TRAILING_CHAT = dict.fromkeys(("prompt_logprobs", "prompt_token_ids", "prompt_text", "kv_transfer_params", "ec_transfer_params", "metrics"))
+TRAILING_COMPLETION = dict.fromkeys(("kv_transfer_params", "ec_transfer_params", "metrics"))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -81,6 +88,7 @@ class Handler(BaseHTTPRequestHandler):
             )
             return
         if not body.get("stream"):
+            text += "p" * int(body.get("pad_bytes") or 0)
             choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
@@ -88,7 +96,8 @@ class Handler(BaseHTTPRequestHandler):
                 choice["text"] = text
             usage = {"prompt_tokens": 7, "total_tokens": 8, "completion_tokens": 1, "prompt_tokens_details": None}
             obj = "chat.completion" if chat else "text_completion"
-            self._send(200, {"id": "cmpl-1", "object": obj, "created": 0, "model": model, "choices": [choice], "usage": usage})
+            answer = {"id": "cmpl-1", "object": obj, "created": 0, "model": model, "choices": [choice], "usage": usage}
+            self._send(200, answer | (TRAILING_CHAT if chat else TRAILING_COMPLETION))
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -117,7 +126,15 @@ class Handler(BaseHTTPRequestHandler):
             # vLLM's last chunk before [DONE]: no choices, the whole request's usage
             usage = {"prompt_tokens": 7, "total_tokens": 7 + len(words), "completion_tokens": len(words)}
             final = {"id": "c1", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0, "model": model, "choices": [], "usage": usage}
-            self._chunk(f"data: {json.dumps(final)}\n\n".encode())
+            event = f"data: {json.dumps(final)}\n\n".encode()
+            split = body.get("split_ms", 0) / 1000
+            if split:
+                at = event.index(b'"prompt_tokens"') + 5  # inside the usage object
+                for part in (event[:at], event[at:]):
+                    self._chunk(part)
+                    time.sleep(split)
+            else:
+                self._chunk(event)
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")
 

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NGINX = os.environ.get("GATEWAY_NGINX", "nginx")
 JS_MODULE = os.environ.get("GATEWAY_NJS_MODULE", "/usr/lib/nginx/modules/ngx_http_js_module.so")
 SHARED_DICT = "GATEWAY_NJS_MODULE" in os.environ
+# Debian's njs has only its own engine; the pinned image's is built with QuickJS too (GATEWAY_JS_ENGINE=qjs)
+JS_ENGINE = os.environ.get("GATEWAY_JS_ENGINE", "njs")
 
 
 def free_port() -> int:
@@ -150,6 +152,7 @@ def render_into(
         upstream_addresses=upstreams,
         worker_processes=1,
         shared_dict=SHARED_DICT,
+        js_engine=JS_ENGINE,
     )
     files = gateway.render(p, layout)
     (directory / "nginx.conf").write_text(files["nginx.conf"])
@@ -187,3 +190,61 @@ def running_gateway(raw: dict[str, Any], directory: Path, api_keys: list[str] | 
             stop(nginx)
         for proc in backends.values():
             stop(proc)
+
+
+SCANNER_CONF = """# nginx's own scan of a request body for its top-level "model", as the gateway renders it, answered as text
+worker_processes 1;
+pid {dir}/scanner.pid;
+error_log {dir}/scanner-error.log warn;
+pcre_jit on;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_max_body_size 4m;
+    client_body_buffer_size 4m;
+    client_body_temp_path {dir}/tmp;
+    proxy_temp_path {dir}/tmp;
+    map $request_body $gw_scanned {{
+        default "!";
+        {pattern} "=$gw_m=";
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            mirror /read;
+            mirror_request_body on;
+            proxy_set_header X-Scan $gw_scanned;
+            proxy_pass http://127.0.0.1:{echo};
+        }}
+        location = /read {{
+            internal;
+            return 204;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{echo};
+        location / {{
+            return 200 $http_x_scan;
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def running_scanner(directory: Path) -> Iterator[int]:
+    """An nginx on 127.0.0.1 answering each POST with ``!`` (the scan did not match) or ``=`` and what ``gw_m`` caught.
+
+    The pattern is the gateway's own (``gateway.top_level_model_pattern``), run by this nginx's PCRE: the scan is
+    tested on its own, apart from router.js, which decides whatever it leaves."""
+    (directory / "tmp").mkdir(parents=True, exist_ok=True)
+    port, echo = free_port(), free_port()
+    pattern = gateway.nginx_string("~" + gateway.top_level_model_pattern())
+    conf = directory / "scanner.conf"
+    conf.write_text(SCANNER_CONF.format(dir=directory, port=port, echo=echo, pattern=pattern))
+    proc = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proc)
+        yield port
+    finally:
+        stop(proc)

@@ -48,7 +48,8 @@ def _nginx_with_njs() -> None:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    with running_gateway(_raw(clientTimeoutSeconds=1), tmp_path_factory.mktemp("gw"), api_keys=[f"team-a:{KEY}", "sk-unnamed"]) as running:
+    raw = _raw(clientTimeoutSeconds=1, tokenUsage=True)
+    with running_gateway(raw, tmp_path_factory.mktemp("gw"), api_keys=[f"team-a:{KEY}", "sk-unnamed"]) as running:
         yield running
 
 
@@ -306,6 +307,81 @@ def test_token_usage_is_logged_for_plain_and_streamed_answers(gw: Running) -> No
     assert logged(gw, "use-3")["completion_tokens"] is None
 
 
+def test_usage_split_between_reads_or_far_down_a_long_answer_is_logged(gw: Running) -> None:
+    """The filter hands nginx the answer's tail: a usage event written in two halves (read apart), and a plain
+    answer far longer than one read, still log their tokens."""
+    stream = {"model": "beta", "prompt": "x", "stream": True, "max_tokens": 5, "split_ms": 150, "stream_options": {"include_usage": True}}
+    r = httpx.post(gw.url + "/v1/completions", headers={**AUTH, "X-Request-ID": "split-1"}, json=stream, timeout=20)
+    assert r.status_code == 200 and r.text.count("data: ") == 5 + 2
+    assert (logged(gw, "split-1")["prompt_tokens"], logged(gw, "split-1")["completion_tokens"]) == (7, 5)
+    r = httpx.post(gw.url + "/v1/completions", headers={**AUTH, "X-Request-ID": "long-1"}, json={"model": "alpha", "prompt": "x", "pad_bytes": 60_000})
+    assert r.status_code == 200 and len(r.content) > 60_000
+    assert (logged(gw, "long-1")["prompt_tokens"], logged(gw, "long-1")["completion_tokens"]) == (7, 1)
+
+
+def test_streams_interleaved_on_one_worker_keep_their_own_usage(gw: Running) -> None:
+    """QuickJS hands a reused context from one request to the next: the filter's state must follow the request."""
+    results: dict[str, int] = {}
+
+    def one(rid: str, tokens: int) -> None:
+        body = {"model": "alpha", "prompt": "x", "stream": True, "max_tokens": tokens, "delay_ms": 20, "stream_options": {"include_usage": True}}
+        r = httpx.post(gw.url + "/v1/completions", headers={**AUTH, "X-Request-ID": rid}, json=body, timeout=30)
+        results[rid] = r.status_code
+
+    threads = [threading.Thread(target=one, args=(f"mix-{n}", n)) for n in (3, 9, 14)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert results == {"mix-3": 200, "mix-9": 200, "mix-14": 200}
+    for n in (3, 9, 14):
+        assert logged(gw, f"mix-{n}")["completion_tokens"] == n
+
+
+def test_usage_of_an_abandoned_stream_is_not_left_to_the_next_request(gw: Running) -> None:
+    """QuickJS hands a context back to the pool when its request ends, also when the client left before the end: what
+    the filter kept of that answer (its usage) must not turn up in the next request's log."""
+    body = json.dumps({"model": "beta", "prompt": "x", "stream": True, "max_tokens": 3, "split_ms": 400, "stream_options": {"include_usage": True}})
+    head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: left-1\r\nAuthorization: Bearer " + KEY.encode()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(head + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body.encode())
+        got = b""
+        while b'"completion_tokens": 3' not in got:  # the whole usage event has passed, [DONE] has not
+            got += s.recv(65536)
+    for n in range(4):  # answers without usage, through the same location (QuickJS pools contexts per location)
+        r = httpx.post(gw.url + "/v1/completions", headers={**AUTH, "X-Request-ID": f"after-{n}"}, json={"model": "not-here"})
+        assert r.status_code == 404
+        assert (logged(gw, f"after-{n}")["prompt_tokens"], logged(gw, f"after-{n}")["completion_tokens"]) == (None, None)
+
+
+def test_long_streams_do_not_grow_the_gateway(gw: Running) -> None:
+    """A stream that asked for no usage is passed on without the filter after its first chunk: the njs engine would
+    otherwise keep a copy of every chunk until the stream ends (QuickJS keeps none either way)."""
+    body = json.dumps({"model": "alpha", "prompt": "x", "stream": True, "max_tokens": 20_000}).encode()
+    head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " + KEY.encode()
+    request = head + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    before = gw.nginx_rss_mib()
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], gw.nginx_rss_mib())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    streams = [threading.Thread(target=send_raw, args=(gw.port, request, 60)) for _ in range(4)]
+    for th in streams:
+        th.start()
+    for th in streams:
+        th.join(60)
+    done.set()
+    sampler.join()
+    # 4 x 20,000 SSE events of ~130 bytes: 10 MiB of chunks held without r.done() (+32 MiB measured before it)
+    assert peak[0] - before < 4, (before, peak[0])
+
+
 def test_per_key_rate_and_concurrency_limits_answer_429(tmp_path: Path) -> None:
     limits = {"slow": {"requestsPerMinute": 3}, "narrow": {"concurrent": 1}}
     with running_gateway(_raw(keyLimits=limits), tmp_path, api_keys=["slow:sk-slow", "narrow:sk-narrow", f"free:{KEY}"]) as g:
@@ -429,5 +505,5 @@ def test_pod_memory_follows_body_limit_and_admitted_concurrency() -> None:
     assert limit(maxBodyMiB=32, maxConcurrentRequests=256, maxConcurrentLargeRequests=8) >= base + 8 * 16 * LARGE_REQUEST_FACTOR
     assert limit(maxBodyMiB=16, maxConcurrentRequests=512, maxConcurrentLargeRequests=8) > base
     assert limit(maxBodyMiB=16, maxConcurrentRequests=256, maxConcurrentLargeRequests=16) > base
-    off = nginx_conf(make_plan(parse(_raw(tokenUsage=False))))
-    assert "js_body_filter" not in off and "js_body_filter router.usage;" in nginx_conf(make_plan(parse(_raw())))
+    off = nginx_conf(make_plan(parse(_raw())))  # the default
+    assert "js_body_filter" not in off and "js_body_filter router.usage;" in nginx_conf(make_plan(parse(_raw(tokenUsage=True))))

@@ -249,11 +249,16 @@ class GatewayConfig(Section):
     """Per API key name (see ``apiKeys``): ``requestsPerMinute`` and ``concurrent``; over them 429."""
     cors: CorsConfig = CorsConfig()
     """Cross-origin access for browser apps."""
-    token_usage: bool = True
-    """Read vLLM's ``usage`` from every answer into the access log and the token metrics (an njs filter on each
-    answer: it costs nginx CPU per request, see the README's gateway benchmark)."""
+    token_usage: bool = False
+    """Read vLLM's ``usage`` from every answer into the access log (``prompt_tokens``, ``completion_tokens``, per key
+    name) and the token metrics: an njs filter on each answer, about a quarter more nginx CPU per request (README,
+    gateway benchmark). Streams are read when they ask for usage (``stream_options.include_usage``)."""
     image: Image = "nginx:1.30.0"
     """Pinned NGINX image (the official image ships the njs module; 1.30.0 has njs 0.9.6)."""
+    js_engine: Literal["qjs", "njs"] = "qjs"
+    """JavaScript engine of the gateway's njs scripts: ``qjs`` (QuickJS, which the official image's njs module is built
+    with; it frees what a long stream passes through) or ``njs`` (for an image whose njs lacks QuickJS; it holds every
+    chunk of a filtered answer until the answer ends)."""
     replicas: Annotated[int, Field(ge=1, le=20)] = 2
     """Kubernetes target: gateway replicas."""
     ingress: IngressConfig = IngressConfig()

@@ -202,6 +202,7 @@ class GatewayPlan:
     """Key name -> limits; names are not secret, the keys are."""
     cors_allow_origins: list[str]
     token_usage: bool
+    js_engine: Literal["qjs", "njs"]
     replicas: int
     ingress: IngressPlan | None
 

@@ -22,10 +22,24 @@ ROUTER_JS = Path(__file__).with_name("router.js")
 ERROR_PREFIX = "/.gateway-error/"
 """Error pages are internal URIs, not named locations: nginx cannot redirect a request whose request line it
 could not parse (no URI) to a named location and answers its own HTML 500 instead."""
+READ_BODY = "/.gateway-read-body"
+"""The mirror module's target: mirroring it makes nginx read the request body before the content phase."""
+ROUTE_ERROR_UPSTREAM = "gw-route-error"
+"""Where body routing sends what it cannot route: the metrics server, which answers it as JSON."""
 LARGE_BODY_DIGITS = 6
-"""Bodies with a Content-Length of at most this many digits (under 1 MB) are small; larger or chunked ones are large."""
+"""Bodies with a Content-Length of at most this many digits (under 1 MB) are small; larger or chunked ones are large.
+Small bodies are also the ones nginx scans for ``model`` itself."""
+SCAN_DEPTH = 16
+"""Nesting the PCRE scan follows (a JSON schema 8 objects deep); deeper bodies are left to router.js."""
 SHARED_DICT = "vllm_stack_gateway"
 """The njs shared dictionary holding the metrics' counters (``router.js`` DICT)."""
+USAGE_PATTERN = r'~(?s)^.*"usage"\s*:\s*\{[^}]*?"prompt_tokens"\s*:\s*(?<gw_up>[0-9]{1,18})[^}]*?"completion_tokens"\s*:\s*(?<gw_uc>[0-9]{1,18})'
+"""The last ``usage`` object's tokens; vLLM's UsageInfo lists prompt_tokens before completion_tokens
+(vllm/entrypoints/openai/engine/protocol.py, 0.26.0)."""
+INCLUDE_USAGE = r'~"include_usage"\s*:\s*true'
+"""A request asking for usage in its stream (``stream_options.include_usage``; continuous stats need it too)."""
+FORCE_INCLUDE_USAGE = "--enable-force-include-usage"
+"""vLLM flag that puts ``usage`` in every stream (vllm/entrypoints/serve/utils/api_utils.py should_include_usage, 0.26.0)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,13 @@ class Layout:
     """None: the plan's ``gateway.workerProcesses``."""
     shared_dict: bool = True
     """``js_shared_dict_zone`` for the metrics' counters: njs 0.8+ (the pinned image); Debian 12's njs 0.7.9 lacks it."""
+    js_engine: str | None = None
+    """None: the plan's ``gateway.jsEngine``; tests name the engine of the njs they load (Debian 12's has only ``njs``)."""
+
+    @property
+    def metrics_address(self) -> str:
+        """The metrics server as this nginx reaches it (it also answers body-routing errors)."""
+        return self.metrics_listen if ":" in self.metrics_listen else f"127.0.0.1:{self.metrics_listen}"
 
 
 ERRORS: dict[int, tuple[str, str, str]] = {
@@ -70,6 +91,18 @@ ERRORS: dict[int, tuple[str, str, str]] = {
     505: ("invalid_request_error", "http_version_not_supported", "HTTP version not supported; use HTTP/1.1."),
 }
 RATE_LIMITED = ("rate_limit_error", "rate_limit_exceeded", "Rate limit of this API key reached; retry after the time in Retry-After.")
+NOT_POST = ("invalid_request_error", "method_not_allowed", "Method not allowed here; the API takes POST (GET /v1/models lists the models).")
+ROUTE_ERRORS: dict[str, tuple[int, str, str]] = {
+    "invalid_json": (400, "invalid_json", "The request body is not valid JSON."),
+    "missing_model": (400, "missing_model", 'The request body needs a "model" string.'),
+    "body_in_file": (
+        413,
+        "request_too_large",
+        "The chunked body with its chunk framing is larger than this gateway buffers; send it with Content-Length or in larger chunks.",
+    ),
+    "model_not_found": (404, "model_not_found", "The model {model}does not exist. GET /v1/models lists the served models."),
+}
+"""Body routing's verdicts (router.js returns them after a space) -> status, code, message; {model}: the echoed name."""
 
 
 def _json_text(obj: object) -> str:
@@ -78,7 +111,8 @@ def _json_text(obj: object) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _q(s: str) -> str:
+def nginx_string(s: str) -> str:
+    """``s`` double-quoted for nginx.conf: backslashes and quotes escaped, which nginx's parser undoes."""
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -121,7 +155,7 @@ LOG_FORMAT = (
     '{"time":"$time_iso8601","request_id":"$req_id","remote":"$remote_addr","method":"$gw_log_method",'
     '"uri":"$gw_log_uri","status":$status,"model":"$gw_log_model","key":"$gw_key_label",'
     '"prompt_tokens":$gw_prompt_tokens,"completion_tokens":$gw_completion_tokens,'
-    '"upstream":"$upstream_addr","upstream_status":"$upstream_status","request_time":$request_time,'
+    '"upstream":"$gw_log_upstream","upstream_status":"$upstream_status","request_time":$request_time,'
     '"upstream_connect_time":"$upstream_connect_time","upstream_header_time":"$upstream_header_time",'
     '"upstream_response_time":"$upstream_response_time","bytes_sent":$bytes_sent,"request_length":$request_length}'
 )
@@ -145,26 +179,7 @@ def _maps(plan: StackPlan) -> list[str]:
         '    "~^[\\x20-\\x7e]{0,2048}$" $request_uri;',
         "}",
         "",
-        "# every served name and alias -> its model's upstream (body routing sets $route_model, path routing $path_model)",
-        'map "$route_model$path_model" $upstream_name {',
-        '    default "";',
-        *(f"    {_q(r.served_name)} {upstream_block_name(r.service)};" for r in plan.routes),
-        "}",
-        "map $upstream_name $gw_log_model {",
-        '    "" "-";',
-        '    default "$route_model$path_model";',
-        "}",
-        "",
-        # keys.conf maps the Authorization header to a name ignoring case ($gw_key_candidate) and the name back to
-        # its exact header ($gw_key_expected); only a byte-exact match names the request's key
-        'map "$gw_key_expected\\t$http_authorization" $gw_key {',
-        '    default "";',
-        '    "~^([^\\t]+)\\t\\1$" $gw_key_candidate;',
-        "}",
-        'map "$gw_open$gw_key" $gw_authorized {',
-        "    0 0;",
-        "    default 1;",
-        "}",
+        # $gw_key is the name of the request's key, set once the Authorization header matched its key byte for byte
         "map $gw_key $gw_key_label {",
         '    "" "-";',
         "    default $gw_key;",
@@ -185,27 +200,150 @@ def _maps(plan: StackPlan) -> list[str]:
     ]
     rates, concurrency = _key_limit_groups(cfg)
     for rpm, names in rates.items():
-        lines += [f"map $gw_key $gw_rate_{rpm} {{", '    default "";', *(f"    {_q(n)} {_q(n)};" for n in names), "}"]
+        lines += [f"map $gw_key $gw_rate_{rpm} {{", '    default "";', *(f"    {nginx_string(n)} {nginx_string(n)};" for n in names), "}"]
         lines.append(f"limit_req_zone $gw_rate_{rpm} zone=gw_rate_{rpm}:1m rate={rpm}r/m;")
     for n_conc, names in concurrency.items():
-        lines += [f"map $gw_key $gw_conc_{n_conc} {{", '    default "";', *(f"    {_q(n)} {_q(n)};" for n in names), "}"]
+        lines += [f"map $gw_key $gw_conc_{n_conc} {{", '    default "";', *(f"    {nginx_string(n)} {nginx_string(n)};" for n in names), "}"]
         lines.append(f"limit_conn_zone $gw_conc_{n_conc} zone=gw_conc_{n_conc}:1m;")
     # Retry-After: a rate-limited key waits for one request's worth of its rate; a full house retries in a second
     retry = {n: math.ceil(60 / lim.requests_per_minute) for n, lim in cfg.key_limits.items() if lim.requests_per_minute}
-    lines += ["map $gw_key $gw_key_retry {", "    default 1;", *(f"    {_q(n)} {s};" for n, s in retry.items()), "}"]
+    lines += ["map $gw_key $gw_key_retry {", "    default 1;", *(f"    {nginx_string(n)} {s};" for n, s in retry.items()), "}"]
     lines += ["map $limit_req_status $gw_retry_after {", "    REJECTED $gw_key_retry;", "    default 1;", "}"]
     lines += ["map $limit_req_status $gw_429_body {", f"    REJECTED '{_json_text(_error_body(429, RATE_LIMITED[1], RATE_LIMITED[2], RATE_LIMITED[0]))}\\n';"]
     lines += [f"    default {_body(429)};", "}"]
     # no max_conns left (max_concurrent_per_model) shows as "no live upstreams": $upstream_addr is then the group's name
     lines += ['map "$upstream_addr" $gw_upstream_full {', '    "~(^|, )up-" 1;', "    default 0;", "}"]
+    lines += ["", *_routing_maps(plan), "", *_usage_maps(plan)]
     if cfg.cors_allow_origins:
         origins = cfg.cors_allow_origins
         lines += ["map $http_origin $gw_cors_origin {", '    default "";']
-        lines += ['    "~." "*";'] if "*" in origins else [f"    {_q(o)} $http_origin;" for o in origins]
+        lines += ['    "~." "*";'] if "*" in origins else [f"    {nginx_string(o)} $http_origin;" for o in origins]
         lines += ["}", 'map "$request_method:$http_access_control_request_method" $gw_preflight {', '    default "";', '    "~^OPTIONS:." 1;', "}"]
         lines += ["map $gw_preflight $gw_cors_methods {", '    default "";', '    1 "GET, POST, OPTIONS";', "}"]
         lines += ["map $gw_preflight $gw_cors_headers {", '    default "";', "    1 $http_access_control_request_headers;", "}"]
         lines += ["map $gw_preflight $gw_cors_max_age {", '    default "";', "    1 600;", "}"]
+    return lines
+
+
+def top_level_model_pattern(depth: int = SCAN_DEPTH) -> str:
+    """PCRE matching a JSON object; ``gw_m`` captures its top-level ``"model"`` when the last one is a plain string.
+
+    Strings are skipped whole (escapes included) and nested arrays and objects by bracket, up to ``depth`` levels; all
+    loops are possessive, so PCRE's JIT keeps no backtracking state as it goes (no stack limit, linear time). At the
+    top level, each ``"model"`` key sets ``gw_m``: to its value when that is a string without escapes, else to
+    nothing, and so does a key with an escape (it may spell ``model``); the last one stands, as in JSON.parse. So a
+    non-empty ``gw_m`` is the model JSON.parse finds, and an empty one (or no match: deeper, not an object, broken)
+    leaves the body to router.js. It does not validate the rest (vLLM does). The named groups, all ``gw_``, become
+    nginx variables.
+    """
+    s = r'"(?:[^"\\]++|\\.)*+"'
+    other = r'[^"\[\]{}]++'
+    nested = [f"(?<gw_v{depth}>[\\[{{](?:{other}|(?&gw_s))*+[\\]}}])"]
+    nested += [f"(?<gw_v{d}>[\\[{{](?:{other}|(?&gw_s)|(?&gw_v{d + 1}))*+[\\]}}])" for d in range(depth - 1, 0, -1)]
+    # (?| ): the three branches share the group, so the last model key's branch decides what it holds
+    model = r'(?|"model"\s*+:\s*+"(?<gw_m>[^"\\]*+)"|"model"\s*+:(?<gw_m>)|"[^"\\]*+\\(?:[^"\\]++|\\.)*+"\s*+:(?<gw_m>))'
+    return f"(?s)(?(DEFINE)(?<gw_s>{s}){''.join(nested)})^\\s*+\\{{(?:{model}|{other}|(?&gw_s)|(?&gw_v1))*+\\}}\\s*+$"
+
+
+def _routing_maps(plan: StackPlan) -> list[str]:
+    """Served name -> upstream, for the path (``$path_model``) and, with ``routing: model``, the body."""
+    names = [(nginx_string(r.served_name), upstream_block_name(r.service)) for r in plan.routes]
+    lines = ["# /<model>/v1/...: every served name and alias -> its model's upstream", "map $path_model $gw_path_upstream {", '    default "";']
+    lines += [f"    {n} {u};" for n, u in names] + ["}"]
+    # what the log names: the model the request went to, and its server (not the metrics server for the router's verdicts)
+    log = ["map $gw_log_model $gw_log_upstream {", '    "-" "";', "    default $upstream_addr;", "}"]
+    if plan.gateway.routing == "path":
+        return [*lines, *log, "map $upstream_addr $gw_log_model {", '    "" "-";', "    default $path_model;", "}"]
+    small = f"[0-9]{{1,{LARGE_BODY_DIGITS}}}"
+    lines += [
+        "",
+        "# POST /v1/...: the body's top-level model. The mirror module has read the body before proxy_pass looks here.",
+        "# nginx finds it itself in a small Content-Length body (ngx_http_variable_request_body: in memory); router.js",
+        "# decides the rest (deeper, escaped, chunked, large or broken bodies): a model, or a verdict starting with a space",
+        "map $http_content_length $gw_scan {",
+        '    default "";',
+        f'    "~^{small}$" $gw_scanned;',
+        "}",
+        "map $request_body $gw_scanned {",
+        '    default "";',
+        f"    {nginx_string('~' + top_level_model_pattern())} $gw_m;",
+        "}",
+        "map $gw_scan $gw_model {",
+        '    "" $gw_js_route;',
+        "    default $gw_scan;",
+        "}",
+        "map $gw_model $gw_upstream {",
+        f"    default {ROUTE_ERROR_UPSTREAM};",
+        *(f"    {n} {u};" for n, u in names),
+        "}",
+        # what cannot be routed goes to the metrics server, which answers it from these headers (empty: not sent)
+        "map $gw_upstream $gw_route_error {",
+        '    default "";',
+        f"    {ROUTE_ERROR_UPSTREAM} $gw_route_verdict;",
+        "}",
+        "map $gw_model $gw_route_verdict {",
+        "    default model_not_found;",
+        *(f'    " {v}" {v};' for v in ROUTE_ERRORS if v != "model_not_found"),
+        "}",
+        "map $gw_route_error $gw_model_echo {",
+        '    default "";',
+        "    model_not_found $gw_model_safe;",
+        "}",
+        # an unknown model is named in the answer only when every character is safe inside JSON and a header
+        "map $gw_model $gw_model_safe {",
+        '    default "";',
+        '    "~^[A-Za-z0-9._:/@+=-]{1,128}$" $gw_model;',
+        "}",
+        "",
+        "# the model a request went to, for the log and the metrics: evaluated only once an upstream was picked",
+        *log,
+        "map $upstream_addr $gw_log_model {",
+        '    "" "-";',
+        "    default $gw_routed_model;",
+        "}",
+        "map $path_model $gw_routed_model {",
+        '    "" $gw_body_model;',
+        "    default $path_model;",
+        "}",
+        "map $gw_upstream $gw_body_model {",
+        "    default $gw_model;",
+        f'    {ROUTE_ERROR_UPSTREAM} "-";',
+        "}",
+    ]
+    return lines
+
+
+def _usage_maps(plan: StackPlan) -> list[str]:
+    """Token usage from the answer's tail that router.js hands over in ``$gw_usage`` (empty: none, or no filter)."""
+    lines = [
+        '# token usage: the last "usage" in the tail router.js hands over (vLLM: prompt_tokens, then completion_tokens)',
+        "map $gw_usage $gw_usage_pc {",
+        '    default "";',
+        f'    {nginx_string(USAGE_PATTERN)} "$gw_up $gw_uc";',
+        "}",
+        "map $gw_usage_pc $gw_prompt_tokens {",
+        "    default null;",
+        '    "~^(?<gw_up2>[0-9]+) " $gw_up2;',
+        "}",
+        "map $gw_usage_pc $gw_completion_tokens {",
+        "    default null;",
+        '    "~ (?<gw_uc2>[0-9]+)$" $gw_uc2;',
+        "}",
+    ]
+    if plan.gateway.token_usage:
+        forced = any(FORCE_INCLUDE_USAGE in m.args for m in plan.models)
+        lines += [
+            "# a stream whose request did not ask for usage carries none: router.usage stops filtering it at once",
+            "map $upstream_http_content_type $gw_usage_off {",
+            '    default "";',
+            *([] if forced else ['    "~^text/event-stream" $gw_stream_usage_off;']),
+            "}",
+            "map $request_body $gw_stream_usage_off {",
+            "    default 1;",
+            '    "" "";',
+            f'    {nginx_string(INCLUDE_USAGE)} "";',
+            "}",
+        ]
     return lines
 
 
@@ -250,6 +388,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
     body = f"{cfg.max_body_mib}m"
     services = {r.service: r.port for r in plan.routes}
     workers = layout.worker_processes or cfg.worker_processes
+    engine = layout.js_engine or cfg.js_engine
     lines: list[str] = [
         "# Rendered by vllm-stack from the stack's model list; edit the stack config, not this file.",
         f"load_module {layout.js_module};",
@@ -285,12 +424,12 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         # buffered: one write per 64 KiB or second instead of one per request
         f"    access_log {layout.access_log} gateway buffer=64k flush=1s;",
         "",
-        f"    js_path {_q(layout.njs_dir)};",
+        *([f"    js_engine {engine};"] if engine != "njs" else []),
+        f"    js_path {nginx_string(layout.njs_dir)};",
         "    js_import router from router.js;",
-        "    js_var $route_model;",
-        '    # set by router.usage from the answer\'s last "usage"',
-        "    js_var $gw_prompt_tokens null;",
-        "    js_var $gw_completion_tokens null;",
+        *(["    js_set $gw_js_route router.route;"] if cfg.routing == "model" else []),
+        "    # the answer's tail, from router.usage (empty without the filter)",
+        "    js_var $gw_usage;",
     ]
     if layout.shared_dict:
         lines += [
@@ -300,7 +439,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         ]
     lines += [
         "",
-        "    # $gw_key_candidate, $gw_key_expected, $gw_open (client keys) and $upstream_authorization (vLLM's key): a secret file",
+        "    # $gw_key_candidate, $gw_key_expected (client keys) and $upstream_authorization (vLLM's key): a secret file",
         f"    include {layout.keys_file};",
         "",
         *(f"    {ln}" if ln else "" for ln in _maps(plan)),
@@ -318,6 +457,8 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
             "        keepalive_timeout 60s;",
             "    }",
         ]
+    if cfg.routing == "model":
+        lines += [f"    upstream {ROUTE_ERROR_UPSTREAM} {{", f"        server {layout.metrics_address} max_fails=0;", "        keepalive 8;", "    }"]
     proxy = [
         "proxy_http_version 1.1;",
         'proxy_set_header Connection "";',
@@ -333,7 +474,9 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
     ]
     if cfg.token_usage:
         proxy.append("js_body_filter router.usage;")
-    auth = "if ($gw_authorized = 0) { return 401; }"
+    # keys.conf names the key the Authorization header matches ignoring case ($gw_key_candidate, a map) and gives
+    # that name's exact header ($gw_key_expected); "=" in an if compares bytes, and only then is the key named
+    auth = ["if ($http_authorization != $gw_key_expected) { return 401; }", "set $gw_key $gw_key_candidate;"]
     lines += [
         "",
         "    server {",
@@ -364,7 +507,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         "        }",
         "",
         "        location = /v1/models {",
-        f"            {auth}",
+        *(f"            {a}" for a in auth),
         "            if ($request_method !~ ^(GET|HEAD)$) { return 405; }",
         f"            return 200 '{_json_text(models_json(plan))}\\n';",
         "        }",
@@ -373,28 +516,36 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
     if cfg.routing == "model":
         lines += [
             "        location /v1/ {",
-            f"            {auth}",
+            *(f"            {a}" for a in auth),
+            f"            if ($request_method != POST) {{ return 405 '{_json_text(_error_body(405, NOT_POST[1], NOT_POST[2], NOT_POST[0]))}\\n'; }}",
             *(f"            {d}" for d in _limits(cfg)),
-            "            js_content router.route;",
+            # the mirror module reads the body in the precontent phase, so proxy_pass (content phase) routes on it:
+            # no redirect, one location, and what router.js keeps about the request stays with it
+            f"            mirror {READ_BODY};",
+            "            mirror_request_body on;",
+            *(f"            {d}" for d in proxy),
+            "            proxy_set_header X-Gateway-Route-Error $gw_route_error;",
+            "            proxy_set_header X-Gateway-Model $gw_model_echo;",
+            "            proxy_pass http://$gw_upstream;",
             "        }",
             "",
-            "        location @proxy {",
-            *(f"            {d}" for d in proxy),
-            "            proxy_pass http://$upstream_name;",
+            f"        location = {READ_BODY} {{",
+            "            internal;",
+            "            return 204;",
             "        }",
             "",
         ]
     lines += [
         # served names of this charset only: whatever else the path holds never reaches a variable or the log
         "        location ~ ^/(?<path_model>[A-Za-z0-9][A-Za-z0-9._:-]*)/v1/ {",
-        f"            {auth}",
-        '            if ($upstream_name = "") {',
+        *(f"            {a}" for a in auth),
+        '            if ($gw_path_upstream = "") {',
         f"                return 404 '{_json_text(_error_body(404, 'model_not_found', 'Unknown model in path; GET /v1/models lists the served models.'))}\\n';",
         "            }",
         *(f"            {d}" for d in _limits(cfg)),
         "            rewrite ^/[^/]+(/v1/.*)$ $1 break;",
         *(f"            {d}" for d in proxy),
-        "            proxy_pass http://$upstream_name;",
+        "            proxy_pass http://$gw_path_upstream;",
         "        }",
         "",
         "        location / {",
@@ -425,6 +576,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         f"        location = {METRICS_PATH} {{",
         "            js_content router.metrics;",
         "        }",
+        *(_route_error_location() if cfg.routing == "model" else []),
         "        location / {",
         f"            return 404 {_body(404)};",
         "        }",
@@ -435,29 +587,43 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
     return "\n".join(lines)
 
 
+def _route_error_location() -> list[str]:
+    """The metrics server answers what body routing could not route, from the gateway's X-Gateway-* headers."""
+    lines = ["        # body routing's verdicts, proxied here by the gateway (a client's own X-Gateway-* headers never pass)", "        location /v1/ {"]
+    for verdict, (status, code, message) in ROUTE_ERRORS.items():
+        if verdict != "model_not_found":
+            body = _json_text(_error_body(status, code, message))
+            lines.append(f"            if ($http_x_gateway_route_error = {verdict}) {{ return {status} '{body}\\n'; }}")
+    status, code, message = ROUTE_ERRORS["model_not_found"]
+    named = _json_text(_error_body(status, code, message.format(model="`MODEL` "))).replace("MODEL", "$http_x_gateway_model")
+    lines.append(f"            if ($http_x_gateway_model) {{ return {status} '{named}\\n'; }}")
+    lines += [f"            return {status} '{_json_text(_error_body(status, code, message.format(model='')))}\\n';", "        }"]
+    return lines
+
+
 def keys_conf(api_keys: list[ApiKey], vllm_api_key: str | None) -> str:
     """The secret include: which client keys pass under which name, and the key the gateway sends to vLLM.
 
-    With no client keys the gateway is open (every request authorized, key name ``-``).
+    With no client keys the gateway is open (every request authorized, key name ``-``). nginx.conf lets a request in
+    when its Authorization header equals ``$gw_key_expected`` byte for byte.
     """
     keys = with_key(api_keys)
     if vllm_api_key is not None:
         with_key([ApiKey("vllm", vllm_api_key)])  # the same character rules
     lines = [
         "# secret: API keys of the vllm-stack gateway",
-        "# nginx compares map strings ignoring case: nginx.conf accepts a key only when the header is byte-exact ($gw_key)",
+        "# nginx compares map strings ignoring case: the name of the key the header matches so, and that key's exact header",
         "map $http_authorization $gw_key_candidate {",
         '    default "";',
         *(f'    "Bearer {k.key}" "{k.name}";' for k in keys),
         "}",
         "map $gw_key_candidate $gw_key_expected {",
-        '    default "";',
+        # no keys: any header is the expected one; else a newline, which no header value holds
+        '    default "\\n";' if keys else "    default $http_authorization;",
         *(f'    "{k.name}" "Bearer {k.key}";' for k in keys),
         "}",
-        "map $http_authorization $gw_open {",
-        f"    default {0 if keys else 1};",
-        "}",
-        "map $http_authorization $upstream_authorization {",
+        # a map needs a source: a short, constant one (the server's port) costs nothing to look up
+        "map $server_port $upstream_authorization {",
         f'    default "Bearer {vllm_api_key}";' if vllm_api_key else '    default "";',
         "}",
         "",

@@ -1,152 +1,32 @@
-// vllm-stack gateway router. Runs on the njs engine of njs 0.7.9 (Debian 12) to 1.0: no engine-specific API.
+// vllm-stack gateway router. Runs on njs 0.7.9 (Debian 12) to 1.0, on either of its engines (njs, or QuickJS
+// with js_engine qjs): no engine-specific API.
 //
-// route:   js_content of /v1/: picks the upstream from the JSON body's top-level "model". nginx.conf maps
-//          $route_model -> $upstream_name; a js_var survives the internal redirect to @proxy, which forwards
-//          the original URI and the body nginx already read (never read twice).
-// usage:   js_body_filter of the proxied locations: passes every chunk on at once (one SSE event per token)
-//          and keeps the last "usage" seen in js_vars, for the access log and the metrics.
+// Body routing is nginx's own for ordinary bodies: the mirror module reads the body before the content phase
+// and a PCRE map finds its top-level "model" (nginx.conf), so no JavaScript runs to route them.
+// route:   js_set, evaluated only when that map finds no plain top-level "model" string (nested deeper than it
+//          looks, escaped, chunked, 1 MB or more, or broken): the model, or a verdict that starts with a space
+//          (nginx.conf maps verdicts to errors). The body is nginx's, read once.
+// usage:   js_body_filter: passes every chunk on at once (one SSE event per token) and hands the answer's
+//          tail to nginx ($gw_usage), whose maps read the last "usage" for the access log and the metrics.
 // account: read in the log phase: adds the finished request to the metrics in the js_shared_dict_zone
 //          (njs >= 0.8; with 0.7.9 there is no shared memory and only the in-flight gauge is served).
 // metrics: js_content of the internal metrics server, Prometheus text format.
 //
-// Cost: every request gets its own VM, and another one after the internal redirect, and njs sets up the
-// module's top level again for each (measured with callgrind: each top-level function costs every request).
-// So the top level holds few functions and no other code; helpers off the hot path are nested where used.
-
-function fail(r, status, type, code, message) {
-    r.headersOut['Content-Type'] = 'application/json';
-    r.return(status, JSON.stringify({error: {message: message, type: type, param: null, code: code}}) + '\n');
-}
-
-// The top-level "model" of a JSON object without building the object (any depth, any size): the value,
-// null when there is none, undefined when the text is not one JSON object. Like JSON.parse, the last
-// "model" wins. Values nested inside are skipped, not validated: vLLM validates the body it gets.
-function scanModel(t) {
-    var STRUCT = /["{}\[\]]/g;
-    var SCALAR = /^(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|true|false|null)$/;
-
-    function skipWs(i) {
-        var c = t.charCodeAt(i);
-        while (c === 32 || c === 10 || c === 13 || c === 9) {
-            c = t.charCodeAt(++i);
-        }
-        return i;
-    }
-
-    // index after the string starting at t[i] === '"', or -1
-    function stringEnd(i) {
-        var j = i + 1;
-        for (;;) {
-            var q = t.indexOf('"', j);
-            if (q < 0) {
-                return -1;
-            }
-            var n = 0;
-            while (t.charCodeAt(q - 1 - n) === 92) {
-                n++;
-            }
-            if (n % 2 === 0) {
-                return q + 1;
-            }
-            j = q + 1;
-        }
-    }
-
-    // index after the JSON value starting at t[i], or -1; nested values are skipped by counting brackets
-    function valueEnd(i) {
-        var c = t[i];
-        if (c === '"') {
-            return stringEnd(i);
-        }
-        if (c === '{' || c === '[') {
-            var depth = 0;
-            STRUCT.lastIndex = i;
-            for (;;) {
-                var m = STRUCT.exec(t);
-                if (m === null) {
-                    return -1;
-                }
-                var ch = m[0];
-                if (ch === '"') {
-                    var end = stringEnd(m.index);
-                    if (end < 0) {
-                        return -1;
-                    }
-                    STRUCT.lastIndex = end;
-                } else if (ch === '{' || ch === '[') {
-                    depth++;
-                } else if (--depth === 0) {
-                    return m.index + 1;
-                }
-            }
-        }
-        var j = i;
-        while (j < t.length && ',}] \n\r\t'.indexOf(t[j]) < 0) {
-            j++;
-        }
-        return j > i && SCALAR.test(t.slice(i, j)) ? j : -1;
-    }
-
-    var i = skipWs(0);
-    if (t[i] !== '{') {
-        return undefined;
-    }
-    i = skipWs(i + 1);
-    var model = null;
-    if (t[i] === '}') {
-        return skipWs(i + 1) === t.length ? null : undefined;
-    }
-    for (;;) {
-        if (t[i] !== '"') {
-            return undefined;
-        }
-        var keyEnd = stringEnd(i);
-        if (keyEnd < 0) {
-            return undefined;
-        }
-        var key = t.slice(i, keyEnd);
-        i = skipWs(keyEnd);
-        if (t[i] !== ':') {
-            return undefined;
-        }
-        i = skipWs(i + 1);
-        var start = i;
-        i = valueEnd(i);
-        if (i < 0) {
-            return undefined;
-        }
-        if (key === '"model"' || (key.indexOf('\\') >= 0 && JSON.parse(key) === 'model')) {
-            model = t.slice(start, i);
-        }
-        i = skipWs(i);
-        if (t[i] === ',') {
-            i = skipWs(i + 1);
-        } else if (t[i] === '}') {
-            break;
-        } else {
-            return undefined;
-        }
-    }
-    if (skipWs(i + 1) !== t.length) {
-        return undefined;
-    }
-    return model === null ? null : JSON.parse(model);
-}
+// Cost: njs builds the module's top level again for every request (the njs engine clones a VM per request),
+// so the top level holds these functions and a few variables, nothing else. Every property access and call
+// costs hundreds of instructions, and string searches a dozen per byte (njs 0.7.9: memcmp per position), so
+// the filter does no search at all: nginx's PCRE reads the tail.
+// State: QuickJS reuses contexts between requests (js_context_reuse), so module-level variables outlive a
+// request; the filter's are keyed by the request object they belong to.
 
 function route(r) {
-    if (r.method !== 'POST') {
-        fail(r, 405, 'invalid_request_error', 'method_not_allowed', 'Method not allowed here; the API takes POST (GET /v1/models lists the models).');
-        return;
-    }
     var text;
     try {
         text = r.requestText || '';
     } catch (e) {
         // njs < 0.8.10 cannot read a body nginx wrote to a temp file (and nginx unlinks the file at once): only a
         // chunked body whose chunk framing outgrew the buffer's quarter of slack (chunks under ~24 bytes) gets here
-        fail(r, 413, 'invalid_request_error', 'request_too_large',
-             'The chunked body with its chunk framing is larger than this gateway buffers; send it with Content-Length or in larger chunks.');
-        return;
+        return ' body_in_file';
     }
     var model = null;
     var parsed = false;
@@ -167,67 +47,168 @@ function route(r) {
         }
     }
     if (model === undefined) {
-        fail(r, 400, 'invalid_request_error', 'invalid_json', 'The request body is not valid JSON.');
-        return;
+        return ' invalid_json';
     }
     if (typeof model !== 'string' || model === '') {
-        fail(r, 400, 'invalid_request_error', 'missing_model', 'The request body needs a "model" string.');
-        return;
+        return ' missing_model';
     }
-    r.variables.route_model = model;
-    if (!r.variables.upstream_name) {
-        // nginx.conf logs the model only when it routes; an unknown one is echoed only when printable ASCII
-        var echo = model.length <= 128;
-        for (var i = 0; echo && i < model.length; i++) {
-            var c = model.charCodeAt(i);
-            echo = c >= 32 && c <= 126;
+    return model;
+
+    // The top-level "model" of a JSON object without building the object (any depth, any size): the value,
+    // null when there is none, undefined when the text is not one JSON object. Like JSON.parse, the last
+    // "model" wins. Values nested inside are skipped, not validated: vLLM validates the body it gets.
+    function scanModel(t) {
+        var STRUCT = /["{}\[\]]/g;
+        var SCALAR = /^(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|true|false|null)$/;
+
+        function skipWs(i) {
+            var c = t.charCodeAt(i);
+            while (c === 32 || c === 10 || c === 13 || c === 9) {
+                c = t.charCodeAt(++i);
+            }
+            return i;
         }
-        fail(r, 404, 'invalid_request_error', 'model_not_found',
-             'The model ' + (echo ? '`' + model + '` ' : '') + 'does not exist. GET /v1/models lists the served models.');
-        return;
+
+        // index after the string starting at t[i] === '"', or -1
+        function stringEnd(i) {
+            var j = i + 1;
+            for (;;) {
+                var q = t.indexOf('"', j);
+                if (q < 0) {
+                    return -1;
+                }
+                var n = 0;
+                while (t.charCodeAt(q - 1 - n) === 92) {
+                    n++;
+                }
+                if (n % 2 === 0) {
+                    return q + 1;
+                }
+                j = q + 1;
+            }
+        }
+
+        // index after the JSON value starting at t[i], or -1; nested values are skipped by counting brackets
+        function valueEnd(i) {
+            var c = t[i];
+            if (c === '"') {
+                return stringEnd(i);
+            }
+            if (c === '{' || c === '[') {
+                var depth = 0;
+                STRUCT.lastIndex = i;
+                for (;;) {
+                    var m = STRUCT.exec(t);
+                    if (m === null) {
+                        return -1;
+                    }
+                    var ch = m[0];
+                    if (ch === '"') {
+                        var end = stringEnd(m.index);
+                        if (end < 0) {
+                            return -1;
+                        }
+                        STRUCT.lastIndex = end;
+                    } else if (ch === '{' || ch === '[') {
+                        depth++;
+                    } else if (--depth === 0) {
+                        return m.index + 1;
+                    }
+                }
+            }
+            var j = i;
+            while (j < t.length && ',}] \n\r\t'.indexOf(t[j]) < 0) {
+                j++;
+            }
+            return j > i && SCALAR.test(t.slice(i, j)) ? j : -1;
+        }
+
+        var i = skipWs(0);
+        if (t[i] !== '{') {
+            return undefined;
+        }
+        i = skipWs(i + 1);
+        var found = null;
+        if (t[i] === '}') {
+            return skipWs(i + 1) === t.length ? null : undefined;
+        }
+        for (;;) {
+            if (t[i] !== '"') {
+                return undefined;
+            }
+            var keyEnd = stringEnd(i);
+            if (keyEnd < 0) {
+                return undefined;
+            }
+            var key = t.slice(i, keyEnd);
+            i = skipWs(keyEnd);
+            if (t[i] !== ':') {
+                return undefined;
+            }
+            i = skipWs(i + 1);
+            var start = i;
+            i = valueEnd(i);
+            if (i < 0) {
+                return undefined;
+            }
+            if (key === '"model"' || (key.indexOf('\\') >= 0 && JSON.parse(key) === 'model')) {
+                found = t.slice(start, i);
+            }
+            i = skipWs(i);
+            if (t[i] === ',') {
+                i = skipWs(i + 1);
+            } else if (t[i] === '}') {
+                break;
+            } else {
+                return undefined;
+            }
+        }
+        if (skipWs(i + 1) !== t.length) {
+            return undefined;
+        }
+        return found === null ? null : JSON.parse(found);
     }
-    r.internalRedirect('@proxy');
 }
 
-// The tail of the previous chunk (per request: each request has its own VM), so a usage object cut between
-// two chunks is still read.
-var carry;
+// The filter's state, for the request `owner` (QuickJS hands a reused context the next request): the last
+// chunks passed on, so that a "usage" split between reads still reaches nginx whole.
+var owner = null;
+var undecided = false;
+var prev = '';
+var prev2 = '';
+var prev3 = '';
 
 function usage(r, data, flags) {
-    r.sendBuffer(data, flags);
-    if (!data.length) {
-        return;
+    // no flags argument: QuickJS would take an absent "flush" for false and hold a stream's chunks back
+    r.sendBuffer(data);
+    if (r !== owner) {
+        owner = r;
+        undecided = true;
+        prev = prev2 = prev3 = '';
     }
-    var text = carry ? carry + data : data;
-    var at = text.lastIndexOf('"usage"');
-    if (at >= 0) {
-        var p = tokens(text, '"prompt_tokens"', at);
-        var c = tokens(text, '"completion_tokens"', at);
-        if (p >= 0 && c >= 0) {
-            r.variables.gw_prompt_tokens = String(p);
-            r.variables.gw_completion_tokens = String(c);
+    // the first chunk with data: an SSE answer starts with "data:", and one whose request asked for no usage
+    // carries none, so filtering stops (the njs engine copies every filtered chunk into the request's memory
+    // until the request ends). Data is a string, or a Buffer for what nginx itself answers inside an "if"
+    if (undecided && data.length) {
+        undecided = false;
+        if (data[0] === 'd' && r.variables.gw_usage_off) {
+            r.done();
+            owner = null;
+            return;
         }
     }
-    carry = text.length > 512 ? text.slice(-512) : text;
-}
-
-// the integer after "name": at or after from, or -1
-function tokens(t, name, from) {
-    var at = t.indexOf(name, from);
-    if (at < 0) {
-        return -1;
+    if (flags.last) {
+        var tail = prev3 + prev2 + prev + data;
+        // the last "usage" sits within this of an answer's end (vLLM: only null fields follow it, unless the
+        // request asked for prompt_logprobs, prompt_token_ids or the prompt text)
+        r.variables.gw_usage = tail.length > 4096 ? tail.slice(-4096) : tail;
+        owner = null;
+        prev = prev2 = prev3 = '';
+        return;
     }
-    var i = at + name.length;
-    var c = t.charCodeAt(i);
-    while (c === 32 || c === 58) {  // ' ', ':'
-        c = t.charCodeAt(++i);
-    }
-    var n = -1;
-    while (c >= 48 && c <= 57) {
-        n = (n < 0 ? 0 : n * 10) + c - 48;
-        c = t.charCodeAt(++i);
-    }
-    return n;
+    prev3 = prev2;
+    prev2 = prev;
+    prev = data;
 }
 
 // upstream latency buckets, seconds: quick answers to long generations
