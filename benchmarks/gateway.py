@@ -11,7 +11,7 @@ does not move. Set GATEWAY_NGINX / GATEWAY_NJS_MODULE / GATEWAY_JS_ENGINE to mea
 (the floor then runs on it too).
 Everything runs on 127.0.0.1, bounded in count and time; what it starts it stops by pid.
 
-    python benchmarks/gateway.py [--rounds 8] [--streams 400] [--requests 32000]
+    python benchmarks/gateway.py [--rounds 16] [--streams 400] [--requests 32000]
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def ms(x: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=16)
     ap.add_argument("--streams", type=int, default=400, help="streams per target, over all rounds")
     ap.add_argument("--requests", type=int, default=32000, help="non-streaming requests per target and connection count, over all rounds")
     args = ap.parse_args()

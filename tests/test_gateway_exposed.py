@@ -262,7 +262,7 @@ def test_large_bodies_beyond_the_admitted_concurrency_get_429(tmp_path: Path) ->
         for t in threads:
             t.join(30)
         assert sorted(statuses) == [200, 200] + [429] * 6, statuses
-        assert peak[0] < memory_mib(g.plan.gateway)[1], peak  # the derived pod limit holds what nginx admitted
+        assert peak[0] < memory_mib(g.plan)[1], peak  # the derived pod limit holds what nginx admitted
         small = httpx.post(g.url + "/v1/completions", headers=AUTH, json={"model": "beta", "prompt": "x"})
         assert small.status_code == 200
 
@@ -496,14 +496,17 @@ def test_counters_by_model_status_class_and_key_name(gw: Running) -> None:
 
 def test_pod_memory_follows_body_limit_and_admitted_concurrency() -> None:
     from stacks.plan import plan as make_plan
-    from stacks.render.gateway import LARGE_REQUEST_FACTOR, nginx_conf
+    from stacks.render.gateway import LARGE_REQUEST_FACTOR, NJS_BYTES_PER_TOKEN, nginx_conf
 
     def limit(**gateway: Any) -> int:
-        return memory_mib(make_plan(parse(_raw(**gateway))).gateway)[1]
+        return memory_mib(make_plan(parse(_raw(**gateway))))[1]
 
     base = limit(maxBodyMiB=16, maxConcurrentRequests=256, maxConcurrentLargeRequests=8)
     assert limit(maxBodyMiB=32, maxConcurrentRequests=256, maxConcurrentLargeRequests=8) >= base + 8 * 16 * LARGE_REQUEST_FACTOR
     assert limit(maxBodyMiB=16, maxConcurrentRequests=512, maxConcurrentLargeRequests=8) > base
     assert limit(maxBodyMiB=16, maxConcurrentRequests=256, maxConcurrentLargeRequests=16) > base
+    # the njs engine holds a stream asking for usage until it ends: every slot may hold the longest answer (1024 tokens here)
+    njs = limit(tokenUsage=True, jsEngine="njs") - limit(tokenUsage=True)
+    assert njs >= (256 - 8) * 1024 * NJS_BYTES_PER_TOKEN / 2**20 and limit(jsEngine="njs") == limit()
     off = nginx_conf(make_plan(parse(_raw())))  # the default
     assert "js_body_filter" not in off and "js_body_filter router.usage;" in nginx_conf(make_plan(parse(_raw(tokenUsage=True))))

@@ -27,8 +27,12 @@ READ_BODY = "/.gateway-read-body"
 ROUTE_ERROR_UPSTREAM = "gw-route-error"
 """Where body routing sends what it cannot route: the metrics server, which answers it as JSON."""
 LARGE_BODY_DIGITS = 6
-"""Bodies with a Content-Length of at most this many digits (under 1 MB) are small; larger or chunked ones are large.
-Small bodies are also the ones nginx scans for ``model`` itself."""
+"""Bodies with a Content-Length of at most this many digits (under 1 MB) are small; larger or chunked ones are large."""
+SCAN_DIGITS = 5
+"""nginx scans bodies of up to this many digits (under 100 kB) for ``model`` itself: a map copies its input twice (the
+value, then a lowercased copy for the hash), so a scanned body costs three times its size, and a body it leaves to
+router.js more (measured, benchmarks/gateway_memory.py: 5.9 MiB for one just under 1 MB, 3.0 MiB unscanned). Larger
+bodies go to router.js, which copies less and reads them 4-5x slower (a 526 KiB chat: 8-10 ms against 2 ms)."""
 SCAN_DEPTH = 16
 """Nesting the PCRE scan follows (a JSON schema 8 objects deep); deeper bodies are left to router.js."""
 SHARED_DICT = "vllm_stack_gateway"
@@ -159,6 +163,15 @@ LOG_FORMAT = (
     '"upstream_connect_time":"$upstream_connect_time","upstream_header_time":"$upstream_header_time",'
     '"upstream_response_time":"$upstream_response_time","bytes_sent":$bytes_sent,"request_length":$request_length}'
 )
+USAGE_FIELDS = ("$gw_prompt_tokens", "$gw_completion_tokens")
+
+
+def log_format(cfg: GatewayPlan) -> str:
+    """Without gateway.tokenUsage the token fields are written as null outright: no maps to look through."""
+    fmt = LOG_FORMAT
+    for var in () if cfg.token_usage else USAGE_FIELDS:
+        fmt = fmt.replace(var, "null")
+    return fmt
 
 
 def _maps(plan: StackPlan) -> list[str]:
@@ -169,14 +182,15 @@ def _maps(plan: StackPlan) -> list[str]:
         "    default $request_id;",
         '    "~^[A-Za-z0-9._:/+=@-]{1,200}$" $http_x_request_id;',
         "}",
-        # the client's method: an error page turns $request_method into GET
+        # the client's method and URI from one look at its request line (an error page turns $request_method into
+        # GET); the URI's map reads the method's first, so the regex has set $gw_uri by then
         "map $request $gw_log_method {",
         '    default "-";',
-        '    "~^(?<gw_method>[A-Z_-]{1,32}) " $gw_method;',
+        '    "~^(?<gw_method>[A-Z_-]{1,32}) (?<gw_uri>[\\x21-\\x7e]{0,2048})( HTTP/[0-9.]{1,5})?$" $gw_method;',
         "}",
-        "map $request_uri $gw_log_uri {",
-        '    default "(not printable ASCII)";',
-        '    "~^[\\x20-\\x7e]{0,2048}$" $request_uri;',
+        "map $gw_log_method $gw_log_uri {",
+        '    "-" "(not printable ASCII)";',
+        "    default $gw_uri;",
         "}",
         "",
         # $gw_key is the name of the request's key, set once the Authorization header matched its key byte for byte
@@ -241,7 +255,7 @@ def top_level_model_pattern(depth: int = SCAN_DEPTH) -> str:
     nested = [f"(?<gw_v{depth}>[\\[{{](?:{other}|(?&gw_s))*+[\\]}}])"]
     nested += [f"(?<gw_v{d}>[\\[{{](?:{other}|(?&gw_s)|(?&gw_v{d + 1}))*+[\\]}}])" for d in range(depth - 1, 0, -1)]
     # (?| ): the three branches share the group, so the last model key's branch decides what it holds
-    model = r'(?|"model"\s*+:\s*+"(?<gw_m>[^"\\]*+)"|"model"\s*+:(?<gw_m>)|"[^"\\]*+\\(?:[^"\\]++|\\.)*+"\s*+:(?<gw_m>))'
+    model = r'(?|"model"\s*+:\s*+"(?<gw_m>[^"\\]*+)"|"model"\s*+:(?<gw_m>)|"[^"\\]*+\\.(?:[^"\\]++|\\.)*+"\s*+:(?<gw_m>))'
     return f"(?s)(?(DEFINE)(?<gw_s>{s}){''.join(nested)})^\\s*+\\{{(?:{model}|{other}|(?&gw_s)|(?&gw_v1))*+\\}}\\s*+$"
 
 
@@ -250,19 +264,20 @@ def _routing_maps(plan: StackPlan) -> list[str]:
     names = [(nginx_string(r.served_name), upstream_block_name(r.service)) for r in plan.routes]
     lines = ["# /<model>/v1/...: every served name and alias -> its model's upstream", "map $path_model $gw_path_upstream {", '    default "";']
     lines += [f"    {n} {u};" for n, u in names] + ["}"]
-    # what the log names: the model the request went to, and its server (not the metrics server for the router's verdicts)
-    log = ["map $gw_log_model $gw_log_upstream {", '    "-" "";', "    default $upstream_addr;", "}"]
+    # what the log names once proxy_pass picked an upstream group ($proxy_host: empty before): the model the request
+    # went to and its server; neither for the router's verdicts, which the metrics server answers
+    log = ["map $proxy_host $gw_log_upstream {", '    "" "";', f'    {ROUTE_ERROR_UPSTREAM} "";', "    default $upstream_addr;", "}"]
     if plan.gateway.routing == "path":
-        return [*lines, *log, "map $upstream_addr $gw_log_model {", '    "" "-";', "    default $path_model;", "}"]
-    small = f"[0-9]{{1,{LARGE_BODY_DIGITS}}}"
+        return [*lines, *log, "map $proxy_host $gw_log_model {", '    "" "-";', "    default $path_model;", "}"]
+    scanned = f"[0-9]{{1,{SCAN_DIGITS}}}"
     lines += [
         "",
         "# POST /v1/...: the body's top-level model. The mirror module has read the body before proxy_pass looks here.",
-        "# nginx finds it itself in a small Content-Length body (ngx_http_variable_request_body: in memory); router.js",
-        "# decides the rest (deeper, escaped, chunked, large or broken bodies): a model, or a verdict starting with a space",
+        "# nginx finds it itself in a Content-Length body under 100 kB (ngx_http_variable_request_body: in memory); router.js",
+        "# decides the rest (deeper, escaped, chunked, larger or broken bodies): a model, or a verdict starting with a space",
         "map $http_content_length $gw_scan {",
         '    default "";',
-        f'    "~^{small}$" $gw_scanned;',
+        f'    "~^{scanned}$" $gw_scanned;',
         "}",
         "map $request_body $gw_scanned {",
         '    default "";',
@@ -295,19 +310,15 @@ def _routing_maps(plan: StackPlan) -> list[str]:
         '    "~^[A-Za-z0-9._:/@+=-]{1,128}$" $gw_model;',
         "}",
         "",
-        "# the model a request went to, for the log and the metrics: evaluated only once an upstream was picked",
         *log,
-        "map $upstream_addr $gw_log_model {",
+        "map $proxy_host $gw_log_model {",
         '    "" "-";',
+        f'    {ROUTE_ERROR_UPSTREAM} "-";',
         "    default $gw_routed_model;",
         "}",
         "map $path_model $gw_routed_model {",
-        '    "" $gw_body_model;',
+        '    "" $gw_model;',
         "    default $path_model;",
-        "}",
-        "map $gw_upstream $gw_body_model {",
-        "    default $gw_model;",
-        f'    {ROUTE_ERROR_UPSTREAM} "-";',
         "}",
     ]
     return lines
@@ -420,7 +431,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
             lines.append(f"    {kind}_temp_path {layout.temp_dir}/{kind};")
     lines += [
         "",
-        f"    log_format gateway escape=json '{LOG_FORMAT}{'$gw_account' if layout.shared_dict else ''}';",
+        f"    log_format gateway escape=json '{log_format(cfg)}{'$gw_account' if layout.shared_dict else ''}';",
         # buffered: one write per 64 KiB or second instead of one per request
         f"    access_log {layout.access_log} gateway buffer=64k flush=1s;",
         "",
@@ -464,7 +475,6 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         'proxy_set_header Connection "";',
         "proxy_set_header Host $proxy_host;",
         "proxy_set_header X-Request-ID $req_id;",
-        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         "proxy_set_header Authorization $upstream_authorization;",
         "proxy_buffering off;",
         "proxy_cache off;",
@@ -483,10 +493,13 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         f"        listen {layout.listen} reuseport;",
         "        server_name _;",
         f"        client_max_body_size {body};",
-        # nginx reads a Content-Length body into one buffer of exactly its size (ngx_http_request_body.c); a chunked
-        # one into a buffer of this size, chunk framing included, and spills to a temp file once that is full. The
-        # quarter of slack keeps framing of chunks over ~24 bytes in memory: njs before 0.8.10 cannot read a temp file
+        # nginx reads a Content-Length body into one buffer of exactly its size (ngx_http_request_body.c), the part
+        # that came with the headers included (single buffer: $request_body and njs then read it without joining a
+        # copy); a chunked one into a buffer of this size, chunk framing included, and spills to a temp file once that
+        # is full. The quarter of slack keeps framing of chunks over ~24 bytes in memory: njs before 0.8.10 cannot read
+        # a temp file
         f"        client_body_buffer_size {cfg.max_body_mib * 1024 * 5 // 4}k;",
+        "        client_body_in_single_buffer on;",
         *(f"        {h}" for h in _headers(cfg)),
         "",
     ]
@@ -632,26 +645,36 @@ def keys_conf(api_keys: list[ApiKey], vllm_api_key: str | None) -> str:
 
 
 # Memory of nginx + njs per request in flight, measured with benchmarks/gateway_memory.py (README, Gateway memory).
-# The pinned image's njs 0.9.6 holds more per body than Debian 12's 0.7.9 (3.0x against 2.0x): the figures are its.
+# The figures are the pinned image's (nginx 1.30.0, njs 0.9.6 on QuickJS), which holds more per body than Debian 12's
+# njs 0.7.9 (3.0x against 2.0x for a large body).
 BASE_MIB = 16
-"""The master, shared zones and slack; measured idle with one worker: 10-22 MiB (njs 0.7.9 / 0.9.6)."""
+"""The master, shared zones and slack; measured idle with one worker: 19-22 MiB (njs 0.7.9 / 0.9.6)."""
 WORKER_MIB = 8
 """An idle worker with its njs module."""
-SMALL_REQUEST_MIB = 3.0
-"""A request whose body is under 1 MB, at its worst (just under 1 MB): measured 2.79 MiB on njs 0.9.6 (1.83 on
-0.7.9): nginx's buffer and njs' copies of the body (router.js scans bodies over 64 KiB instead of parsing them),
-plus 27-41 KiB of pools and njs VMs that even an empty request holds."""
+SMALL_REQUEST_MIB = 3.1
+"""A request whose body is under 1 MB, at its worst (just under 1 MB, read by router.js): measured 3.02 MiB (1.95 on
+njs 0.7.9): nginx's buffer and njs' copies of the body (router.js scans bodies over 64 KiB instead of parsing them),
+plus the 16-32 KiB of pools that even an empty request holds. Bodies nginx scans (under 100 kB) hold three copies."""
 LARGE_REQUEST_FACTOR = 3.25
-"""Copies of the body a large request holds: measured 3.0x on njs 0.9.6 (2.0x on 0.7.9) for Content-Length bodies
-of 16 MiB, plus a quarter for a chunked body's buffer (1.25x the body limit)."""
+"""Copies of the body a large request holds: measured 3.0x (2.0x on njs 0.7.9) for Content-Length bodies of 16 MiB,
+plus a quarter for a chunked body's buffer (1.25x the body limit)."""
+NJS_BYTES_PER_TOKEN = 600
+"""With ``jsEngine: njs`` and token usage, what a stream that asks for usage holds per token until it ends: its SSE
+event (vLLM's chat chunk: about 250 bytes; more with logprobs) copied into the request's memory, plus the filter's
+call (measured: 330-440 bytes per 130-byte event, njs 0.7.9). QuickJS holds nothing per token."""
 
 
-def memory_mib(cfg: GatewayPlan) -> tuple[int, int]:
+def memory_mib(plan: StackPlan) -> tuple[int, int]:
     """(request, limit) of one gateway replica's memory in MiB: at most ``max_concurrent_requests`` in flight,
-    of which ``max_concurrent_large_requests`` large ones of up to ``max_body_mib``; nginx refuses the rest with 429."""
+    of which ``max_concurrent_large_requests`` large ones of up to ``max_body_mib``; nginx refuses the rest with 429.
+    On the njs engine with token usage, every other one may also be a stream of the longest answer a model gives."""
+    cfg = plan.gateway
     idle = BASE_MIB + WORKER_MIB * cfg.worker_processes
     large = min(cfg.max_concurrent_large_requests, cfg.max_concurrent_requests)
-    worst = idle + (cfg.max_concurrent_requests - large) * SMALL_REQUEST_MIB + large * LARGE_REQUEST_FACTOR * cfg.max_body_mib
+    small = SMALL_REQUEST_MIB
+    if cfg.js_engine == "njs" and cfg.token_usage:
+        small += max(m.max_model_len for m in plan.models) * NJS_BYTES_PER_TOKEN / 2**20
+    worst = idle + (cfg.max_concurrent_requests - large) * small + large * LARGE_REQUEST_FACTOR * cfg.max_body_mib
     limit = math.ceil(worst * 1.2 / 16) * 16  # 20% headroom for allocator fragmentation
     # typical: idle, a few dozen small requests in flight
     return math.ceil((idle + 32 * SMALL_REQUEST_MIB) / 16) * 16, limit

@@ -148,7 +148,7 @@ def vllm_server(plan: StackPlan, m: ModelPlan, image: Ref) -> Workload:
 def gateway(plan: StackPlan, image: Ref) -> Workload:
     rendered = gateway_files.render(plan)
     gw = plan.gateway
-    memory_request, memory_limit = gateway_files.memory_mib(gw)
+    memory_request, memory_limit = gateway_files.memory_mib(plan)
     return Workload(
         name=gw.service.name,
         component="gateway",
