@@ -211,17 +211,26 @@ function usage(r, data, flags) {
     prev = data;
 }
 
-// upstream latency buckets, seconds: quick answers to long generations
-var BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+// Set on first use, not at the top level, which the njs engine runs for every request's VM: the upstream latency
+// buckets (seconds: quick answers to long generations), and what account returns for the log line: nothing.
+// QuickJS turns undefined into an empty value for free, but tries a string as a typed array first, which throws
+// (njs 0.9.6 ngx_qjs_dump_obj); the njs engine would write "undefined".
+var bounds;
+var nothing;
 
-// What account returns for the log line: nothing. QuickJS turns undefined into an empty value for free, but tries
-// a string as a typed array first, which throws (njs 0.9.6 ngx_qjs_dump_obj); the njs engine writes "undefined"
-var NOTHING = njs.engine === 'QuickJS' ? undefined : '';
+function latencyBuckets() {
+    if (bounds === undefined) {
+        bounds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+        nothing = njs.engine === 'QuickJS' ? undefined : '';
+    }
+    return bounds;
+}
 
 function account(r) {
+    var buckets = latencyBuckets();
     var dict = typeof ngx !== 'undefined' && ngx.shared ? ngx.shared.vllm_stack_gateway : undefined;
     if (!dict) {
-        return NOTHING;
+        return nothing;
     }
     // every variable read and dict call costs thousands of instructions: as few as the counters need
     var v = r.variables;
@@ -237,7 +246,7 @@ function account(r) {
                 secs = times.split(',').reduce(function (sum, x) { return sum + (parseFloat(x) || 0); }, 0);
             }
             var b = 0;
-            while (b < BOUNDS.length && secs > BOUNDS[b]) {
+            while (b < buckets.length && secs > buckets[b]) {
                 b++;
             }
             dict.incr('bucket\t' + model + '\t' + b, 1, 0);
@@ -251,7 +260,7 @@ function account(r) {
     } catch (e) {
         // a full zone drops new series; requests are never failed for metrics
     }
-    return NOTHING;
+    return nothing;
 }
 
 function metrics(r) {
@@ -268,7 +277,7 @@ function metrics(r) {
         var requests = [];
         var prompt = [];
         var completion = [];
-        var bounds = BOUNDS;
+        var buckets = latencyBuckets();
         var perModel = {};
         var sums = {};
         dict.items().forEach(function (kv) {
@@ -293,9 +302,9 @@ function metrics(r) {
         Object.keys(perModel).forEach(function (model) {
             var counts = perModel[model];
             var total = 0;
-            for (var b = 0; b <= bounds.length; b++) {
+            for (var b = 0; b <= buckets.length; b++) {
                 total += counts[b] || 0;
-                var le = b < bounds.length ? String(bounds[b]) : '+Inf';
+                var le = b < buckets.length ? String(buckets[b]) : '+Inf';
                 out.push('vllm_stack_gateway_upstream_latency_seconds_bucket{model="' + model + '",le="' + le + '"} ' + total);
             }
             out.push('vllm_stack_gateway_upstream_latency_seconds_sum{model="' + model + '"} ' + (sums[model] || 0));
