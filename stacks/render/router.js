@@ -211,16 +211,19 @@ function usage(r, data, flags) {
     prev = data;
 }
 
-// Set on first use, not at the top level, which the njs engine runs for every request's VM: the upstream latency
-// buckets (seconds: quick answers to long generations), and what account returns for the log line: nothing.
-// QuickJS turns undefined into an empty value for free, but tries a string as a typed array first, which throws
-// (njs 0.9.6 ngx_qjs_dump_obj); the njs engine would write "undefined".
+// Set on first use (QuickJS keeps them with its context), not at the top level, which the njs engine runs for every
+// request's VM: the upstream latency buckets (seconds: quick answers to long generations), the counters' shared
+// dictionary (njs 0.8+; absent: no counters, only the in-flight gauge), and what account returns for the log line:
+// nothing. QuickJS turns undefined into an empty value for free, but tries a string as a typed array first, which
+// throws (njs 0.9.6 ngx_qjs_dump_obj); the njs engine would write "undefined".
 var bounds;
+var dict;
 var nothing;
 
 function latencyBuckets() {
     if (bounds === undefined) {
         bounds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+        dict = typeof ngx !== 'undefined' && ngx.shared ? ngx.shared.vllm_stack_gateway || null : null;
         nothing = njs.engine === 'QuickJS' ? undefined : '';
     }
     return bounds;
@@ -228,29 +231,30 @@ function latencyBuckets() {
 
 function account(r) {
     var buckets = latencyBuckets();
-    var dict = typeof ngx !== 'undefined' && ngx.shared ? ngx.shared.vllm_stack_gateway : undefined;
-    if (!dict) {
+    if (dict === null) {
         return nothing;
     }
-    // every variable read and dict call costs thousands of instructions: as few as the counters need
+    // every property read and call costs hundreds to thousands of instructions: as few as the counters need
     var v = r.variables;
     var model = v.gw_log_model;
     var key = v.gw_key_label;
     try {
         dict.incr('requests\t' + model + '\t' + ((r.status / 100) | 0) + 'xx\t' + key, 1, 0);
-        var times = v.upstream_response_time;
-        if (model !== '-' && times && times !== '-') {
+        if (model !== '-') {
             // "0.012", or one figure per upstream tried: "0.001, 0.012"
+            var times = v.upstream_response_time;
             var secs = parseFloat(times);
             if (times.indexOf(',') >= 0) {
                 secs = times.split(',').reduce(function (sum, x) { return sum + (parseFloat(x) || 0); }, 0);
             }
-            var b = 0;
-            while (b < buckets.length && secs > buckets[b]) {
-                b++;
+            if (secs >= 0) {
+                var b = 0;
+                while (b < 16 && secs > buckets[b]) {
+                    b++;
+                }
+                dict.incr('bucket\t' + model + '\t' + b, 1, 0);
+                dict.incr('sum\t' + model, secs, 0);
             }
-            dict.incr('bucket\t' + model + '\t' + b, 1, 0);
-            dict.incr('sum\t' + model, secs, 0);
         }
         var prompt = v.gw_prompt_tokens;
         if (prompt !== 'null') {
@@ -269,7 +273,7 @@ function metrics(r) {
     out.push('# HELP vllm_stack_gateway_requests_in_flight Requests the gateway is handling now (this scrape not counted).');
     out.push('# TYPE vllm_stack_gateway_requests_in_flight gauge');
     out.push('vllm_stack_gateway_requests_in_flight ' + (writing - 1));
-    var dict = typeof ngx !== 'undefined' && ngx.shared ? ngx.shared.vllm_stack_gateway : undefined;
+    var buckets = latencyBuckets();
     out.push('# HELP vllm_stack_gateway_info The gateway\'s njs and whether its counters are kept (they need njs 0.8+).');
     out.push('# TYPE vllm_stack_gateway_info gauge');
     out.push('vllm_stack_gateway_info{njs="' + njs.version + '",counters="' + (dict ? 'yes' : 'no') + '"} 1');
@@ -277,7 +281,6 @@ function metrics(r) {
         var requests = [];
         var prompt = [];
         var completion = [];
-        var buckets = latencyBuckets();
         var perModel = {};
         var sums = {};
         dict.items().forEach(function (kv) {
