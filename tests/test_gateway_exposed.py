@@ -510,3 +510,18 @@ def test_pod_memory_follows_body_limit_and_admitted_concurrency() -> None:
     assert njs >= (256 - 8) * 1024 * NJS_BYTES_PER_TOKEN / 2**20 and limit(jsEngine="njs") == limit()
     off = nginx_conf(make_plan(parse(_raw())))  # the default
     assert "js_body_filter" not in off and "js_body_filter router.usage;" in nginx_conf(make_plan(parse(_raw(tokenUsage=True))))
+
+
+def test_streams_are_read_for_usage_when_they_ask_or_vllm_always_sends_it() -> None:
+    from stacks.plan import plan as make_plan
+    from stacks.render.gateway import nginx_conf
+
+    def stream_rule(**model: Any) -> str:
+        raw = _raw(tokenUsage=True)
+        raw["models"][0] |= model
+        conf = nginx_conf(make_plan(parse(raw)))
+        start = conf.index("map $upstream_http_content_type $gw_usage_off {")
+        return conf[start : conf.index("}", start)]
+
+    assert "text/event-stream" in stream_rule()  # a stream is filtered only if its request asked for usage
+    assert "text/event-stream" not in stream_rule(extraArgs=["--enable-force-include-usage"])  # vLLM sends it always
