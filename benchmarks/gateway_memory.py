@@ -20,8 +20,6 @@ import json
 import shutil
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -48,26 +46,13 @@ async def _one(port: int, data: bytes, statuses: list[int]) -> None:
 def hold(port: int, data: bytes, n: int, g: Running, seconds: float) -> tuple[float, list[int]]:
     """Send n requests at once; sample RSS while they are in flight; (peak MiB, statuses)."""
     statuses: list[int] = []
-    peak = [g.nginx_rss_mib()]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], g.nginx_rss_mib())
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
 
     async def run() -> None:
         await asyncio.wait_for(asyncio.gather(*(_one(port, data, statuses) for _ in range(n))), seconds + 120)
 
-    try:
+    with g.peak_rss_mib() as rss:
         asyncio.run(run())
-    finally:
-        stop.set()
-        sampler.join()
-    return peak[0], statuses
+    return rss[1], statuses
 
 
 def stream_growth(g: Running, tokens: int, n: int, ask_usage: bool) -> float:
@@ -87,27 +72,12 @@ def stream_growth(g: Running, tokens: int, n: int, ask_usage: bool) -> float:
         finally:
             writer.close()
 
-    base = g.nginx_rss_mib()
-    peak = [base]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], g.nginx_rss_mib())
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-
     async def run() -> None:
         await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), 120)
 
-    try:
+    with g.peak_rss_mib() as rss:
         asyncio.run(run())
-    finally:
-        stop.set()
-        sampler.join()
-    return peak[0] - base
+    return rss[1] - rss[0]
 
 
 def main() -> None:

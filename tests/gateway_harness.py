@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,6 +90,25 @@ class Running:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
         return total / 1024
+
+    @contextlib.contextmanager
+    def peak_rss_mib(self) -> Iterator[list[float]]:
+        """Samples ``nginx_rss_mib`` every 10 ms while the block runs; the list holds [at the start, the peak]."""
+        seen = [self.nginx_rss_mib()] * 2
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                seen[1] = max(seen[1], self.nginx_rss_mib())
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            yield seen
+        finally:
+            done.set()
+            sampler.join()
 
 
 def require_nginx_njs() -> None:
