@@ -123,7 +123,7 @@ def streaming(port: int, key: str | None, n: int, tokens: int, delay_ms: int) ->
             s.sendall(req)
             stamps, ev = _read_stream(s, t0)
             ttft.append(stamps[0])
-            gaps += [b - a for a, b in itertools.pairwise(stamps[:-1])]  # the last event is the usage
+            gaps += [b - a for a, b in itertools.pairwise(stamps[:-2])]  # the last two events are the usage and [DONE]
             events.append(ev - 1)
     return ttft, gaps, events
 

@@ -1,9 +1,10 @@
 """nginx's own scan of a request body for its top-level "model" (issue #12's CPU work), run by a real nginx's PCRE.
 
-The gateway routes ordinary bodies with it and leaves the rest to router.js, so the scan may give up but must never
-name a model JSON.parse would not: these properties are checked on generated JSON (hypothesis), with duplicate and
-escaped keys, deep nesting and strings full of brackets, quotes and backslashes. Then the whole gateway: a body sent
-with Content-Length (nginx scans it) and chunked (router.js decides) ends the same way.
+The gateway routes ordinary bodies with it and leaves the rest to router.js, so the scan may give up but, on valid
+JSON, must never name a model JSON.parse would not (an invalid body it routes is vLLM's to refuse): these properties
+are checked on generated JSON (hypothesis), with duplicate and escaped keys, deep nesting and strings full of
+brackets, quotes and backslashes. Then the whole gateway: a body sent with Content-Length (nginx scans it) and
+chunked (router.js decides) ends the same way.
 """
 
 from __future__ import annotations
@@ -194,6 +195,10 @@ def test_client_cannot_speak_for_the_router(gw: Running) -> None:
     assert unknown.status_code == 404 and "`nope`" in unknown.json()["error"]["message"] and "evil" not in unknown.text
     odd = httpx.post(gw.url + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, json={"model": 'a"b`c', "prompt": "x"})
     assert odd.status_code == 404 and odd.json()["error"]["code"] == "model_not_found"  # named only when safe
+    for model in ("x\n", "x\r\nX-Injected: 1", "x\nX-Injected: 1\n"):  # a header line of its own, were it echoed
+        r = httpx.post(gw.url + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, json={"model": model, "prompt": "x"})
+        assert r.status_code == 404 and "x-injected" not in r.headers and "X-Injected" not in r.text
+        assert r.json()["error"]["code"] == "model_not_found"
 
 
 def test_log_names_the_routed_model_only(gw: Running) -> None:

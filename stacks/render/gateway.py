@@ -167,7 +167,7 @@ USAGE_FIELDS = ("$gw_prompt_tokens", "$gw_completion_tokens")
 
 
 def log_format(cfg: GatewayPlan) -> str:
-    """Without gateway.tokenUsage the token fields are written as null outright: no maps to look through."""
+    """Without gateway.tokenUsage the token fields are written as null outright: no maps for the log to look through."""
     fmt = LOG_FORMAT
     for var in () if cfg.token_usage else USAGE_FIELDS:
         fmt = fmt.replace(var, "null")
@@ -182,15 +182,15 @@ def _maps(plan: StackPlan) -> list[str]:
         "    default $request_id;",
         '    "~^[A-Za-z0-9._:/+=@-]{1,200}$" $http_x_request_id;',
         "}",
-        # the client's method and URI from one look at its request line (an error page turns $request_method into
-        # GET); the URI's map reads the method's first, so the regex has set $gw_uri by then
+        # the client's method, from its request line (an error page turns $request_method into GET)
         "map $request $gw_log_method {",
         '    default "-";',
-        '    "~^(?<gw_method>[A-Z_-]{1,32}) (?<gw_uri>[\\x21-\\x7e]{0,2048})( HTTP/[0-9.]{1,5})?$" $gw_method;',
+        '    "~^(?<gw_method>[A-Z_-]{1,32}) " $gw_method;',
         "}",
-        "map $gw_log_method $gw_log_uri {",
-        '    "-" "(not printable ASCII)";',
-        "    default $gw_uri;",
+        # \\z: PCRE's $ also matches before a final newline
+        "map $request_uri $gw_log_uri {",
+        '    default "(not printable ASCII, or over 2048 bytes)";',
+        '    "~^[\\x20-\\x7e]{0,2048}\\z" $request_uri;',
         "}",
         "",
         # $gw_key is the name of the request's key, set once the Authorization header matched its key byte for byte
@@ -245,10 +245,10 @@ def top_level_model_pattern(depth: int = SCAN_DEPTH) -> str:
     Strings are skipped whole (escapes included) and nested arrays and objects by bracket, up to ``depth`` levels; all
     loops are possessive, so PCRE's JIT keeps no backtracking state as it goes (no stack limit, linear time). At the
     top level, each ``"model"`` key sets ``gw_m``: to its value when that is a string without escapes, else to
-    nothing, and so does a key with an escape (it may spell ``model``); the last one stands, as in JSON.parse. So a
-    non-empty ``gw_m`` is the model JSON.parse finds, and an empty one (or no match: deeper, not an object, broken)
-    leaves the body to router.js. It does not validate the rest (vLLM does). The named groups, all ``gw_``, become
-    nginx variables.
+    nothing, and so does a key with an escape (it may spell ``model``); the last one stands, as in JSON.parse. So for
+    a body JSON.parse accepts, a non-empty ``gw_m`` is the model it finds, and an empty one (or no match: deeper, not
+    an object) leaves the body to router.js. It does not validate the rest: an invalid body may still name a model,
+    and that model's vLLM answers it 400. The named groups, all ``gw_``, become nginx variables.
     """
     s = r'"(?:[^"\\]++|\\.)*+"'
     other = r'[^"\[\]{}]++'
@@ -260,17 +260,39 @@ def top_level_model_pattern(depth: int = SCAN_DEPTH) -> str:
 
 
 def _routing_maps(plan: StackPlan) -> list[str]:
-    """Served name -> upstream, for the path (``$path_model``) and, with ``routing: model``, the body."""
-    names = [(nginx_string(r.served_name), upstream_block_name(r.service)) for r in plan.routes]
-    lines = ["# /<model>/v1/...: every served name and alias -> its model's upstream", "map $path_model $gw_path_upstream {", '    default "";']
-    lines += [f"    {n} {u};" for n, u in names] + ["}"]
-    # what the log names once proxy_pass picked an upstream group ($proxy_host: empty before): the model the request
-    # went to and its server; neither for the router's verdicts, which the metrics server answers
-    log = ["map $proxy_host $gw_log_upstream {", '    "" "";', f'    {ROUTE_ERROR_UPSTREAM} "";', "    default $upstream_addr;", "}"]
+    """Served name -> upstream, for the path (``$path_model``) and, with ``routing: model``, the body; and the name
+    the log and the metrics give a request (the served name as configured, whatever case the client wrote)."""
+    served = [nginx_string(r.served_name) for r in plan.routes]
+    upstreams = [upstream_block_name(r.service) for r in plan.routes]
+
+    def by_name(source: str, target: str, values: list[str], default: str) -> list[str]:
+        return [f"map {source} {target} {{", f"    default {default};", *(f"    {n} {v};" for n, v in zip(served, values, strict=True)), "}"]
+
+    lines = [
+        "# /<model>/v1/...: every served name and alias -> its model's upstream",
+        *by_name("$path_model", "$gw_path_upstream", upstreams, '""'),
+        *by_name("$path_model", "$gw_path_name", served, '"-"'),
+        "",
+        # what the log names: the model once a request reached an upstream ($upstream_addr, which the redirect to an
+        # error page keeps), and its server, neither for the router's verdicts (the metrics server answers them)
+        "map $gw_log_model $gw_log_upstream {",
+        '    "-" "";',
+        "    default $upstream_addr;",
+        "}",
+        "map $upstream_addr $gw_log_model {",
+        '    "" "-";',
+        f"    default {'$gw_path_name' if plan.gateway.routing == 'path' else '$gw_routed_model'};",
+        "}",
+    ]
     if plan.gateway.routing == "path":
-        return [*lines, *log, "map $proxy_host $gw_log_model {", '    "" "-";', "    default $path_model;", "}"]
+        return lines
     scanned = f"[0-9]{{1,{SCAN_DIGITS}}}"
     lines += [
+        "map $path_model $gw_routed_model {",
+        '    "" $gw_body_name;',
+        "    default $gw_path_name;",
+        "}",
+        *by_name("$gw_model", "$gw_body_name", served, '"-"'),
         "",
         "# POST /v1/...: the body's top-level model. The mirror module has read the body before proxy_pass looks here.",
         "# nginx finds it itself in a Content-Length body under 100 kB (ngx_http_variable_request_body: in memory); router.js",
@@ -287,10 +309,7 @@ def _routing_maps(plan: StackPlan) -> list[str]:
         '    "" $gw_js_route;',
         "    default $gw_scan;",
         "}",
-        "map $gw_model $gw_upstream {",
-        f"    default {ROUTE_ERROR_UPSTREAM};",
-        *(f"    {n} {u};" for n, u in names),
-        "}",
+        *by_name("$gw_model", "$gw_upstream", upstreams, ROUTE_ERROR_UPSTREAM),
         # what cannot be routed goes to the metrics server, which answers it from these headers (empty: not sent)
         "map $gw_upstream $gw_route_error {",
         '    default "";',
@@ -304,21 +323,11 @@ def _routing_maps(plan: StackPlan) -> list[str]:
         '    default "";',
         "    model_not_found $gw_model_safe;",
         "}",
-        # an unknown model is named in the answer only when every character is safe inside JSON and a header
+        # an unknown model is named in the answer only when every character is safe inside JSON and a header (\\z: PCRE's
+        # $ also matches before a final newline, which would end the header)
         "map $gw_model $gw_model_safe {",
         '    default "";',
-        '    "~^[A-Za-z0-9._:/@+=-]{1,128}$" $gw_model;',
-        "}",
-        "",
-        *log,
-        "map $proxy_host $gw_log_model {",
-        '    "" "-";',
-        f'    {ROUTE_ERROR_UPSTREAM} "-";',
-        "    default $gw_routed_model;",
-        "}",
-        "map $path_model $gw_routed_model {",
-        '    "" $gw_model;',
-        "    default $path_model;",
+        '    "~^[A-Za-z0-9._:/@+=-]{1,128}\\z" $gw_model;',
         "}",
     ]
     return lines
@@ -349,7 +358,12 @@ def _usage_maps(plan: StackPlan) -> list[str]:
             '    default "";',
             *([] if forced else ['    "~^text/event-stream" $gw_stream_usage_off;']),
             "}",
-            "map $request_body $gw_stream_usage_off {",
+            # only bodies nginx would scan (a map copies its input twice); a larger one is taken to ask
+            "map $http_content_length $gw_stream_usage_off {",
+            '    default "";',
+            f'    "~^[0-9]{{1,{SCAN_DIGITS}}}$" $gw_small_stream_usage_off;',
+            "}",
+            "map $request_body $gw_small_stream_usage_off {",
             "    default 1;",
             '    "" "";',
             f'    {nginx_string(INCLUDE_USAGE)} "";',
@@ -423,6 +437,8 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         "    keepalive_timeout 75s;",
         "    keepalive_requests 100000;",
         "    gzip off;",
+        # $gw_key is set only for requests whose key matched; others read it empty, which is what they mean
+        "    uninitialized_variable_warn off;",
         f"    client_header_timeout {cfg.client_timeout_seconds}s;",
         f"    client_body_timeout {cfg.client_timeout_seconds}s;",
     ]
@@ -602,7 +618,12 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
 
 def _route_error_location() -> list[str]:
     """The metrics server answers what body routing could not route, from the gateway's X-Gateway-* headers."""
-    lines = ["        # body routing's verdicts, proxied here by the gateway (a client's own X-Gateway-* headers never pass)", "        location /v1/ {"]
+    lines = [
+        "        # body routing's verdicts, proxied here by the gateway (a client's own X-Gateway-* headers never pass), and",
+        "        # from nowhere else: the port is reachable in the pod's or container's network",
+        "        location /v1/ {",
+        f"            if ($remote_addr != 127.0.0.1) {{ return 404 {_body(404)}; }}",
+    ]
     for verdict, (status, code, message) in ROUTE_ERRORS.items():
         if verdict != "model_not_found":
             body = _json_text(_error_body(status, code, message))
@@ -667,7 +688,7 @@ call (measured: 330-440 bytes per 130-byte event, njs 0.7.9). QuickJS holds noth
 def memory_mib(plan: StackPlan) -> tuple[int, int]:
     """(request, limit) of one gateway replica's memory in MiB: at most ``max_concurrent_requests`` in flight,
     of which ``max_concurrent_large_requests`` large ones of up to ``max_body_mib``; nginx refuses the rest with 429.
-    On the njs engine with token usage, every other one may also be a stream of the longest answer a model gives."""
+    On the njs engine with token usage, each small one may also be a stream of the longest answer a model gives."""
     cfg = plan.gateway
     idle = BASE_MIB + WORKER_MIB * cfg.worker_processes
     large = min(cfg.max_concurrent_large_requests, cfg.max_concurrent_requests)

@@ -4,7 +4,7 @@
 // Body routing is nginx's own for ordinary bodies: the mirror module reads the body before the content phase
 // and a PCRE map finds its top-level "model" (nginx.conf), so no JavaScript runs to route them.
 // route:   js_set, evaluated only when that map finds no plain top-level "model" string (nested deeper than it
-//          looks, escaped, chunked, 1 MB or more, or broken): the model, or a verdict that starts with a space
+//          looks, escaped, chunked, 100 kB or more, or broken): the model, or a verdict that starts with a space
 //          (nginx.conf maps verdicts to errors). The body is nginx's, read once.
 // usage:   js_body_filter: passes every chunk on at once (one SSE event per token) and hands the answer's
 //          tail to nginx ($gw_usage), whose maps read the last "usage" for the access log and the metrics.
@@ -241,15 +241,16 @@ function account(r) {
     try {
         dict.incr('requests\t' + model + '\t' + ((r.status / 100) | 0) + 'xx\t' + key, 1, 0);
         if (model !== '-') {
-            // "0.012", or one figure per upstream tried: "0.001, 0.012"
+            // "0.012", or one figure per upstream tried, ", " between them (" : " after a redirect to an error page)
             var times = v.upstream_response_time;
             var secs = parseFloat(times);
-            if (times.indexOf(',') >= 0) {
-                secs = times.split(',').reduce(function (sum, x) { return sum + (parseFloat(x) || 0); }, 0);
+            if (times.indexOf(' ') >= 0) {
+                secs = times.split(' ').reduce(function (sum, x) { return sum + (parseFloat(x) || 0); }, 0);
             }
             if (secs >= 0) {
+                var n = buckets.length;
                 var b = 0;
-                while (b < 16 && secs > buckets[b]) {
+                while (b < n && secs > buckets[b]) {
                     b++;
                 }
                 dict.incr('bucket\t' + model + '\t' + b, 1, 0);
