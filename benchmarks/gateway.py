@@ -1,6 +1,6 @@
 """Gateway overhead on this box: direct to a fake vLLM, through a plain nginx reverse proxy (the floor:
-no njs, no keys), and through the rendered gateway (as configured by default, and with ``gateway.tokenUsage``
-turned the other way), all measured in one interleaved run.
+no njs, no keys), and through the rendered gateway (as configured by default, and with ``gateway.tokenUsage``, and where the njs
+keeps counters ``gateway.requestMetrics``, turned the other way), all measured in one interleaved run.
 
 Prints streaming time-to-first-token (p50/p99) and gaps between chunks, SSE events per token,
 non-streaming requests/s with p50/p99 at 16 and 64 connections, and nginx CPU time per request
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stacks.config.schema import GatewayConfig
 from tests.conftest import docker_raw
-from tests.gateway_harness import NGINX, child_pids, cpu_seconds, free_port, running_gateway, stop, wait_port
+from tests.gateway_harness import NGINX, SHARED_DICT, child_pids, cpu_seconds, free_port, running_gateway, stop, wait_port
 from tests.loadgen import percentile, request_bytes, run_load
 
 KEY = "sk-bench"
@@ -199,28 +199,32 @@ def main() -> None:
     args = ap.parse_args()
     if not shutil.which(NGINX):
         sys.exit("nginx not installed (make test installs it)")
-    usage = GatewayConfig().token_usage
+    defaults = GatewayConfig()
+    usage, counters = defaults.token_usage, defaults.request_metrics
+    # the default gateway, then each setting that changes the work per request turned the other way; requestMetrics
+    # only where this nginx can keep counters (njs 0.8+: GATEWAY_NJS_MODULE)
+    variants = {"gateway": {}, "gateway+usage" if not usage else "gateway-usage": {"tokenUsage": not usage}}
+    if SHARED_DICT:
+        variants["gateway+counters" if not counters else "gateway-counters"] = {"requestMetrics": not counters}
 
-    def raw(token_usage: bool) -> dict[str, object]:
+    def raw(gateway: dict[str, bool]) -> dict[str, object]:
         model = {"name": "alpha", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "gpus": [0], "maxModelLen": 1024}
-        return docker_raw(models=[model], gateway={"tokenUsage": token_usage})
+        return docker_raw(models=[model], gateway=gateway)
 
-    other = "gateway+usage" if not usage else "gateway-usage"
-    with (
-        tempfile.TemporaryDirectory() as d,
-        running_gateway(raw(usage), Path(d) / "gw", api_keys=[KEY]) as gw,
-        running_gateway(raw(not usage), Path(d) / "gw2", api_keys=[KEY]) as gw2,
-    ):
-        backend = gw.backend_ports["alpha"]
-        with floor_proxy(Path(d) / "floor", backend) as (floor_port, floor):
-            targets = [
-                Target("direct", backend, None),
-                Target("floor", floor_port, None, child_pids(floor.pid)),
-                Target("gateway", gw.port, KEY, gw.nginx_pids()),
-                Target(other, gw2.port, KEY, gw2.nginx_pids()),
-            ]
-            print(f"gateway: gateway.tokenUsage {str(usage).lower()} (the default); {other}: {str(not usage).lower()}")
-            report(targets, args, [os.getpid(), *(p.pid for g in (gw, gw2) for p in g.backends.values())])
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
+        gateways = {name: stack.enter_context(running_gateway(raw(g), Path(d) / name, api_keys=[KEY])) for name, g in variants.items()}
+        backend = gateways["gateway"].backend_ports["alpha"]
+        floor_port, floor = stack.enter_context(floor_proxy(Path(d) / "floor", backend))
+        targets = [
+            Target("direct", backend, None),
+            Target("floor", floor_port, None, child_pids(floor.pid)),
+            *(Target(name, g.port, KEY, g.nginx_pids()) for name, g in gateways.items()),
+        ]
+        print(f"gateway: gateway.tokenUsage {str(usage).lower()}, requestMetrics {str(counters).lower()} (the defaults; counters need njs 0.8+)")
+        for name, g in variants.items():
+            if g:
+                print(f"{name}: " + ", ".join(f"{k} {str(v).lower()}" for k, v in g.items()))
+        report(targets, args, [os.getpid(), *(p.pid for g in gateways.values() for p in g.backends.values())])
 
 
 def load_round(order: list[Target], requests: int) -> None:
@@ -257,9 +261,9 @@ def report(targets: list[Target], args: argparse.Namespace, others: list[int]) -
     for t in targets:
         added = percentile(t.ttft, 50) - percentile(direct.ttft, 50)
         p50, p99 = percentile(t.ttft, 50), percentile(t.ttft, 99)
-        print(f"  TTFT {t.name:14s}                      {ms(p50)}  {ms(p99)}   {ms(added)}   {sum(t.events) / t.tokens:.3f}")
+        print(f"  TTFT {t.name:16s}                      {ms(p50)}  {ms(p99)}   {ms(added)}   {sum(t.events) / t.tokens:.3f}")
     for t in targets:
-        print(f"  gap between chunks (10 ms tokens) {t.name:14s}  {ms(percentile(t.gaps, 50))}  {ms(percentile(t.gaps, 99))}")
+        print(f"  gap between chunks (10 ms tokens) {t.name:16s}  {ms(percentile(t.gaps, 50))}  {ms(percentile(t.gaps, 99))}")
 
     print(f"\nnon-streaming /v1/completions, {requests * args.rounds} requests per row      req/s    p50 ms   p99 ms   nginx CPU us/req   user  system")
     summary: dict[str, float] = {}
@@ -275,7 +279,7 @@ def report(targets: list[Target], args: argparse.Namespace, others: list[int]) -
                 user, system = (sum(getattr(x, f) for x in rounds) / n * 1e6 for f in ("user", "system"))
                 summary[f"cpu_us_per_request_{t.name}_{conns}"] = round(us, 1)
                 cpu = f"{us:8.1f}        {user:6.1f}  {system:6.1f}"
-            print(f"  {conns:2d} conns {t.name:14s} {n / sum(x.seconds for x in rounds):9.0f}  {ms(percentile(lat, 50))}  {ms(percentile(lat, 99))}   {cpu}")
+            print(f"  {conns:2d} conns {t.name:16s} {n / sum(x.seconds for x in rounds):9.0f}  {ms(percentile(lat, 50))}  {ms(percentile(lat, 99))}   {cpu}")
         for t in targets[2:]:
             # drift moves a round's floor and gateway alike: the median of per-round ratios is the steady figure
             per_round = [g.cpu / g.requests / (f.cpu / f.requests) for g, f in zip(t.load[conns], floor.load[conns], strict=True)]

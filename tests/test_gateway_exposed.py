@@ -48,7 +48,7 @@ def _nginx_with_njs() -> None:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    raw = _raw(clientTimeoutSeconds=1, tokenUsage=True)
+    raw = _raw(clientTimeoutSeconds=1, tokenUsage=True, requestMetrics=True)
     with running_gateway(raw, tmp_path_factory.mktemp("gw"), api_keys=[f"team-a:{KEY}", "sk-unnamed"]) as running:
         yield running
 
@@ -474,6 +474,16 @@ def test_counters_by_model_status_class_and_key_name(gw: Running) -> None:
     promtool = require_program("promtool")
     check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.skipif(not SHARED_DICT, reason="counters need njs 0.8+ (js_shared_dict_zone); Debian 12 ships njs 0.7.9: set GATEWAY_NGINX/GATEWAY_NJS_MODULE")
+def test_request_metrics_off_keeps_no_counters(tmp_path: Path) -> None:
+    """gateway.requestMetrics off: no njs runs for a plain request (the CPU floor), and the metrics say so."""
+    with running_gateway(_raw(requestMetrics=False), tmp_path, api_keys=[KEY]) as g:
+        assert httpx.post(g.url + "/v1/completions", headers=AUTH, json={"model": "alpha", "prompt": "x"}).status_code == 200
+        text = scrape(g)
+        assert 'counters="no"' in text and "vllm_stack_gateway_requests_in_flight 0" in text
+        assert "vllm_stack_gateway_requests_total" not in text and "upstream_latency" not in text
 
 
 def test_pod_memory_follows_body_limit_and_admitted_concurrency() -> None:

@@ -15,8 +15,9 @@ import yaml
 
 from stacks.cli import main as cli_main
 from stacks.config import load_stack, parse
+from stacks.config.loading import read_stack_file, stack_file
 from stacks.plan import StackPlan, plan
-from stacks.render import prometheus
+from stacks.render import gateway, prometheus
 from stacks.render.monitoring import alerts, dashboards, grafana
 from stacks.render.monitoring.metrics import DCGM_KNOWN_FIELDS, dcgm_counters, published
 from tests.conftest import STACKS, docker_raw, kube_raw, require_program
@@ -24,9 +25,10 @@ from tests.promql import metric_names
 
 
 def with_gateway_metrics(p: StackPlan) -> StackPlan:
-    """The plan as the planner makes it: the gateway publishes metrics on its internal port."""
+    """The plan as the planner makes it (the gateway publishes metrics on its internal port), with the per-request
+    counters (``gateway.requestMetrics``) on."""
     assert p.gateway.service.metrics_path, "the gateway publishes metrics"
-    return p
+    return dataclasses.replace(p, gateway=dataclasses.replace(p.gateway, request_metrics=True))
 
 
 def without_gateway_metrics(p: StackPlan) -> StackPlan:
@@ -91,12 +93,27 @@ def scrape_configs(p: StackPlan) -> list[dict[str, Any]]:
 
 def test_gateway_rules_and_panels_only_once_it_publishes_metrics() -> None:
     for stack in STACKS:
-        p = without_gateway_metrics(plan(load_stack(stack)))
+        p = without_gateway_metrics(with_gateway_metrics(plan(load_stack(stack))))
         assert "GatewayErrorRateHigh" not in {a.name for a in alerts.alerts(p)}
-        assert "GatewayErrorRateHigh" in {a.name for a in alerts.alerts(plan(load_stack(stack)))}
-        titles = [panel["title"] for panel in dashboards.models(plan(load_stack(stack)))["panels"]]
+        assert "GatewayErrorRateHigh" in {a.name for a in alerts.alerts(with_gateway_metrics(plan(load_stack(stack))))}
+        titles = [panel["title"] for panel in dashboards.models(with_gateway_metrics(plan(load_stack(stack))))["panels"]]
         assert "Gateway requests by status" in titles
         assert "Gateway requests by status" not in [panel["title"] for panel in dashboards.models(p)["panels"]]
+
+
+def test_without_request_metrics_only_the_in_flight_gauge_is_used() -> None:
+    """gateway.requestMetrics off: no counters, so no rule or panel may wait on them (an alert that can never fire)."""
+    for stack in STACKS:
+        raw = read_stack_file(stack_file(stack))
+        for on in (False, True):
+            raw["gateway"] = {**raw.get("gateway", {}), "requestMetrics": on}
+            p = plan(parse(raw))
+            assert ("GatewayErrorRateHigh" in {a.name for a in alerts.alerts(p)}) is on
+            queries = json.dumps(dashboards.models(p))
+            assert "vllm_stack_gateway_requests_in_flight" in queries
+            assert ("vllm_stack_gateway_requests_total" in queries) is on and ("upstream_latency" in queries) is on
+            conf = gateway.nginx_conf(p)
+            assert ("js_shared_dict_zone" in conf) is on and ("$gw_account" in conf) is on
 
 
 def test_dcgm_series_name_the_models_on_their_gpu() -> None:
@@ -205,7 +222,7 @@ def cases(p: StackPlan) -> list[tuple[str, list[dict[str, str]], list[dict[str, 
                 proc,
             )
         )
-    if p.gateway.service.metrics_path:
+    if p.gateway.service.metrics_path and p.gateway.request_metrics:
         gw = {"job": "gateway", "instance": p.gateway.service.address, "model": m.name, "key": "team-a", **ns}
         ok, bad = {**gw, "status_class": "2xx"}, {**gw, "status_class": "5xx"}
         total = "vllm_stack_gateway_requests_total"
@@ -225,7 +242,7 @@ PLANS: dict[str, tuple[str, bool]] = {
     "multigpu (docker)": ("multigpu", False),
     "cluster (kubernetes, operator), gateway metrics": ("cluster", True),
 }
-"""Stack and whether its gateway publishes metrics."""
+"""Stack and whether its gateway publishes its request metrics (multigpu: as the stack file has it, without)."""
 
 
 @pytest.mark.parametrize("which", PLANS)

@@ -251,8 +251,13 @@ class GatewayConfig(Section):
     """Cross-origin access for browser apps."""
     token_usage: bool = False
     """Read vLLM's ``usage`` from every answer into the access log (``prompt_tokens``, ``completion_tokens``, per key
-    name) and the token metrics: an njs filter on each answer, about a quarter more nginx CPU per request (README,
-    gateway benchmark). Streams are read when they ask for usage (``stream_options.include_usage``)."""
+    name) and, with ``requestMetrics``, the token metrics: an njs filter on each answer, about a quarter more nginx CPU
+    per request (README, gateway benchmark). Streams are read when they ask for usage (``stream_options.include_usage``)."""
+    request_metrics: bool = False
+    """Count every finished request for the gateway's Prometheus metrics (requests by model, status class and key
+    name; upstream latency; tokens), its dashboard panels and its 5xx alert: an njs call per request, about a quarter
+    more nginx CPU per request (README, gateway benchmark). Off, the gateway's metrics are the requests in flight
+    (vLLM's own metrics count each model's requests either way)."""
     image: Image = "nginx:1.30.0"
     """Pinned NGINX image (the official image ships the njs module; 1.30.0 has njs 0.9.6)."""
     js_engine: Literal["qjs", "njs"] = "qjs"

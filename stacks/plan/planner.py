@@ -552,6 +552,7 @@ def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_p
             key_limits={name: KeyLimitPlan(lim.requests_per_minute, lim.concurrent) for name, lim in gw_cfg.key_limits.items()},
             cors_allow_origins=list(gw_cfg.cors.allow_origins),
             token_usage=gw_cfg.token_usage,
+            request_metrics=gw_cfg.request_metrics,
             js_engine=gw_cfg.js_engine,
             replicas=gw_cfg.replicas,
             ingress=ingress,

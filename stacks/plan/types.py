@@ -202,6 +202,8 @@ class GatewayPlan:
     """Key name -> limits; names are not secret, the keys are."""
     cors_allow_origins: list[str]
     token_usage: bool
+    request_metrics: bool
+    """Per-request counters (njs shared dictionary) behind the gateway's request, latency and token metrics."""
     js_engine: Literal["qjs", "njs"]
     replicas: int
     ingress: IngressPlan | None

@@ -414,6 +414,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
     services = {r.service: r.port for r in plan.routes}
     workers = layout.worker_processes or cfg.worker_processes
     engine = layout.js_engine or cfg.js_engine
+    counters = cfg.request_metrics and layout.shared_dict
     lines: list[str] = [
         "# Rendered by vllm-stack from the stack's model list; edit the stack config, not this file.",
         f"load_module {layout.js_module};",
@@ -447,7 +448,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
             lines.append(f"    {kind}_temp_path {layout.temp_dir}/{kind};")
     lines += [
         "",
-        f"    log_format gateway escape=json '{log_format(cfg)}{'$gw_account' if layout.shared_dict else ''}';",
+        f"    log_format gateway escape=json '{log_format(cfg)}{'$gw_account' if counters else ''}';",
         # buffered: one write per 64 KiB or second instead of one per request
         f"    access_log {layout.access_log} gateway buffer=64k flush=1s;",
         "",
@@ -458,7 +459,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         "    # the answer's tail, from router.usage (empty without the filter)",
         "    js_var $gw_usage;",
     ]
-    if layout.shared_dict:
+    if counters:
         lines += [
             f"    js_shared_dict_zone zone={SHARED_DICT}:4m type=number;",
             "    # counts the finished request into the metrics (read once, in the log phase; it writes nothing to the log)",

@@ -275,7 +275,7 @@ function metrics(r) {
     out.push('# TYPE vllm_stack_gateway_requests_in_flight gauge');
     out.push('vllm_stack_gateway_requests_in_flight ' + (writing - 1));
     var buckets = latencyBuckets();
-    out.push('# HELP vllm_stack_gateway_info The gateway\'s njs and whether its counters are kept (they need njs 0.8+).');
+    out.push('# HELP vllm_stack_gateway_info The gateway\'s njs and whether it keeps counters (gateway.requestMetrics, on njs 0.8+).');
     out.push('# TYPE vllm_stack_gateway_info gauge');
     out.push('vllm_stack_gateway_info{njs="' + njs.version + '",counters="' + (dict ? 'yes' : 'no') + '"} 1');
     if (dict) {

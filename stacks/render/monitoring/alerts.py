@@ -188,7 +188,7 @@ def alerts(plan: StackPlan) -> list[Alert]:
         ),
         _restart(plan, s),
     ]
-    if plan.gateway.service.metrics_path:
+    if plan.gateway.service.metrics_path and plan.gateway.request_metrics:
         gw = s.job(net.JOB_GATEWAY)
         out.append(
             Alert(

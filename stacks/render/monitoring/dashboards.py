@@ -174,22 +174,17 @@ def models(plan: StackPlan) -> Obj:
     b.timeseries("Queue time (p95)", "s", [_percentiles("vllm:request_queue_time_seconds", sel)[1]])
     if plan.gateway.service.metrics_path:
         gw = f'{s.job(net.JOB_GATEWAY)},model=~"$model"'
-        b.timeseries(
-            "Gateway requests by status",
-            "reqps",
-            [(f"sum by (model, status_class) (rate(vllm_stack_gateway_requests_total{{{gw}}}[{RATE}]))", "{{model}} {{status_class}}")],
-        )
-        b.timeseries(
-            "Gateway upstream latency (p95) and requests in flight",
-            "s",
-            [
-                (
-                    f"histogram_quantile(0.95, sum by (model, le) (rate(vllm_stack_gateway_upstream_latency_seconds_bucket{{{gw}}}[{RATE}])))",
-                    "{{model}} p95",
-                ),
-                (f"sum(vllm_stack_gateway_requests_in_flight{{{s.job(net.JOB_GATEWAY)}}})", "in flight"),
-            ],
-        )
+        in_flight = (f"sum(vllm_stack_gateway_requests_in_flight{{{s.job(net.JOB_GATEWAY)}}})", "in flight")
+        if plan.gateway.request_metrics:
+            b.timeseries(
+                "Gateway requests by status",
+                "reqps",
+                [(f"sum by (model, status_class) (rate(vllm_stack_gateway_requests_total{{{gw}}}[{RATE}]))", "{{model}} {{status_class}}")],
+            )
+            latency = f"histogram_quantile(0.95, sum by (model, le) (rate(vllm_stack_gateway_upstream_latency_seconds_bucket{{{gw}}}[{RATE}])))"
+            b.timeseries("Gateway upstream latency (p95) and requests in flight", "s", [(latency, "{{model}} p95"), in_flight])
+        else:
+            b.timeseries("Gateway requests in flight", "short", [in_flight])
     return b.json()
 
 
