@@ -24,12 +24,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from stacks.config import parse
+from stacks.plan import plan
 from stacks.render.gateway import SCAN_DEPTH, memory_mib
 from tests.conftest import docker_raw
 from tests.gateway_harness import NGINX, Running, running_gateway
 from tests.loadgen import request_bytes
 
 KEY = "sk-bench"
+HOLD_MS = 3000
+SMALL_PROMPT = "hi " * 100
 
 
 async def _one(port: int, data: bytes, statuses: list[int]) -> None:
@@ -80,6 +84,11 @@ def stream_growth(g: Running, tokens: int, n: int, ask_usage: bool) -> float:
     return rss[1] - rss[0]
 
 
+def held_body(prompt: object) -> dict[str, object]:
+    """A request the fake vLLM holds for HOLD_MS before it answers, so that it stays in flight."""
+    return {"model": "alpha", "prompt": prompt, "sleep_ms": HOLD_MS}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-body-mib", type=int, default=16)
@@ -93,7 +102,8 @@ def main() -> None:
         sys.exit("nginx not installed (make test installs it)")
     gw_cfg = {"maxBodyMiB": args.max_body_mib, "maxConcurrentRequests": args.small + 64, "workerProcesses": args.workers, "tokenUsage": True}
     raw = docker_raw(models=[{"name": "alpha", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "gpus": [0], "maxModelLen": 1024}], gateway=gw_cfg)
-    hold_ms = 3000
+    stack_plan = plan(parse(raw))
+    cfg = stack_plan.gateway
     with tempfile.TemporaryDirectory() as d:
 
         def fresh() -> contextlib.AbstractContextManager[Running]:
@@ -101,37 +111,30 @@ def main() -> None:
             would reuse it and show nothing."""
             return running_gateway(raw, Path(tempfile.mkdtemp(dir=d)), api_keys=[KEY])
 
-        with fresh() as g:
-            stack_plan = g.plan
-            cfg = stack_plan.gateway
-            idle = g.nginx_rss_mib()
-            small = request_bytes(g.port, "/v1/completions", {"model": "alpha", "prompt": "hi " * 100, "sleep_ms": hold_ms}, KEY)
-            hold(g.port, small, 8, g, 5)  # warm up the worker's pools
-            base = g.nginx_rss_mib()
-            peak_small, st_small = hold(g.port, small, args.small, g, 10)
-            per_small = (peak_small - base) / args.small
+        def held(prompt: object, n: int, seconds: float) -> tuple[float, float, float, list[int]]:
+            """On a fresh gateway: MiB idle, then after warming up its worker's pools, then at the peak with n requests
+            of ``prompt`` in flight; and their statuses."""
+            with fresh() as g:
+                idle = g.nginx_rss_mib()
+                hold(g.port, request_bytes(g.port, "/v1/completions", held_body(SMALL_PROMPT), KEY), 8, g, 5)
+                base = g.nginx_rss_mib()
+                peak, statuses = hold(g.port, request_bytes(g.port, "/v1/completions", held_body(prompt), KEY), n, g, seconds)
+            return idle, base, peak, statuses
+
+        idle, base, peak_small, st_small = held(SMALL_PROMPT, args.small, 10)
+        per_small = (peak_small - base) / args.small
         n_mid = min(args.small, 100)
         # just under 1 MB: scanned by nginx; and nested deeper than its scan follows, so that router.js reads it
         deep: object = "m" * 999_000
         for _ in range(SCAN_DEPTH + 1):
             deep = [deep]
-        mids = []
-        for prompt in ("m" * 999_000, deep):
-            with fresh() as g:
-                mid = request_bytes(g.port, "/v1/completions", {"model": "alpha", "prompt": prompt, "sleep_ms": hold_ms}, KEY)
-                hold(g.port, small, 8, g, 5)
-                base_mid = g.nginx_rss_mib()
-                peak_mid, st_mid = hold(g.port, mid, n_mid, g, 10)
-                mids.append((peak_mid, (peak_mid - base_mid) / n_mid, st_mid))
-        (peak_mid, per_mid, st_mid), (peak_mid_js, per_mid_js, st_mid_js) = mids
+        _, base_mid, peak_mid, st_mid = held("m" * 999_000, n_mid, 10)
+        per_mid = (peak_mid - base_mid) / n_mid
+        _, base_mid_js, peak_mid_js, st_mid_js = held(deep, n_mid, 10)
+        per_mid_js = (peak_mid_js - base_mid_js) / n_mid
         body_bytes = args.max_body_mib * 1024 * 1024 - 4096
-        large_body = {"model": "alpha", "prompt": "x" * (body_bytes - 100), "sleep_ms": hold_ms}
-        with fresh() as g:
-            large = request_bytes(g.port, "/v1/completions", large_body, KEY)
-            n_large = cfg.max_concurrent_large_requests + args.large_extra
-            hold(g.port, small, 8, g, 5)
-            base_large = g.nginx_rss_mib()
-            peak_large, st_large = hold(g.port, large, n_large, g, 20)
+        n_large = cfg.max_concurrent_large_requests + args.large_extra
+        _, base_large, peak_large, st_large = held("x" * (body_bytes - 100), n_large, 20)
         admitted = st_large.count(200)
         per_large = (peak_large - base_large) / max(1, admitted)
         streams = {}

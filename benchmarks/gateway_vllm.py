@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.calibrate import gpu_facts, planned, start  # noqa: E402
 from benchmarks.processes import stop_group  # noqa: E402
-from tests.gateway_harness import JS_ENGINE, NGINX, free_port, render_into, stop, wait_port  # noqa: E402
+from tests.gateway_harness import JS_ENGINE, NGINX, access_log_line, free_port, render_into, stop, wait_port  # noqa: E402
 
 STACK = ROOT / "benchmarks" / "stacks" / "gateway-vllm.yaml"
 KEY = "sk-gpu-check"
@@ -57,16 +57,6 @@ def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) 
 
 def events(body: bytes) -> list[dict[str, Any]]:
     return [json.loads(line[6:]) for line in body.decode().split("\n") if line.startswith("data: {")]
-
-
-def logged(log: Path, request_id: str) -> dict[str, Any]:
-    for _ in range(50):  # the access log is buffered for up to a second
-        for line in log.read_text().splitlines():
-            entry = json.loads(line)
-            if entry["request_id"] == request_id:
-                return dict(entry)
-        time.sleep(0.1)
-    raise AssertionError(f"no access log line for {request_id}")
 
 
 def main() -> int:
@@ -100,7 +90,7 @@ def main() -> int:
         status, headers, body, _ = post(gw + "/v1/completions", {"model": "tiny", "prompt": PROMPT, "max_tokens": 16, "ignore_eos": True}, auth)
         answer = json.loads(body)
         rid = headers.get("X-Request-ID", "")
-        line = logged(log, rid)
+        line = access_log_line(log, rid)
         checks["plain: usage logged is vLLM's"] = (line["prompt_tokens"], line["completion_tokens"]) == (
             answer["usage"]["prompt_tokens"],
             answer["usage"]["completion_tokens"],
@@ -113,14 +103,14 @@ def main() -> int:
         status, headers, body, stamps = post(gw + "/v1/completions", {**stream, "stream_options": {"include_usage": True}}, auth)
         evs = events(body)
         usage = evs[-1].get("usage") or {}
-        line = logged(log, headers.get("X-Request-ID", ""))
+        line = access_log_line(log, headers.get("X-Request-ID", ""))
         checks["stream asking for usage: usage logged is vLLM's"] = (line["prompt_tokens"], line["completion_tokens"]) == (
             usage.get("prompt_tokens"),
             usage.get("completion_tokens"),
         )
         checks["stream: one event per token, passed as they come"] = len(evs) == 24 + 1 and len(stamps) > 2
         status, headers, body, _ = post(gw + "/v1/completions", stream, auth)
-        line = logged(log, headers.get("X-Request-ID", ""))
+        line = access_log_line(log, headers.get("X-Request-ID", ""))
         checks["stream not asking: no usage, none logged"] = status == 200 and line["completion_tokens"] is None and "usage" not in body.decode()
 
         status, headers, body, _ = post(gw + "/tinyllama/v1/completions", {"model": "tiny", "prompt": PROMPT, "max_tokens": 2}, auth)

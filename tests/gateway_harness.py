@@ -6,6 +6,7 @@ Everything started here is stopped by the process id it started. Shared by tests
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -74,6 +75,9 @@ class Running:
     def access_log(self) -> Path:
         return self.dir / "access.log"
 
+    def log_line(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        return access_log_line(self.access_log, request_id, timeout)
+
     def nginx_pids(self) -> list[int]:
         """The master this harness started and its workers."""
         return child_pids(self.nginx.pid)
@@ -109,6 +113,20 @@ class Running:
         finally:
             done.set()
             sampler.join()
+
+
+def access_log_line(log: Path, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The gateway's JSON access log line for ``request_id``, waiting for nginx to write it (its log is buffered for up
+    to a second); every line read must be UTF-8 JSON."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in log.read_bytes().splitlines():
+            entry = json.loads(line.decode("utf-8")) if line.strip() else {}
+            if entry.get("request_id") == request_id:
+                return dict(entry)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no access log line for {request_id}")
+        time.sleep(0.1)
 
 
 def require_nginx_njs() -> None:

@@ -102,16 +102,6 @@ def log_lines(gw: Running, want: int = 1, timeout: float = 5.0) -> list[dict[str
         time.sleep(0.1)
 
 
-def logged(gw: Running, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log_lines(gw, 0):
-            if line["request_id"] == request_id:
-                return line
-        time.sleep(0.1)
-    raise AssertionError(f"no access log line for {request_id}")
-
-
 # 1. keys compared exactly; served names differing only in case refused
 
 
@@ -160,7 +150,7 @@ def test_slow_body_is_closed_and_logged_as_408(gw: Running) -> None:
     """nginx never answers a client timeout (ngx_http_finalize_request terminates on 408): no HTML either, and a JSON log line."""
     head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: slow-408\r\nAuthorization: Bearer " + KEY.encode()
     assert send_raw(gw.port, head + b"\r\nContent-Length: 100\r\n\r\n{", timeout=8) == b""
-    assert logged(gw, "slow-408")["status"] == 408
+    assert gw.log_line("slow-408")["status"] == 408
 
 
 def test_client_gone_is_logged_as_499(gw: Running) -> None:
@@ -170,7 +160,7 @@ def test_client_gone_is_logged_as_499(gw: Running) -> None:
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
         s.sendall(req)
         time.sleep(0.3)
-    line = logged(gw, "gone-499", timeout=8)
+    line = gw.log_line("gone-499", timeout=8)
     assert line["status"] == 499 and line["model"] == "alpha"
 
 
@@ -279,19 +269,19 @@ def test_a_backend_that_is_down_is_logged_with_its_model_and_upstream(tmp_path: 
             r = httpx.post(g.url + path, headers={**AUTH, "X-Request-ID": rid}, json=body)
             assert r.status_code == 502 and r.json()["error"]["code"] == "backend_unavailable"
         for rid in sent:
-            line = logged(g, rid)
+            line = g.log_line(rid)
             assert (line["model"], line["upstream"]) == ("alpha-chat", f"127.0.0.1:{g.backend_ports['alpha']}"), line
 
 
 def test_key_name_not_key_is_logged(gw: Running) -> None:
     r = httpx.post(gw.url + "/v1/completions", headers={**AUTH, "X-Request-ID": "named-1"}, json={"model": "alpha", "prompt": "x"})
     assert r.status_code == 200
-    assert logged(gw, "named-1")["key"] == "team-a"
+    assert gw.log_line("named-1")["key"] == "team-a"
     r = httpx.post(gw.url + "/beta/v1/completions", headers={"Authorization": "Bearer sk-unnamed", "X-Request-ID": "named-2"}, json={"model": "beta"})
     assert r.status_code == 200
-    assert logged(gw, "named-2")["key"] == "key-1"
+    assert gw.log_line("named-2")["key"] == "key-1"
     r = httpx.get(gw.url + "/v1/models", headers={"X-Request-ID": "named-3"})
-    assert logged(gw, "named-3")["key"] == "-"
+    assert gw.log_line("named-3")["key"] == "-"
     assert KEY not in gw.access_log.read_text() and "sk-unnamed" not in gw.access_log.read_text()
 
 
@@ -300,7 +290,7 @@ def test_token_usage_is_logged_for_plain_and_streamed_answers(gw: Running) -> No
     plain = c.chat.completions.with_raw_response.create(model="alpha", messages=[{"role": "user", "content": "x"}], extra_headers={"X-Request-ID": "use-1"})
     usage = plain.parse().usage
     assert usage is not None
-    line = logged(gw, "use-1")
+    line = gw.log_line("use-1")
     assert (line["prompt_tokens"], line["completion_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
     stream = c.chat.completions.create(
         model="beta",
@@ -312,12 +302,12 @@ def test_token_usage_is_logged_for_plain_and_streamed_answers(gw: Running) -> No
     )
     last = list(stream)[-1]
     assert last.usage is not None and last.usage.completion_tokens == 7
-    line = logged(gw, "use-2")
+    line = gw.log_line("use-2")
     assert (line["prompt_tokens"], line["completion_tokens"], line["key"]) == (last.usage.prompt_tokens, 7, "team-a")
     list(
         c.chat.completions.create(model="beta", messages=[{"role": "user", "content": "x"}], stream=True, max_tokens=3, extra_headers={"X-Request-ID": "use-3"})
     )
-    assert logged(gw, "use-3")["completion_tokens"] is None
+    assert gw.log_line("use-3")["completion_tokens"] is None
 
 
 def test_usage_split_between_reads_or_far_down_a_long_answer_is_logged(gw: Running) -> None:
@@ -326,10 +316,10 @@ def test_usage_split_between_reads_or_far_down_a_long_answer_is_logged(gw: Runni
     stream = {"model": "beta", "prompt": "x", "stream": True, "max_tokens": 5, "split_ms": 150, "stream_options": {"include_usage": True}}
     r = httpx.post(gw.url + "/v1/completions", headers={**AUTH, "X-Request-ID": "split-1"}, json=stream, timeout=20)
     assert r.status_code == 200 and r.text.count("data: ") == 5 + 2
-    assert (logged(gw, "split-1")["prompt_tokens"], logged(gw, "split-1")["completion_tokens"]) == (7, 5)
+    assert (gw.log_line("split-1")["prompt_tokens"], gw.log_line("split-1")["completion_tokens"]) == (7, 5)
     r = httpx.post(gw.url + "/v1/completions", headers={**AUTH, "X-Request-ID": "long-1"}, json={"model": "alpha", "prompt": "x", "pad_bytes": 60_000})
     assert r.status_code == 200 and len(r.content) > 60_000
-    assert (logged(gw, "long-1")["prompt_tokens"], logged(gw, "long-1")["completion_tokens"]) == (7, 1)
+    assert (gw.log_line("long-1")["prompt_tokens"], gw.log_line("long-1")["completion_tokens"]) == (7, 1)
 
 
 @pytest.mark.skipif(JS_ENGINE != "qjs", reason="the njs engine gives each request its own VM: only QuickJS reuses contexts (GATEWAY_JS_ENGINE=qjs)")
@@ -337,24 +327,21 @@ def test_usage_of_an_abandoned_stream_is_not_left_to_the_next_request(gw: Runnin
     """QuickJS hands a context back to the pool when its request ends, also when the client left before the end: what
     the filter kept of that answer (its usage) must not turn up in the next request's log."""
     body = json.dumps({"model": "beta", "prompt": "x", "stream": True, "max_tokens": 3, "split_ms": 400, "stream_options": {"include_usage": True}})
-    head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Request-ID: left-1\r\nAuthorization: Bearer " + KEY.encode()
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
-        s.sendall(head + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body.encode())
+        s.sendall(_post(body.encode(), b"X-Request-ID: left-1\r\n"))
         got = b""
         while b'"completion_tokens": 3' not in got:  # the whole usage event has passed, [DONE] has not
             got += s.recv(65536)
     for n in range(4):  # answers without usage, through the same location (QuickJS pools contexts per location)
         r = httpx.post(gw.url + "/v1/completions", headers={**AUTH, "X-Request-ID": f"after-{n}"}, json={"model": "not-here"})
         assert r.status_code == 404
-        assert (logged(gw, f"after-{n}")["prompt_tokens"], logged(gw, f"after-{n}")["completion_tokens"]) == (None, None)
+        assert (gw.log_line(f"after-{n}")["prompt_tokens"], gw.log_line(f"after-{n}")["completion_tokens"]) == (None, None)
 
 
 def test_long_streams_do_not_grow_the_gateway(gw: Running) -> None:
     """A stream that asked for no usage is passed on without the filter after its first chunk: the njs engine would
     otherwise keep a copy of every chunk until the stream ends (QuickJS keeps none either way)."""
-    body = json.dumps({"model": "alpha", "prompt": "x", "stream": True, "max_tokens": 20_000}).encode()
-    head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " + KEY.encode()
-    request = head + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    request = _post(json.dumps({"model": "alpha", "prompt": "x", "stream": True, "max_tokens": 20_000}).encode())
     streams = [threading.Thread(target=send_raw, args=(gw.port, request, 60)) for _ in range(4)]
     with gw.peak_rss_mib() as rss:
         for th in streams:

@@ -33,6 +33,8 @@ SCAN_DIGITS = 5
 value, then a lowercased copy for the hash), so a scanned body costs three times its size, and a body it leaves to
 router.js more (measured, benchmarks/gateway_memory.py: 5.9 MiB for one just under 1 MB, 3.0 MiB unscanned). Larger
 bodies go to router.js, which copies less and reads them 4-5x slower (a 526 KiB chat: 8-10 ms against 2 ms)."""
+SCANNED_LENGTH = f'"~^[0-9]{{1,{SCAN_DIGITS}}}$"'
+"""A map key matching the Content-Length of a body nginx scans; maps over ``$request_body`` are read only behind it."""
 SCAN_DEPTH = 16
 """Nesting the PCRE scan follows (a JSON schema 8 objects deep); deeper bodies are left to router.js."""
 SHARED_DICT = "vllm_stack_gateway"
@@ -286,7 +288,6 @@ def _routing_maps(plan: StackPlan) -> list[str]:
     ]
     if plan.gateway.routing == "path":
         return lines
-    scanned = f"[0-9]{{1,{SCAN_DIGITS}}}"
     lines += [
         "map $path_model $gw_routed_model {",
         '    "" $gw_body_name;',
@@ -299,7 +300,7 @@ def _routing_maps(plan: StackPlan) -> list[str]:
         "# decides the rest (deeper, escaped, chunked, larger or broken bodies): a model, or a verdict starting with a space",
         "map $http_content_length $gw_scan {",
         '    default "";',
-        f'    "~^{scanned}$" $gw_scanned;',
+        f"    {SCANNED_LENGTH} $gw_scanned;",
         "}",
         "map $request_body $gw_scanned {",
         '    default "";',
@@ -361,7 +362,7 @@ def _usage_maps(plan: StackPlan) -> list[str]:
             # only bodies nginx would scan (a map copies its input twice); a larger one is taken to ask
             "map $http_content_length $gw_stream_usage_off {",
             '    default "";',
-            f'    "~^[0-9]{{1,{SCAN_DIGITS}}}$" $gw_small_stream_usage_off;',
+            f"    {SCANNED_LENGTH} $gw_small_stream_usage_off;",
             "}",
             "map $request_body $gw_small_stream_usage_off {",
             "    default 1;",

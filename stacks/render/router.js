@@ -8,8 +8,8 @@
 //          (nginx.conf maps verdicts to errors). The body is nginx's, read once.
 // usage:   js_body_filter: passes every chunk on at once (one SSE event per token) and hands the answer's
 //          tail to nginx ($gw_usage), whose maps read the last "usage" for the access log and the metrics.
-// account: read in the log phase: adds the finished request to the metrics in the js_shared_dict_zone
-//          (njs >= 0.8; with 0.7.9 there is no shared memory and only the in-flight gauge is served).
+// account: read in the log phase with gateway.requestMetrics: adds the finished request to the metrics in the
+//          js_shared_dict_zone (njs >= 0.8; without it only the in-flight gauge is served).
 // metrics: js_content of the internal metrics server, Prometheus text format.
 //
 // Cost: njs builds the module's top level again for every request (the njs engine clones a VM per request),
