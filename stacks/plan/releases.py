@@ -84,6 +84,19 @@ def uses_v2_model_runner(version: Version, *, moe: bool, pooling: bool) -> bool:
     return (0, 22, 0) <= version < (0, 29, 0) and not moe and not pooling
 
 
+ENCODER_PROFILED_BY_V2_SINCE: Version = (0, 27, 0)
+"""The V2 model runner profiles the multimodal encoder and its cache from 0.27.0 (PR #47985: EncoderRunner.
+profile_encoder_cache in v1/worker/gpu/mm/encoder_runner.py); its profile_run in 0.26.0 runs the text model only."""
+
+
+def encoder_profiled(version: Version, *, v2_runner: bool) -> bool:
+    """Whether vLLM runs the vision encoder on its largest batch before sizing the KV cache (so the budget holds it).
+
+    The V1 runner always does (GPUModelRunner.profile_run, v1/worker/gpu_model_runner.py, every release 0.11-0.33); the
+    V2 runner, default for dense generative models in 0.22-0.28 (``uses_v2_model_runner``), only from 0.27.0."""
+    return not v2_runner or version >= ENCODER_PROFILED_BY_V2_SINCE
+
+
 def cudagraphs_in_budget(version: Version, *, v2_runner: bool) -> bool:
     """Whether CUDA-graph memory is taken out of the --gpu-memory-utilization budget.
 
