@@ -4,6 +4,7 @@ refusals of the new key."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -21,9 +22,7 @@ H100 = 79.18
 
 
 def _one(model: str, memory: float = H100, image: str = "vllm/vllm-openai:v0.26.0", **kw: Any) -> ModelPlan:
-    raw = docker_raw(
-        image={"base": image}, gpus=[{"index": 0, "name": "H100", "memoryGiB": memory}], models=[{"name": "m", "model": model, "gpus": [0], **kw}]
-    )
+    raw = docker_raw(image={"base": image}, gpus=[{"index": 0, "name": "H100", "memoryGiB": memory}], models=[{"name": "m", "model": model, "gpus": [0], **kw}])
     return plan(parse(raw)).models[0]
 
 
@@ -34,10 +33,8 @@ def _text_parameters(model: str) -> int:
     h, q, kv = a.hidden_size, a.attention_heads * a.head_dim, a.kv_heads * a.head_dim
     qwen = a.architecture.startswith("Qwen2_5")
     attention = h * q + 2 * h * kv + q * h + ((q + 2 * kv) if qwen else 0)
-    if a.experts:  # Llama 4: routed experts, one shared expert and the router
-        mlp = (a.experts + 1) * 3 * h * a.expert_intermediate_size + h * a.experts
-    else:
-        mlp = 3 * h * a.intermediate_size
+    # Llama 4: routed experts, one shared expert and the router
+    mlp = (a.experts + 1) * 3 * h * a.expert_intermediate_size + h * a.experts if a.experts else 3 * h * a.intermediate_size
     gemma = a.architecture.startswith("Gemma3")
     norms = (4 * h + 2 * a.head_dim) if gemma else 2 * h
     embeddings = a.vocab_size * h * (1 if a.tied_embeddings else 2)
@@ -192,3 +189,37 @@ def test_arch_vision_describes_a_multimodal_model_the_catalog_lacks() -> None:
     assert m.encoder and m.encoder.items_per_batch == 32 and m.encoder.weights_gib == pytest.approx(0.4e9 * 2 / GIB, abs=1e-3)
     assert m.args[-2:] == ["--limit-mm-per-prompt", '{"image":2}']
     assert ArchConfig(vision=VisionArchConfig.model_validate(vision)).vision
+
+
+def _webui_env(models: list[dict[str, Any]]) -> dict[str, str]:
+    from stacks.render.workloads import open_webui
+
+    p = plan(parse(docker_raw(gpus=[{"index": 0, "name": "H100", "memoryGiB": H100}], models=models)))
+    return open_webui(p, "open-webui:test").env
+
+
+def test_open_webui_is_told_which_models_take_images() -> None:
+    """Open WebUI 0.12.4 offers image upload unless a model's capabilities.vision is false: a stack of vision models says
+    so, a text-only stack turns it off (Open WebUI then refuses an image before vLLM would), a mixed one leaves the
+    default and the plan names the vision models."""
+    gemma = {"name": "gemma", "model": "google/gemma-3-4b-it", "gpus": [0], "maxModelLen": 4096}
+    qwen = {"name": "qwen", "model": "Qwen/Qwen3-8B", "gpus": [0], "maxModelLen": 4096}
+    text_gemma = gemma | {"name": "gemma-text", "mediaPerPrompt": {"images": 0}}
+    assert json.loads(_webui_env([gemma])["DEFAULT_MODEL_METADATA"]) == {"capabilities": {"vision": True}}
+    assert json.loads(_webui_env([qwen, text_gemma])["DEFAULT_MODEL_METADATA"]) == {"capabilities": {"vision": False}}
+    assert "DEFAULT_MODEL_METADATA" not in _webui_env([gemma, qwen])
+    p = plan(parse(docker_raw(gpus=[{"index": 0, "name": "H100", "memoryGiB": H100}], models=[gemma | {"servedModelNames": ["g"]}, qwen])))
+    assert p.webui and p.webui.vision_models == ["gemma", "g"] and p.webui.chat_models == ["gemma", "g", "qwen"]
+
+
+def test_the_runner_the_server_is_told_to_use_decides() -> None:
+    """VLLM_USE_V2_MODEL_RUNNER=0 puts a dense 0.26 model on the V1 runner, which profiles the encoder (and estimates its
+    CUDA graphs) inside the budget; vLLM reads the variable as an integer, so anything else is refused."""
+    v1 = _one("google/gemma-3-27b-it", maxModelLen=8192, gpuMemoryUtilization=0.9, env={"VLLM_USE_V2_MODEL_RUNNER": "0"})
+    v2 = _one("google/gemma-3-27b-it", maxModelLen=8192, gpuMemoryUtilization=0.9)
+    assert v1.memory.encoder_in_budget and v1.memory.cudagraph_in_budget
+    assert not v2.memory.encoder_in_budget and not v2.memory.cudagraph_in_budget
+    assert v1.env["VLLM_USE_V2_MODEL_RUNNER"] == "0"
+    with pytest.raises(ConfigError) as err:
+        _one("google/gemma-3-27b-it", maxModelLen=8192, env={"VLLM_USE_V2_MODEL_RUNNER": "no"})
+    assert "models[0].env.VLLM_USE_V2_MODEL_RUNNER" in str(err.value) and "0 or 1" in str(err.value)

@@ -32,6 +32,7 @@ from stacks.plan.releases import (
     CU129_RELEASES,
     KV_CACHE_MEMORY_BYTES_SINCE,
     NON_ROOT_SINCE,
+    V2_RUNNER_ENV,
     Version,
     batch_defaults,
     concurrent_batches,
@@ -160,7 +161,10 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
         dtype_bytes = DTYPE_BYTES[arch.dtype if m.dtype == "auto" else m.dtype]
         kv_bytes = 1.0 if m.kv_cache_dtype.startswith("fp8") else dtype_bytes
         pp = m.pipeline_parallel
-        v2 = uses_v2_model_runner(version, moe=arch.experts > 0, pooling=pooling)
+        runner = m.env.get(V2_RUNNER_ENV)
+        if runner is not None and not runner.strip().lstrip("-").isdigit():
+            problems.append(Problem(f"models[{i}].env.{V2_RUNNER_ENV}", f"vLLM reads it as an integer (bool(int(value))); set 0 or 1, not {runner!r}"))
+        v2 = uses_v2_model_runner(version, moe=arch.experts > 0, pooling=pooling, env=m.env)
         batches = concurrent_batches(version, pp=pp, v2_runner=v2, pooling=pooling)
         layout = kv_layout(arch, tp=tp, pp=pp, kv_bytes=kv_bytes, in_flight_tokens=batches * batched)
         activation = activation_gib(arch, batched, m.max_num_seqs, tp, sampler=not pooling)
@@ -487,6 +491,10 @@ def _encoder_plan(e: EncoderFigures | None) -> EncoderPlan | None:
     )
 
 
+def _takes_images(m: ModelPlan) -> bool:
+    return m.encoder is not None and "image" in m.encoder.modalities
+
+
 def _kv_bytes_per_token(md: _Model) -> int:
     """Whole model, all ranks, if every layer held every token: 2 x layers x KV heads x head dim x KV dtype bytes."""
     a = md.arch
@@ -615,6 +623,7 @@ def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_p
                 storage_size=ui_cfg.storage_size,
                 startup_seconds=WEBUI_STARTUP_SECONDS,
                 chat_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate"],
+                vision_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate" and _takes_images(models_by_name[r.model])],
                 embedding_model=ui_cfg.embedding_model,
                 oidc=_oidc_env(ui_cfg.oidc),
             )

@@ -252,6 +252,8 @@ class WebuiPlan:
     """Served name Open WebUI's document search embeds with, through the gateway."""
     oidc: dict[str, str]
     """Open WebUI's OpenID Connect settings as its environment (empty without ``webui.oidc``); the client secret is a SecretRef."""
+    vision_models: list[str] = field(default_factory=list)
+    """Of those, the served names whose server takes images (a multimodal model with ``image`` above 0)."""
 
 
 @dataclass(frozen=True)
