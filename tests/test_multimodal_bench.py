@@ -18,7 +18,7 @@ from benchmarks import multimodal as bench
 from benchmarks.local_model import GEMMA3_NEWLINES, write_gemma3_dir
 from stacks.catalog import entry
 from stacks.config import parse
-from stacks.plan import plan
+from stacks.plan import ModelPlan, plan
 from tests.conftest import ROOT
 from tests.gateway_harness import free_port, stop, wait_port
 
@@ -52,7 +52,7 @@ def test_log_lines_as_vllm_writes_them() -> None:
     assert bench.parse_log("nothing here") == {}
 
 
-def _case(name: str, total_gib: float = 79.18, version: str = "0.26.0"):  # type: ignore[no-untyped-def]
+def _case(name: str, total_gib: float = 79.18, version: str = "0.26.0") -> ModelPlan:
     case = bench.CASES[name]
     return plan(parse(bench.stack_raw("google/gemma-3-27b-it", "NVIDIA H100 80GB HBM3", total_gib, version, case["media"], case["env"]))).models[0]
 
@@ -73,7 +73,8 @@ def test_each_case_serves_the_plans_arguments_with_the_fraction_alone(tmp_path: 
     assert p_v1["available_kv_gib"] < p_images["available_kv_gib"] - images.memory.encoder_gib + 0.01
     # text only: no tower, so more KV than with images on the same runner
     assert p_text["encoder"] == {"weights_gib": 0.0, "budget_tokens": 0, "items": 0, "peak_gib": 0.0}
-    assert p_text["available_kv_gib"] == pytest.approx(p_images["available_kv_gib"] + images.encoder.weights_gib, abs=0.01)  # type: ignore[union-attr]
+    assert images.encoder
+    assert p_text["available_kv_gib"] == pytest.approx(p_images["available_kv_gib"] + images.encoder.weights_gib, abs=0.01)
 
 
 def test_the_images_it_sends_are_pngs_of_896_pixels() -> None:
