@@ -154,3 +154,33 @@ def test_transformers_processes_an_image_from_the_folder(tmp_path: Path) -> None
     out = subprocess.run([TRANSFORMERS_PYTHON, "-c", PROCESS, str(folder), str(tmp_path / "in.png")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[-2] == "Gemma3Processor 256 1 1 (1, 3, 896, 896)"
+
+
+def test_the_whole_run_against_a_stand_in_for_vllm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """main() end to end with the fake vLLM in place of ``vllm serve`` (printing vLLM's log lines first): every case
+    planned, started, asked, stopped by its process group, and the JSON written with what each case found."""
+    started: list[list[str]] = []
+    real = bench.serve_command
+
+    def stand_in(m: ModelPlan, folder: Path, port: int) -> list[str]:
+        started.append(real(m, folder, port))
+        code = f"import runpy, sys; print({LOG!r}, flush=True); sys.argv = ['fake_vllm', '--port', '{port}', '--name', 'mm', '--models', 'mm']; "
+        code += "runpy.run_module('tests.fake_vllm', run_name='__main__')"
+        return [sys.executable, "-c", code]
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(bench, "gpu_facts", lambda: ("NVIDIA H100 80GB HBM3", int(79.18 * 1024**3), "0.26.0"))
+    monkeypatch.setattr(bench, "used_bytes", lambda: 0)
+    monkeypatch.setattr(bench, "serve_command", stand_in)
+    out = tmp_path / "result.json"
+    monkeypatch.setattr(sys, "argv", ["multimodal.py", "--out", str(out), "--workdir", str(tmp_path / "work"), "--deadline", "200"])
+    status = bench.main()
+    result = json.loads(out.read_text())
+    assert [c["case"] for c in result["cases"]] == ["images", "text", "images-v1"] and len(started) == 3
+    images, text, v1 = result["cases"]
+    assert images["vllm"]["available_kv_gib"] == 16.03 and images["image_load"]["ok"] == bench.REQUESTS
+    assert text["text_only"]["image_request_status"] == 200  # the stand-in takes images: the run must say so
+    assert any(p.startswith("text-only server") for p in text["problems"]) and status == 1
+    assert v1["env"] == {"VLLM_USE_V2_MODEL_RUNNER": "0"} and v1["planned"]["encoder_in_budget"]
+    assert all("--kv-cache-memory-bytes" not in c for c in started)
+    assert (tmp_path / "work" / "model" / "preprocessor_config.json").exists()
