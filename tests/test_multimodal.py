@@ -223,3 +223,13 @@ def test_the_runner_the_server_is_told_to_use_decides() -> None:
     with pytest.raises(ConfigError) as err:
         _one("google/gemma-3-27b-it", maxModelLen=8192, env={"VLLM_USE_V2_MODEL_RUNNER": "no"})
     assert "models[0].env.VLLM_USE_V2_MODEL_RUNNER" in str(err.value) and "0 or 1" in str(err.value)
+
+
+def test_frontend_gpu_memory_that_would_shrink_the_planned_kv_is_refused() -> None:
+    """--mm-ipc-gpu-memory-gb is subtracted from the KV cache even when --kv-cache-memory-bytes sizes it
+    (Worker._reserve_mm_ipc_gpu_memory, vLLM 0.26): the plan's exact KV would no longer hold."""
+    with pytest.raises(ConfigError) as err:
+        _one("Qwen/Qwen2.5-VL-7B-Instruct", maxModelLen=8192, extraArgs=["--mm-ipc-gpu-memory-gb", "2"])
+    assert "models[0].extraArgs[0]" in str(err.value) and "leave it at vLLM's 0" in str(err.value)
+    m = _one("Qwen/Qwen2.5-VL-7B-Instruct", maxModelLen=8192, extraArgs=["--mm-processor-cache-gb", "1", "--skip-mm-profiling"])
+    assert m.encoder and m.encoder.processor_cache_gib == 2.0  # API server and engine core

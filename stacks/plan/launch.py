@@ -41,6 +41,7 @@ MANAGED_FLAGS: dict[str, str] = {
     "--enable-lora": "set models[].loraModules",
     "--limit-mm-per-prompt": "set models[].mediaPerPrompt (images, videos)",
     "--language-model-only": "set models[].mediaPerPrompt: {images: 0} (and videos: 0) to serve a multimodal checkpoint as text only",
+    "--mm-ipc-gpu-memory-gb": "it carves GPU memory for the frontend's video decoding out of the planned KV cache; leave it at vLLM's 0",
     "--api-key": "secrets never go in arguments: pulumi config set --secret vllm-stack:vllmApiKey",
     "--hf-token": "secrets never go in arguments: pulumi config set --secret vllm-stack:hfToken",
 }
