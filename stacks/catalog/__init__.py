@@ -15,6 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from stacks.catalog.vision import VisionTower, from_arch
+from stacks.catalog.vision import from_config as vision_from_config
 from stacks.config.schema import ArchConfig
 
 MODELS = Path(__file__).with_name("models.json")
@@ -60,6 +62,33 @@ class Arch:
     encoder_only: bool = False
     """A bidirectional encoder (BERT-style embedding models): no KV cache at all."""
     architecture: str = ""
+    vision: VisionTower | None = None
+    """The vision tower and projector of a multimodal checkpoint (``parameters_b`` counts them too)."""
+
+
+TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
+    # transformers 5.5.3 Gemma3TextConfig: Gemma 3's published text_config names only what differs from these
+    "gemma3_text": {
+        "vocab_size": 262_208,
+        "max_position_embeddings": 131_072,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "sliding_window_pattern": 6,
+        "tie_word_embeddings": True,
+    },
+}
+"""Defaults of nested text configs (what ``from_pretrained`` fills in), by the text config's ``model_type``."""
+
+
+def text_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The language model's fields: the config itself, or a multimodal config's ``text_config`` over its type's defaults
+    (with the checkpoint-wide dtype, quantization and architecture)."""
+    if "text_config" not in cfg:
+        return cfg
+    inner = dict(cfg["text_config"])
+    top = {k: cfg[k] for k in ("torch_dtype", "quantization_config", "architectures") if k in cfg}
+    return top | TEXT_DEFAULTS.get(str(inner.get("model_type", "")), {}) | inner
 
 
 def _sliding(cfg: dict[str, Any], layers: int, context: int) -> tuple[int | None, int]:
@@ -75,13 +104,25 @@ def _sliding(cfg: dict[str, Any], layers: int, context: int) -> tuple[int | None
     return window, layers
 
 
-def from_config(cfg: dict[str, Any], parameters_b: float, task: Task = "generate") -> Arch:
-    """Arch from a published config.json's fields (the text config of a multimodal model)."""
+def _chunked(cfg: dict[str, Any], layers: int, context: int) -> tuple[int | None, int]:
+    """Llama 4: layers with RoPE attend within chunks of ``attention_chunk_size`` (vLLM's chunked local attention), every
+    4th layer (NoPE) to the whole sequence (Llama4TextConfig.no_rope_layers); the plan holds a chunk like a window."""
+    chunk = cfg.get("attention_chunk_size")
+    if not chunk or chunk >= context:
+        return None, 0
+    rope = cfg.get("no_rope_layers") or [int((i + 1) % 4 != 0) for i in range(layers)]
+    return int(chunk), sum(1 for r in rope if r)
+
+
+def from_config(cfg: dict[str, Any], parameters_b: float, task: Task = "generate", processor: dict[str, Any] | None = None) -> Arch:
+    """Arch from a published config.json's fields; a multimodal one's text config and its vision tower."""
+    full = cfg
+    cfg = text_config(cfg)
     layers = int(cfg["num_hidden_layers"])
     heads = int(cfg["num_attention_heads"])
     hidden = int(cfg["hidden_size"])
     context = int(cfg["max_position_embeddings"])
-    window, sliding = _sliding(cfg, layers, context)
+    window, sliding = _sliding(cfg, layers, context) if "attention_chunk_size" not in cfg else _chunked(cfg, layers, context)
     quant = cfg.get("quantization_config") or {}
     experts = int(cfg.get("num_experts") or cfg.get("num_local_experts") or 0)
     model_type = str(cfg.get("model_type", ""))
@@ -108,6 +149,7 @@ def from_config(cfg: dict[str, Any], parameters_b: float, task: Task = "generate
         task=task,
         encoder_only=model_type in ENCODER_ONLY,
         architecture=(cfg.get("architectures") or [""])[0],
+        vision=vision_from_config(full, processor or {}, hidden),
     )
 
 
@@ -169,7 +211,7 @@ def entry(model: str) -> dict[str, Any] | None:
 def lookup(model: str) -> Arch | None:
     """Catalog facts for an HF id (case-insensitive; instruct/base variants share facts)."""
     e = entry(model)
-    return from_config(e["config"], e["parametersB"], e["task"]) if e else None
+    return from_config(e["config"], e["parametersB"], e["task"], e.get("processor")) if e else None
 
 
 REQUIRED_FOR_UNKNOWN = ("parametersB", "layers", "kvHeads", "headDim", "contextLength")
@@ -184,6 +226,8 @@ def resolve(model: str, override: ArchConfig | None) -> Arch | list[str]:
     """
     base = lookup(model)
     fields = {k: v for k, v in (override.model_dump(exclude_none=True) if override else {}).items() if k in _ARCH_FIELDS}
+    if override and override.vision:
+        fields["vision"] = from_arch(override.vision)
     if base is None:
         missing = [name for name in REQUIRED_FOR_UNKNOWN if _snake(name) not in fields]
         if missing:

@@ -84,6 +84,29 @@ class GpuConfig(Section):
     """Memory other processes hold on this GPU (a desktop session, say), kept out of the plan."""
 
 
+class VisionArchConfig(Section):
+    """A multimodal checkpoint's vision tower and projector (``vision_config``), for a model the catalog lacks."""
+
+    parameters_b: Annotated[float, Field(gt=0, le=100)]
+    """Tower and projector parameters in billions (counted in ``arch.parametersB`` too)."""
+    layers: Annotated[int, Field(gt=0, le=1000)]
+    """ViT layers (``vision_config.num_hidden_layers`` / ``depth``)."""
+    hidden_size: Annotated[int, Field(gt=0, le=65536)]
+    """ViT width (``vision_config.hidden_size``)."""
+    intermediate_size: Annotated[int, Field(gt=0, le=1_000_000)]
+    """ViT MLP width (``vision_config.intermediate_size``)."""
+    heads: Annotated[int, Field(gt=0, le=1024)]
+    """ViT attention heads."""
+    gated_mlp: bool = False
+    """A SiLU-gated MLP (gate and up projections; Qwen-VL, Pixtral) rather than one GELU projection (SigLIP, CLIP)."""
+    patch_size: Annotated[int, Field(gt=0, le=1024)] = 14
+    """Pixels on a side of one ViT patch."""
+    embeds_per_image: Annotated[int, Field(gt=0, le=1_000_000)]
+    """Most embeddings the processor makes of one image (its largest size): what vLLM's encoder budget counts."""
+    positions_per_embed: Annotated[float, Field(gt=0, le=1024)] = 1.0
+    """ViT positions behind one embedding (4 with a 2x2 spatial merge, 16 for Gemma 3's 4x4 pooling)."""
+
+
 class ArchConfig(Section):
     """Model architecture facts; overrides the built-in catalog or describes a model it lacks."""
 
@@ -121,6 +144,17 @@ class ArchConfig(Section):
     """Intermediate size of one expert (``moe_intermediate_size``)."""
     encoder_only: bool | None = None
     """A bidirectional encoder (BERT-style embedding model): vLLM keeps no KV cache for it."""
+    vision: VisionArchConfig | None = None
+    """The vision tower of a multimodal checkpoint the catalog lacks (images only)."""
+
+
+class MediaPerPrompt(Section):
+    """Items of each kind one request may carry (vLLM's ``--limit-mm-per-prompt``); 0 turns the kind off."""
+
+    images: Annotated[int | None, Field(ge=0, le=999)] = None
+    """Images per prompt; ``0`` with every other kind 0 serves the checkpoint as text only (vLLM skips its tower)."""
+    videos: Annotated[int | None, Field(ge=0, le=999)] = None
+    """Videos per prompt (models that take video: Qwen2.5-VL)."""
 
 
 class LoraModule(Section):
@@ -199,6 +233,9 @@ class ModelConfig(Section):
     """Size of ``/dev/shm``; docker uses the host IPC namespace when left out."""
     startup_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
     """Time allowed for model download and load before health checks count."""
+    media_per_prompt: MediaPerPrompt | None = None
+    """Multimodal checkpoints: images/videos one request may carry; vLLM profiles the vision encoder for the largest and
+    plans memory for it. Left out, vLLM allows 999 of every kind the model takes."""
     arch: ArchConfig | None = None
     """Architecture facts overriding the catalog (required for models the catalog lacks)."""
 

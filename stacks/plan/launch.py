@@ -39,6 +39,9 @@ MANAGED_FLAGS: dict[str, str] = {
     "--trust-remote-code": "set models[].trustRemoteCode",
     "--lora-modules": "set models[].loraModules",
     "--enable-lora": "set models[].loraModules",
+    "--limit-mm-per-prompt": "set models[].mediaPerPrompt (images, videos)",
+    "--language-model-only": "set models[].mediaPerPrompt: {images: 0} (and videos: 0) to serve a multimodal checkpoint as text only",
+    "--mm-ipc-gpu-memory-gb": "it carves GPU memory for the frontend's video decoding out of the planned KV cache; leave it at vLLM's 0",
     "--api-key": "secrets never go in arguments: pulumi config set --secret vllm-stack:vllmApiKey",
     "--hf-token": "secrets never go in arguments: pulumi config set --secret vllm-stack:hfToken",
 }
@@ -67,6 +70,7 @@ def server_args(
     fraction: float,
     kv_cache_bytes: int | None,
     max_model_len: int,
+    multimodal: list[str] | None = None,
 ) -> list[str]:
     """Arguments after ``vllm serve``: the fraction gates the start; where the release has it, the KV cache is sized in bytes."""
     args = [m.model, "--host", "0.0.0.0", "--port", str(VLLM_PORT), "--served-model-name", *served_names]
@@ -95,4 +99,4 @@ def server_args(
         args.append("--trust-remote-code")
     if m.lora_modules:
         args += ["--enable-lora", "--lora-modules", *(f"{lo.name}={lo.path}" for lo in m.lora_modules)]
-    return args + list(m.extra_args)
+    return args + list(multimodal or []) + list(m.extra_args)

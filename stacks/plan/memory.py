@@ -132,15 +132,20 @@ class Overhead:
     cudagraphs: float
     cudagraphs_in_budget: bool
     context: float = CUDA_CONTEXT_GIB
+    encoder: float = 0.0
+    """A multimodal model's vision encoder beyond the text model's peak activation (stacks.plan.multimodal)."""
+    encoder_in_budget: bool = True
+    """vLLM profiles the encoder before sizing the KV cache; else its memory comes on top of the budget."""
 
     @property
     def in_budget(self) -> float:
-        """Inside --gpu-memory-utilization besides weights and KV: activation, non-torch, CUDA graphs where counted."""
-        return self.activation + self.non_torch + (self.cudagraphs if self.cudagraphs_in_budget else 0.0)
+        """Inside --gpu-memory-utilization besides weights and KV: activation, non-torch, CUDA graphs and the vision
+        encoder where the release counts them."""
+        return self.activation + self.non_torch + (self.cudagraphs if self.cudagraphs_in_budget else 0.0) + (self.encoder if self.encoder_in_budget else 0.0)
 
     @property
     def outside_budget(self) -> float:
-        return self.context + (0.0 if self.cudagraphs_in_budget else self.cudagraphs)
+        return self.context + (0.0 if self.cudagraphs_in_budget else self.cudagraphs) + (0.0 if self.encoder_in_budget else self.encoder)
 
 
 def weights_gib(arch: Arch, dtype_bytes: float, quantization: str | None, tp: int, pp: int) -> float:

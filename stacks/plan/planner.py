@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stacks.catalog import Arch, quantized_by_name, resolve
 from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackConfig
@@ -27,10 +27,12 @@ from stacks.plan.memory import (
     weights_gib,
 )
 from stacks.plan.monitoring import monitoring_plan
+from stacks.plan.multimodal import EncoderFigures, encoder_figures, limit_args, media_problems, text_parameters_b
 from stacks.plan.releases import (
     CU129_RELEASES,
     KV_CACHE_MEMORY_BYTES_SINCE,
     NON_ROOT_SINCE,
+    V2_RUNNER_ENV,
     Version,
     batch_defaults,
     concurrent_batches,
@@ -44,6 +46,7 @@ from stacks.plan.types import (
     Autoscaling,
     DcgmPlan,
     DockerPlan,
+    EncoderPlan,
     GatewayPlan,
     GpuPlan,
     ImagePlan,
@@ -75,6 +78,8 @@ class _Model:
     tp: int
     kv_dtype_bytes: float
     server: Server
+    encoder: EncoderFigures | None = None
+    media: dict[str, int] | None = None
 
 
 def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int) -> list[Problem]:
@@ -147,21 +152,45 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
             continue
         task = m.task or arch.task
         pooling = task == "embed"
+        media = m.media_per_prompt.model_dump(exclude_none=True) if m.media_per_prompt else None
+        if media_problems(i, m.model, arch.vision, media, problems):
+            continue
         default_tokens, _ = batch_defaults(version, gpu_total, gpu_name)
         # vLLM caps its default batch at what maxNumSeqs full sequences need (EngineArgs defaults)
         batched = m.max_num_batched_tokens or min(default_tokens, m.max_num_seqs * mml)
         dtype_bytes = DTYPE_BYTES[arch.dtype if m.dtype == "auto" else m.dtype]
         kv_bytes = 1.0 if m.kv_cache_dtype.startswith("fp8") else dtype_bytes
         pp = m.pipeline_parallel
-        v2 = uses_v2_model_runner(version, moe=arch.experts > 0, pooling=pooling)
+        runner = m.env.get(V2_RUNNER_ENV)
+        if runner is not None and not runner.strip().lstrip("-").isdigit():
+            problems.append(Problem(f"models[{i}].env.{V2_RUNNER_ENV}", f"vLLM reads it as an integer (bool(int(value))); set 0 or 1, not {runner!r}"))
+        v2 = uses_v2_model_runner(version, moe=arch.experts > 0, pooling=pooling, env=m.env)
         batches = concurrent_batches(version, pp=pp, v2_runner=v2, pooling=pooling)
         layout = kv_layout(arch, tp=tp, pp=pp, kv_bytes=kv_bytes, in_flight_tokens=batches * batched)
+        activation = activation_gib(arch, batched, m.max_num_seqs, tp, sampler=not pooling)
+        encoder = encoder_figures(
+            arch,
+            media,
+            version=version,
+            v2_runner=v2,
+            batched_tokens=batched,
+            max_num_seqs=m.max_num_seqs,
+            max_model_len=mml,
+            tp=tp,
+            dtype_bytes=dtype_bytes,
+            text_activation_gib=activation,
+            extra_args=list(m.extra_args),
+        )
+        # the tower keeps the model dtype whatever the language model's quantization (its layers are left unquantized)
+        text = replace(arch, parameters_b=text_parameters_b(arch))
         overhead = Overhead(
-            weights=weights_gib(arch, dtype_bytes, quant, tp, pp),
-            activation=activation_gib(arch, batched, m.max_num_seqs, tp, sampler=not pooling),
+            weights=weights_gib(text, dtype_bytes, quant, tp, pp) + (encoder.weights_gib if encoder else 0.0),
+            activation=activation,
             non_torch=non_torch_gib(tp, pp),
             cudagraphs=cudagraph_gib(arch, m.max_num_seqs, batched, pp, m.enforce_eager),
             cudagraphs_in_budget=cudagraphs_in_budget(version, v2_runner=v2),
+            encoder=encoder.extra_gib if encoder else 0.0,
+            encoder_in_budget=encoder.profiled if encoder else True,
         )
         server = Server(
             index=i,
@@ -174,7 +203,7 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
             fixed=None if m.gpu_memory_utilization == "auto" else float(m.gpu_memory_utilization),
             longest_len=_longest_len(layout, mml),
         )
-        out.append(_Model(i, m, arch, task, tp, kv_bytes, server))
+        out.append(_Model(i, m, arch, task, tp, kv_bytes, server, encoder, media))
     return out
 
 
@@ -309,6 +338,8 @@ def plan(config: StackConfig) -> StackPlan:
             max_full_sequences=blocks // per_seq if per_seq else 0,
             footprint_gib=round(footprint, 3),
             free_at_start_gib=round(free_at_start, 3),
+            encoder_gib=round(o.encoder, 3),
+            encoder_in_budget=o.encoder_in_budget,
         )
         after = sorted({last_on_gpu[g] for g in s.gpus if g in last_on_gpu}) if docker else []
         for g in s.gpus:
@@ -341,6 +372,7 @@ def plan(config: StackConfig) -> StackPlan:
                     fraction=s.fraction,
                     kv_cache_bytes=s.kv_bytes if exact and s.layout else None,
                     max_model_len=s.max_model_len,
+                    multimodal=limit_args(md.arch.vision, md.media),
                 ),
                 env={"TZ": config.timezone, **m.env},
                 start_after=after,
@@ -366,6 +398,7 @@ def plan(config: StackConfig) -> StackPlan:
                     if auto and auto.enabled
                     else None
                 ),
+                encoder=_encoder_plan(md.encoder),
             )
         )
     if docker:
@@ -438,6 +471,28 @@ def _oidc_env(oidc: OidcConfig | None) -> dict[str, str]:
     if oidc.redirect_uri:
         env["OPENID_REDIRECT_URI"] = oidc.redirect_uri
     return env
+
+
+def _encoder_plan(e: EncoderFigures | None) -> EncoderPlan | None:
+    if e is None:
+        return None
+    return EncoderPlan(
+        limits=dict(e.limits),
+        modalities=[k for k, v in e.limits.items() if v > 0],
+        tower_loaded=e.tower_loaded,
+        weights_gib=round(e.weights_gib, 3),
+        profiled_modality=e.modality,
+        embeds_per_item=e.embeds_per_item,
+        items_per_batch=e.items_per_batch,
+        budget_tokens=e.budget_tokens,
+        peak_gib=round(e.peak_gib, 3),
+        cache_gib=round(e.cache_gib, 3),
+        processor_cache_gib=round(e.processor_cache_gib, 3),
+    )
+
+
+def _takes_images(m: ModelPlan) -> bool:
+    return m.encoder is not None and "image" in m.encoder.modalities
 
 
 def _kv_bytes_per_token(md: _Model) -> int:
@@ -568,6 +623,7 @@ def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_p
                 storage_size=ui_cfg.storage_size,
                 startup_seconds=WEBUI_STARTUP_SECONDS,
                 chat_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate"],
+                vision_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate" and _takes_images(models_by_name[r.model])],
                 embedding_model=ui_cfg.embedding_model,
                 oidc=_oidc_env(ui_cfg.oidc),
             )

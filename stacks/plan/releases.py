@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 Version = tuple[int, int, int]
 
@@ -78,10 +79,32 @@ def gpu_memory_utilization_default(version: Version) -> float:
     return 0.92 if version >= (0, 20, 0) else 0.9
 
 
-def uses_v2_model_runner(version: Version, *, moe: bool, pooling: bool) -> bool:
+V2_RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
+"""Set to an integer, it picks the runner over the default (vllm/envs.py maybe_convert_bool: ``bool(int(value))``, 0.26)."""
+
+
+def uses_v2_model_runner(version: Version, *, moe: bool, pooling: bool, env: Mapping[str, str] | None = None) -> bool:
     """0.22-0.28 run dense generative models on the V2 model runner by default (VllmConfig.use_v2_model_runner ->
-    _is_default_v2_model_runner_model: runner "generate", not hybrid, not MoE unless listed)."""
-    return (0, 22, 0) <= version < (0, 29, 0) and not moe and not pooling
+    _is_default_v2_model_runner_model: runner "generate", not hybrid, not MoE unless listed); in those releases
+    ``VLLM_USE_V2_MODEL_RUNNER`` in the server's environment decides instead (callers check it is an integer)."""
+    in_releases = (0, 22, 0) <= version < (0, 29, 0)
+    chosen = (env or {}).get(V2_RUNNER_ENV)
+    if in_releases and chosen is not None and chosen.strip().lstrip("-").isdigit():
+        return bool(int(chosen))
+    return in_releases and not moe and not pooling
+
+
+ENCODER_PROFILED_BY_V2_SINCE: Version = (0, 27, 0)
+"""The V2 model runner profiles the multimodal encoder and its cache from 0.27.0 (PR #47985: EncoderRunner.
+profile_encoder_cache in v1/worker/gpu/mm/encoder_runner.py); its profile_run in 0.26.0 runs the text model only."""
+
+
+def encoder_profiled(version: Version, *, v2_runner: bool) -> bool:
+    """Whether vLLM runs the vision encoder on its largest batch before sizing the KV cache (so the budget holds it).
+
+    The V1 runner always does (GPUModelRunner.profile_run, v1/worker/gpu_model_runner.py, every release 0.11-0.33); the
+    V2 runner, default for dense generative models in 0.22-0.28 (``uses_v2_model_runner``), only from 0.27.0."""
+    return not v2_runner or version >= ENCODER_PROFILED_BY_V2_SINCE
 
 
 def cudagraphs_in_budget(version: Version, *, v2_runner: bool) -> bool:

@@ -74,6 +74,31 @@ class MemoryFigures:
     """Physical memory on each GPU once it runs: its budget's use plus what it holds outside it."""
     free_at_start_gib: float
     """Memory free on its GPU when its turn to start comes (everything started before it running)."""
+    encoder_gib: float = 0.0
+    """A multimodal model's vision encoder beyond the text model's peak activation (its largest profiled batch)."""
+    encoder_in_budget: bool = True
+    """Whether the release profiles the encoder before sizing the KV cache (else it comes on top of the budget)."""
+
+
+@dataclass(frozen=True)
+class EncoderPlan:
+    """A multimodal model's vision side as vLLM loads and profiles it (stacks.plan.multimodal)."""
+
+    limits: dict[str, int]
+    """Items per prompt per modality (vLLM's names: image, video), as vLLM applies them."""
+    modalities: list[str]
+    """What the server accepts (limits above 0): Open WebUI offers image input where ``image`` is here."""
+    tower_loaded: bool
+    weights_gib: float
+    """Tower and projector per GPU (inside ``memory.weights_gib``)."""
+    profiled_modality: str | None
+    embeds_per_item: int
+    items_per_batch: int
+    budget_tokens: int
+    peak_gib: float
+    cache_gib: float
+    processor_cache_gib: float
+    """Host memory of vLLM's multimodal processor caches (API server and engine core)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +148,8 @@ class ModelPlan:
     startup_seconds: int
     shm_size_gib: float | None
     autoscaling: Autoscaling | None
+    encoder: EncoderPlan | None = None
+    """Multimodal checkpoints: the vision tower, its limits and memory; None for text-only models."""
 
 
 @dataclass(frozen=True)
@@ -225,6 +252,8 @@ class WebuiPlan:
     """Served name Open WebUI's document search embeds with, through the gateway."""
     oidc: dict[str, str]
     """Open WebUI's OpenID Connect settings as its environment (empty without ``webui.oidc``); the client secret is a SecretRef."""
+    vision_models: list[str] = field(default_factory=list)
+    """Of those, the served names whose server takes images (a multimodal model with ``image`` above 0)."""
 
 
 @dataclass(frozen=True)
