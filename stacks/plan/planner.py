@@ -7,39 +7,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stacks.catalog import Arch, quantized_by_name, resolve
 from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackConfig
 from stacks.errors import ConfigError, Problem
 from stacks.plan import topology as net
-from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args
-from stacks.plan.memory import (
-    DTYPE_BYTES,
-    GIB,
-    SAFETY_FRACTION,
-    KvLayout,
-    Overhead,
-    activation_gib,
-    cudagraph_gib,
-    kv_layout,
-    non_torch_gib,
-    weights_gib,
-)
+from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args, worker_args
+from stacks.plan.memory import DTYPE_BYTES, GIB, SAFETY_FRACTION, KvLayout
 from stacks.plan.monitoring import monitoring_plan
 from stacks.plan.releases import (
     CU129_RELEASES,
     KV_CACHE_MEMORY_BYTES_SINCE,
+    MULTI_NODE_SINCE,
     NON_ROOT_SINCE,
     Version,
     batch_defaults,
-    concurrent_batches,
-    cudagraphs_in_budget,
     image_vllm_version,
-    uses_v2_model_runner,
     version_text,
 )
 from stacks.plan.sharing import Gpu, Server, share
+from stacks.plan.stages import MAX_NODES, Model, Sizing, size, smallest_split
 from stacks.plan.types import (
     Autoscaling,
     DcgmPlan,
@@ -56,6 +44,7 @@ from stacks.plan.types import (
     Route,
     ScrapeTarget,
     StackPlan,
+    StageMemory,
     Urls,
     WebuiPlan,
 )
@@ -73,11 +62,13 @@ class _Model:
     arch: Arch
     task: str
     tp: int
+    pp: int
     kv_dtype_bytes: float
     server: Server
+    sizing: Sizing
 
 
-def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int) -> list[Problem]:
+def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int, pp: int) -> list[Problem]:
     """What vLLM refuses at start (ModelConfig.verify_with_parallel_config, QKVParallelLinear, vLLM 0.26)."""
     out = []
     if arch.attention_heads % tp:
@@ -91,9 +82,71 @@ def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int) -> list[Prob
                 f"use a divisor or a multiple of {arch.kv_heads}",
             )
         )
-    if m.pipeline_parallel > arch.layers:
-        out.append(Problem(f"models[{i}].pipelineParallel", f"{m.pipeline_parallel} stages for {arch.layers} layers; use at most {arch.layers}"))
+    if pp > arch.layers:
+        key = f"models[{i}].nodes" if m.nodes > 1 else f"models[{i}].pipelineParallel"
+        out.append(Problem(key, f"{pp} stages for {arch.layers} layers; use at most {arch.layers}"))
     return out
+
+
+def _tp_accepted(arch: Arch, tp: int) -> bool:
+    """vLLM splits the attention heads evenly and the KV heads evenly or replicated (as ``_parallel_problems``)."""
+    return arch.attention_heads % tp == 0 and (arch.kv_heads % tp == 0 or tp % arch.kv_heads == 0)
+
+
+def _node_problems(i: int, m: ModelConfig, version: Version) -> list[Problem]:
+    """A server spanning nodes: the release must run it without Ray, and its LeaderWorkerSet's name must leave room for
+    the StatefulSets the controller names after it."""
+    if m.nodes == 1:
+        return []
+    out = []
+    if version < MULTI_NODE_SINCE:
+        out.append(
+            Problem(
+                f"models[{i}].nodes",
+                f"vLLM {version_text(version)} is not known to serve across nodes without Ray (--nnodes, read from "
+                f"{version_text(MULTI_NODE_SINCE)}); pin image.base vllm/vllm-openai:v{version_text(MULTI_NODE_SINCE)} or later",
+            )
+        )
+    group = net.vllm_group(m.name)
+    if len(group) > net.GROUP_NAME_MAX:
+        short = net.GROUP_NAME_MAX - len(group) + len(m.name)
+        why = f"a model spanning nodes runs as LeaderWorkerSet {group!r}, {len(group) - net.GROUP_NAME_MAX} characters too long"
+        out.append(Problem(f"models[{i}].name", f"{why}; use a name of at most {short} characters"))
+    for j, arg in enumerate(m.extra_args):
+        if arg.split("=", 1)[0] == "--distributed-executor-backend":
+            why = "a server spanning nodes runs vLLM's multiprocessing executor on every node (the image has no Ray); remove it"
+            out.append(Problem(f"models[{i}].extraArgs[{j}]", why))
+    return out
+
+
+def _too_big(md: _Model, config: StackConfig, spec: Model) -> Problem | None:
+    """Kubernetes: a model whose heaviest GPU cannot hold its weights, overhead and one sequence, with the split that can."""
+    kube = config.kubernetes
+    assert kube is not None
+    total, s, m = kube.gpu.memory_gib, md.sizing, md.config
+    if s.fits(total, md.server.max_model_len):
+        return None
+    per_node = kube.gpu.per_node
+    widths = [md.tp] if not per_node else [t for t in range(md.tp, per_node + 1)] or [md.tp]
+    better = smallest_split(spec, total, md.server.max_model_len, widths, lambda tp: _tp_accepted(md.arch, tp))
+    o = s.overhead
+    where = f"{md.tp} x {kube.gpu.name} ({total} GiB)" + (f" per node on {md.pp} nodes" if m.nodes > 1 else "")
+    need = (
+        f"its heaviest GPU needs {o.weights:.2f} GiB of weights + {o.in_budget:.2f} GiB of runtime overhead + "
+        f"{s.sequence_gib(md.server.max_model_len):.2f} GiB for one maxModelLen={md.server.max_model_len} sequence against {s.room(total):.2f} GiB"
+    )
+    key = f"models[{md.index}].nodes"
+    if better is None:
+        fix = f"it does not fit on up to {min(MAX_NODES, md.arch.layers)} nodes of {widths[-1]} such GPUs"
+        fix += "; use a quantized checkpoint, a lower maxModelLen or larger GPUs"
+    elif better.pp == 1:
+        key = f"models[{md.index}].tensorParallel"
+        fix = f"tensorParallel: {better.tp} fits on one node"
+    else:
+        split = f"nodes: {better.pp}" + (f" with tensorParallel: {better.tp}" if better.tp != md.tp else "")
+        per_gpu = max(st.weights for st in better.stages)
+        fix = f"the smallest node count that fits is {split} ({better.pp} nodes x {better.tp} GPUs, {per_gpu:.2f} GiB of weights per GPU)"
+    return Problem(key, f"{m.name} does not fit {where}: {need}; {fix}")
 
 
 def _quantization(i: int, m: ModelConfig, arch: Arch, problems: list[Problem]) -> str | None:
@@ -121,23 +174,26 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
     out = []
     for i, m in enumerate(config.models):
         problems += extra_arg_problems(i, m, version)
+        problems += _node_problems(i, m, version)
         arch = resolve(m.model, m.arch)
         if isinstance(arch, list):
             problems.append(
                 Problem(f"models[{i}].arch", f"{m.model!r} is not in the catalog; add arch: {{{', '.join(f'{k}: ...' for k in arch)}}} from its config.json")
             )
             continue
+        # across nodes, one pipeline stage per node (config rules)
+        pp = m.nodes if m.nodes > 1 else m.pipeline_parallel
         if docker:
             ids = m.gpus if m.gpus is not None else [config.gpus[0].index]
-            tp = m.tensor_parallel or max(1, len(ids) // m.pipeline_parallel)
+            tp = m.tensor_parallel or max(1, len(ids) // pp)
             gpu_total = min(gpu_by_index[g].memory_gib for g in ids if g in gpu_by_index) if ids else 0.0
             gpu_name = gpu_by_index[ids[0]].name if ids and ids[0] in gpu_by_index else ""
         else:
             assert kube is not None
             tp = m.tensor_parallel or 1
-            ids = list(range(tp * m.pipeline_parallel))
+            ids = list(range(tp * pp))
             gpu_total, gpu_name = kube.gpu.memory_gib, kube.gpu.name
-        parallel = _parallel_problems(i, m, arch, tp)
+        parallel = _parallel_problems(i, m, arch, tp, pp)
         problems += parallel
         quant = _quantization(i, m, arch, problems)
         mml = m.max_model_len or arch.context_length
@@ -152,29 +208,26 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
         batched = m.max_num_batched_tokens or min(default_tokens, m.max_num_seqs * mml)
         dtype_bytes = DTYPE_BYTES[arch.dtype if m.dtype == "auto" else m.dtype]
         kv_bytes = 1.0 if m.kv_cache_dtype.startswith("fp8") else dtype_bytes
-        pp = m.pipeline_parallel
-        v2 = uses_v2_model_runner(version, moe=arch.experts > 0, pooling=pooling)
-        batches = concurrent_batches(version, pp=pp, v2_runner=v2, pooling=pooling)
-        layout = kv_layout(arch, tp=tp, pp=pp, kv_bytes=kv_bytes, in_flight_tokens=batches * batched)
-        overhead = Overhead(
-            weights=weights_gib(arch, dtype_bytes, quant, tp, pp),
-            activation=activation_gib(arch, batched, m.max_num_seqs, tp, sampler=not pooling),
-            non_torch=non_torch_gib(tp, pp),
-            cudagraphs=cudagraph_gib(arch, m.max_num_seqs, batched, pp, m.enforce_eager),
-            cudagraphs_in_budget=cudagraphs_in_budget(version, v2_runner=v2),
-        )
+        spec = Model(arch, version, dtype_bytes, quant, kv_bytes, batched, m.max_num_seqs, pooling, m.enforce_eager)
+        sizing = size(spec, tp=tp, pp=pp)
+        layout = sizing.layout
         server = Server(
             index=i,
             name=m.name,
             gpus=list(ids),
-            overhead=overhead,
+            overhead=sizing.overhead,
             layout=layout,
             max_model_len=mml,
             max_num_seqs=m.max_num_seqs,
             fixed=None if m.gpu_memory_utilization == "auto" else float(m.gpu_memory_utilization),
             longest_len=_longest_len(layout, mml),
         )
-        out.append(_Model(i, m, arch, task, tp, kv_bytes, server))
+        md = _Model(i, m, arch, task, tp, pp, kv_bytes, server, sizing)
+        too_big = _too_big(md, config, spec) if not docker else None
+        if too_big:
+            problems.append(too_big)
+            continue
+        out.append(md)
     return out
 
 
@@ -309,6 +362,7 @@ def plan(config: StackConfig) -> StackPlan:
             max_full_sequences=blocks // per_seq if per_seq else 0,
             footprint_gib=round(footprint, 3),
             free_at_start_gib=round(free_at_start, 3),
+            stages=_stage_figures(md, footprint) if md.pp > 1 else [],
         )
         after = sorted({last_on_gpu[g] for g in s.gpus if g in last_on_gpu}) if docker else []
         for g in s.gpus:
@@ -322,9 +376,9 @@ def plan(config: StackConfig) -> StackPlan:
                 model=m.model,
                 served_names=names + [lo.name for lo in m.lora_modules],
                 gpus=list(s.gpus) if docker else [],
-                gpu_count=md.tp * m.pipeline_parallel,
+                gpu_count=md.tp * md.pp,
                 tensor_parallel=md.tp,
-                pipeline_parallel=m.pipeline_parallel,
+                pipeline_parallel=md.pp,
                 max_model_len=s.max_model_len,
                 max_num_seqs=m.max_num_seqs,
                 task=md.task,  # type: ignore[arg-type]
@@ -338,6 +392,8 @@ def plan(config: StackConfig) -> StackPlan:
                     version=version,
                     task=md.task,
                     tensor_parallel=md.tp,
+                    pipeline_parallel=md.pp,
+                    nodes=m.nodes,
                     fraction=s.fraction,
                     kv_cache_bytes=s.kv_bytes if exact and s.layout else None,
                     max_model_len=s.max_model_len,
@@ -366,8 +422,12 @@ def plan(config: StackConfig) -> StackPlan:
                     if auto and auto.enabled
                     else None
                 ),
+                nodes=m.nodes,
+                group=net.vllm_group(m.name) if m.nodes > 1 else None,
             )
         )
+        if m.nodes > 1:
+            plans[-1] = replace(plans[-1], worker_args=worker_args(plans[-1].args))
     if docker:
         for g, gpu in sorted(gpus.items()):
             here = [md for md in models if g in md.server.gpus]
@@ -395,6 +455,30 @@ def plan(config: StackConfig) -> StackPlan:
     if problems:
         raise ConfigError(problems)
     return _stack(config, image, plans, gpu_plans, notes)
+
+
+def _stage_figures(md: _Model, heaviest_footprint: float) -> list[StageMemory]:
+    """Every pipeline stage's GPUs: its own layers' weights and KV (the same blocks, each of its layers' size), the heaviest
+    stage's other overheads; stages run one per node when the server spans nodes."""
+    s, o = md.server, md.server.overhead
+    most = max(st.layers for st in md.sizing.stages)
+    out = []
+    for i, st in enumerate(md.sizing.stages):
+        kv = s.kv_bytes * st.layers / most / GIB
+        lighter = (o.weights - st.weights) + (o.activation - st.activation) + (s.kv_bytes / GIB - kv)
+        out.append(
+            StageMemory(
+                stage=i,
+                node=i if md.config.nodes > 1 else 0,
+                first_layer=st.first_layer,
+                layers=st.layers,
+                weights_gib=round(st.weights, 3),
+                activation_gib=round(st.activation, 3),
+                kv_gib=round(kv, 3),
+                footprint_gib=round(heaviest_footprint - lighter, 3),
+            )
+        )
+    return out
 
 
 def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, problems: list[Problem]) -> set[int]:

@@ -45,6 +45,23 @@ class Service:
 
 
 @dataclass(frozen=True)
+class StageMemory:
+    """One pipeline stage of a server: what each of its GPUs holds (the stages differ by their layers, embedding and LM head)."""
+
+    stage: int
+    node: int
+    """Which pod of the group runs it (0: the leader); 0 for a server on one node."""
+    first_layer: int
+    layers: int
+    weights_gib: float
+    activation_gib: float
+    """Peak activation of the profiling run; the last stage adds the sampler's logits."""
+    kv_gib: float
+    """vLLM gives every stage the same number of KV blocks, each of its own layers' size."""
+    footprint_gib: float
+
+
+@dataclass(frozen=True)
 class MemoryFigures:
     """What one server holds on each of its GPUs (GiB unless named otherwise)."""
 
@@ -74,6 +91,8 @@ class MemoryFigures:
     """Physical memory on each GPU once it runs: its budget's use plus what it holds outside it."""
     free_at_start_gib: float
     """Memory free on its GPU when its turn to start comes (everything started before it running)."""
+    stages: list[StageMemory] = field(default_factory=list)
+    """Per pipeline stage (pipelineParallel > 1); the figures above are the heaviest stage's, the one that binds."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,17 @@ class ModelPlan:
     startup_seconds: int
     shm_size_gib: float | None
     autoscaling: Autoscaling | None
+    nodes: int = 1
+    """Kubernetes: pods (nodes) the server spans, one pipeline stage each; above 1 a LeaderWorkerSet runs them."""
+    group: str | None = None
+    """The LeaderWorkerSet's name when ``nodes`` is above 1."""
+    worker_args: list[str] = field(default_factory=list)
+    """Arguments after the entrypoint on the group's other pods (headless: no API server)."""
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs each pod claims."""
+        return self.gpu_count // self.nodes
 
 
 @dataclass(frozen=True)
