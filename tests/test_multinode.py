@@ -119,7 +119,7 @@ def test_the_crd_schema_is_the_pinned_releases() -> None:
     doc = crd()
     assert (doc["group"], doc["kind"], doc["served"]) == ("leaderworkerset.x-k8s.io", "LeaderWorkerSet", True)
     assert doc["source"].startswith(f"sigs.k8s.io/lws@{lws_crd.VERSION} ") and len(doc["sha256"]) == 64
-    assert kube_manifests.LWS_API == f"{doc['group']}/v1"
+    assert f"{doc['group']}/v1" == kube_manifests.LWS_API
 
 
 def test_the_committed_crd_schema_matches_the_go_module() -> None:
@@ -235,7 +235,7 @@ def test_service_reaches_the_leader_and_the_gateway_routes_to_it() -> None:
         "app.kubernetes.io/part-of": "vllm-stack",
         "leaderworkerset.sigs.k8s.io/worker-index": "0",
     }
-    leader, worker = templates(lws())
+    leader, _ = templates(lws())
     assert {k: v for k, v in service["spec"]["selector"].items() if not k.startswith("leaderworkerset.")}.items() <= leader["metadata"]["labels"].items()
     assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
     # the controller names a headless Service after the set: the model's own Service must not take that name
