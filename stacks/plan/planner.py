@@ -124,7 +124,8 @@ def _too_big(md: _Model, config: StackConfig, spec: Model) -> Problem | None:
     kube = config.kubernetes
     assert kube is not None
     total, s, m = kube.gpu.memory_gib, md.sizing, md.config
-    if s.fits(total, md.server.max_model_len):
+    if m.gpu_memory_utilization != "auto" or s.fits(total, md.server.max_model_len):
+        # a configured fraction gets its own refusal (raise it, or lower maxModelLen)
         return None
     per_node = kube.gpu.per_node
     widths = [md.tp] if not per_node else [t for t in range(md.tp, per_node + 1)] or [md.tp]
