@@ -16,10 +16,10 @@ from stacks.plan import topology as net
 from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args, worker_args
 from stacks.plan.memory import DTYPE_BYTES, GIB, SAFETY_FRACTION, KvLayout
 from stacks.plan.monitoring import monitoring_plan
+from stacks.plan.nodes import node_problems, too_big
 from stacks.plan.releases import (
     CU129_RELEASES,
     KV_CACHE_MEMORY_BYTES_SINCE,
-    MULTI_NODE_SINCE,
     NON_ROOT_SINCE,
     Version,
     batch_defaults,
@@ -27,7 +27,7 @@ from stacks.plan.releases import (
     version_text,
 )
 from stacks.plan.sharing import Gpu, Server, share
-from stacks.plan.stages import MAX_NODES, Model, Sizing, size, smallest_split
+from stacks.plan.stages import Model, Sizing, size
 from stacks.plan.types import (
     Autoscaling,
     DcgmPlan,
@@ -88,68 +88,6 @@ def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int, pp: int) -> 
     return out
 
 
-def _tp_accepted(arch: Arch, tp: int) -> bool:
-    """vLLM splits the attention heads evenly and the KV heads evenly or replicated (as ``_parallel_problems``)."""
-    return arch.attention_heads % tp == 0 and (arch.kv_heads % tp == 0 or tp % arch.kv_heads == 0)
-
-
-def _node_problems(i: int, m: ModelConfig, version: Version) -> list[Problem]:
-    """A server spanning nodes: the release must run it without Ray, and its LeaderWorkerSet's name must leave room for
-    the StatefulSets the controller names after it."""
-    if m.nodes == 1:
-        return []
-    out = []
-    if version < MULTI_NODE_SINCE:
-        out.append(
-            Problem(
-                f"models[{i}].nodes",
-                f"vLLM {version_text(version)} is not known to serve across nodes without Ray (--nnodes, read from "
-                f"{version_text(MULTI_NODE_SINCE)}); pin image.base vllm/vllm-openai:v{version_text(MULTI_NODE_SINCE)} or later",
-            )
-        )
-    group = net.vllm_group(m.name)
-    if len(group) > net.GROUP_NAME_MAX:
-        short = net.GROUP_NAME_MAX - len(group) + len(m.name)
-        why = f"a model spanning nodes runs as LeaderWorkerSet {group!r}, {len(group) - net.GROUP_NAME_MAX} characters too long"
-        out.append(Problem(f"models[{i}].name", f"{why}; use a name of at most {short} characters"))
-    for j, arg in enumerate(m.extra_args):
-        if arg.split("=", 1)[0] == "--distributed-executor-backend":
-            why = "a server spanning nodes runs vLLM's multiprocessing executor on every node (the image has no Ray); remove it"
-            out.append(Problem(f"models[{i}].extraArgs[{j}]", why))
-    return out
-
-
-def _too_big(md: _Model, config: StackConfig, spec: Model) -> Problem | None:
-    """Kubernetes: a model whose heaviest GPU cannot hold its weights, overhead and one sequence, with the split that can."""
-    kube = config.kubernetes
-    assert kube is not None
-    total, s, m = kube.gpu.memory_gib, md.sizing, md.config
-    if m.gpu_memory_utilization != "auto" or s.fits(total, md.server.max_model_len):
-        # a configured fraction gets its own refusal (raise it, or lower maxModelLen)
-        return None
-    per_node = kube.gpu.per_node
-    widths = [md.tp] if not per_node else [t for t in range(md.tp, per_node + 1)] or [md.tp]
-    better = smallest_split(spec, total, md.server.max_model_len, widths, lambda tp: _tp_accepted(md.arch, tp))
-    o = s.overhead
-    where = f"{md.tp} x {kube.gpu.name} ({total} GiB)" + (f" per node on {md.pp} nodes" if m.nodes > 1 else "")
-    need = (
-        f"its heaviest GPU needs {o.weights:.2f} GiB of weights + {o.in_budget:.2f} GiB of runtime overhead + "
-        f"{s.sequence_gib(md.server.max_model_len):.2f} GiB for one maxModelLen={md.server.max_model_len} sequence against {s.room(total):.2f} GiB"
-    )
-    key = f"models[{md.index}].nodes"
-    if better is None:
-        fix = f"it does not fit on up to {min(MAX_NODES, md.arch.layers)} nodes of {widths[-1]} such GPUs"
-        fix += "; use a quantized checkpoint, a lower maxModelLen or larger GPUs"
-    elif better.pp == 1:
-        key = f"models[{md.index}].tensorParallel"
-        fix = f"tensorParallel: {better.tp} fits on one node"
-    else:
-        split = f"nodes: {better.pp}" + (f" with tensorParallel: {better.tp}" if better.tp != md.tp else "")
-        per_gpu = max(st.weights for st in better.stages)
-        fix = f"the smallest node count that fits is {split} ({better.pp} nodes x {better.tp} GPUs, {per_gpu:.2f} GiB of weights per GPU)"
-    return Problem(key, f"{m.name} does not fit {where}: {need}; {fix}")
-
-
 def _quantization(i: int, m: ModelConfig, arch: Arch, problems: list[Problem]) -> str | None:
     """The checkpoint's method: configured, else the catalog's config.json; a quantized-looking id nobody describes is refused."""
     if m.quantization:
@@ -175,7 +113,7 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
     out = []
     for i, m in enumerate(config.models):
         problems += extra_arg_problems(i, m, version)
-        problems += _node_problems(i, m, version)
+        problems += node_problems(i, m, version)
         arch = resolve(m.model, m.arch)
         if isinstance(arch, list):
             problems.append(
@@ -223,12 +161,10 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
             fixed=None if m.gpu_memory_utilization == "auto" else float(m.gpu_memory_utilization),
             longest_len=_longest_len(layout, mml),
         )
-        md = _Model(i, m, arch, task, tp, pp, kv_bytes, server, sizing)
-        too_big = _too_big(md, config, spec) if not docker else None
-        if too_big:
-            problems.append(too_big)
+        if not docker and kube and (big := too_big(i, m, arch, spec, sizing, mml, kube.gpu)):
+            problems.append(big)
             continue
-        out.append(md)
+        out.append(_Model(i, m, arch, task, tp, pp, kv_bytes, server, sizing))
     return out
 
 
