@@ -65,8 +65,9 @@ def main() -> int:
     ap.add_argument("--server-timeout", type=float, default=400)
     ap.add_argument("--streams", type=int, default=60, help="timed streams per target")
     args = ap.parse_args()
-    name, total, version = gpu_facts()
-    p = planned(STACK, name, total, version)
+    gpus, version = gpu_facts()
+    name = gpus[0][0]
+    p = planned(STACK, gpus[:1], version)
     m = p.models[0]
     work = Path(tempfile.mkdtemp(prefix="vllm-stack-gateway-"))
     port = free_port()

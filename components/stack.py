@@ -56,7 +56,7 @@ def gpu_summary(plan: StackPlan) -> list[dict[str, Any]]:
     return [
         {
             "model": m.name,
-            "gpus": m.gpus or f"{m.gpu_count} per pod",
+            "gpus": m.gpus or (f"{m.nodes} pods x {m.gpus_per_node}" if m.nodes > 1 else f"{m.gpu_count} per pod"),
             "fraction": m.memory.fraction,
             "weightsGiB": m.memory.weights_gib,
             "kvGiB": m.memory.kv_gib,

@@ -31,6 +31,8 @@ KUBE_POD_OWNERS = {
 }
 KUBE_POD = "kubernetes:core/v1:Pod"
 KUBE_CRON_JOB = "kubernetes:batch/v1:CronJob"
+KUBE_LEADER_WORKER_SET = "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet"
+"""A custom resource (the stack declares it with apiextensions.CustomResource): a leader and a worker pod template."""
 
 
 def known(props: Mapping[str, Any], *path: str | int) -> Any:
@@ -105,25 +107,27 @@ def docker_box(props: Mapping[str, Any]) -> Box:
     )
 
 
-def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The pod spec a Kubernetes workload runs, if ``resource_type`` runs pods."""
+def pod_specs(resource_type: str, props: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The pod specs a Kubernetes workload runs (none unless ``resource_type`` runs pods)."""
+    paths: list[tuple[str, ...]] = []
     if resource_type in KUBE_POD_OWNERS:
-        spec: Mapping[str, Any] | None = known(props, "spec", "template", "spec")
-        return spec
-    if resource_type == KUBE_CRON_JOB:
-        spec = known(props, "spec", "jobTemplate", "spec", "template", "spec")
-        return spec
-    if resource_type == KUBE_POD:
-        spec = known(props, "spec")
-        return spec
-    return None
+        paths = [("spec", "template", "spec")]
+    elif resource_type == KUBE_CRON_JOB:
+        paths = [("spec", "jobTemplate", "spec", "template", "spec")]
+    elif resource_type == KUBE_POD:
+        paths = [("spec",)]
+    elif resource_type == KUBE_LEADER_WORKER_SET:
+        # the leader template is optional (the workers' is used for it then)
+        paths = [("spec", "leaderWorkerTemplate", t, "spec") for t in ("leaderTemplate", "workerTemplate")]
+    return [spec for spec in (known(props, *path) for path in paths) if spec is not None]
 
 
 def kube_boxes(resource_type: str, props: Mapping[str, Any]) -> Iterator[Box]:
-    spec = pod_spec(resource_type, props)
-    if spec is None:
-        return
-    workload = str(known(props, "metadata", "name") or "")
+    for spec in pod_specs(resource_type, props):
+        yield from _pod_boxes(spec, str(known(props, "metadata", "name") or ""))
+
+
+def _pod_boxes(spec: Mapping[str, Any], workload: str) -> Iterator[Box]:
     for c in [*(known(spec, "initContainers") or []), *(known(spec, "containers") or [])]:
         env: dict[str, Env] = {}
         for e in known(c, "env") or []:

@@ -19,7 +19,7 @@ from stacks.config import json_schema, load_stack, parse, provider_setting, read
 from stacks.doctor import Check, ProbeError, doctor, inventory_json, inventory_yaml, local_probes
 from stacks.errors import ConfigError, debugging, internal_error
 from stacks.keys import parse_api_keys
-from stacks.plan import GpuPlan, StackPlan, plan
+from stacks.plan import GpuPlan, ModelPlan, StackPlan, plan
 from stacks.render import gateway, render_all
 from stacks.render import kubernetes as kube_manifests
 
@@ -40,7 +40,7 @@ def _print_plan(p: StackPlan, console: Console) -> None:
             f = m.memory
             rows.append(
                 (
-                    f"{m.name}" + (f" (tp {m.tensor_parallel})" if m.tensor_parallel > 1 else ""),
+                    f"{m.name}" + _split(m),
                     f"{f.fraction:.3f}{'*' if m.fraction_source == 'auto' else ''}",
                     f"{f.weights_gib:.2f}",
                     f"{f.kv_gib:.2f}",
@@ -63,8 +63,32 @@ def _print_plan(p: StackPlan, console: Console) -> None:
             )
             table.caption_justify = "left"
         console.print(table)
+    for m in p.models:
+        if m.memory.stages:
+            console.print(_stages_table(m))
     for note in p.notes:
         console.print(f"[dim]- {note}[/]")
+
+
+def _split(m: ModelPlan) -> str:
+    """How a server spreads: nodes x GPUs per node across nodes, else its tensor and pipeline sizes."""
+    if m.nodes > 1:
+        return f" ({m.nodes} nodes x {m.gpus_per_node} GPUs)"
+    parts = [f"tp {m.tensor_parallel}"] if m.tensor_parallel > 1 else []
+    parts += [f"pp {m.pipeline_parallel}"] if m.pipeline_parallel > 1 else []
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _stages_table(m: ModelPlan) -> Table:
+    """Every pipeline stage's GPUs: the figures above are the heaviest stage's."""
+    table = Table(title=f"{m.name}: per GPU of each pipeline stage", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for i, col in enumerate(("stage", "node", "layers", "weights GiB", "activation GiB", "KV GiB", "footprint GiB")):
+        table.add_column(col, justify="left" if i < 3 else "right", overflow="fold")
+    for st in m.memory.stages:
+        node = f"{st.node}" + (" (leader)" if m.nodes > 1 and st.node == 0 else "") if m.nodes > 1 else "-"
+        layers = f"{st.first_layer}-{st.first_layer + st.layers - 1}"
+        table.add_row(str(st.stage), node, layers, f"{st.weights_gib:.2f}", f"{st.activation_gib:.2f}", f"{st.kv_gib:.2f}", f"{st.footprint_gib:.2f}")
+    return table
 
 
 def render_files(p: StackPlan) -> dict[str, str]:

@@ -559,3 +559,15 @@ def test_cli_needs_a_stack_or_inventory(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit) as e:
         cli.main(["doctor"])
     assert e.value.code == 2 and "--inventory" in capsys.readouterr().err
+
+
+def test_gpu_nodes_for_a_model_spanning_nodes() -> None:
+    """A pod's GPUs sit on one node, and a model spanning nodes needs as many such nodes."""
+    raw = kube_raw(models=[{"name": "big", "model": "Qwen/Qwen3-235B-A22B", "nodes": 2, "tensorParallel": 8, "maxModelLen": 8192}])
+    raw["kubernetes"]["gpu"] = {"name": "NVIDIA L40S", "memoryGiB": 44.52, "perNode": 8}
+    spanning = plan(parse(raw))
+    c = kube_run(spanning, FakeKube(node_list=[KubeNode("gpu-1", L40S, gpus=8), KubeNode("gpu-2", L40S, gpus=4)]))["GPU nodes"]
+    assert_fixable(c, "fail")
+    assert "big spans 2 nodes of 8 GPUs but 1 have that many" in c.detail
+    c = kube_run(spanning, FakeKube(node_list=[KubeNode("gpu-1", L40S, gpus=8), KubeNode("gpu-2", L40S, gpus=8)]))["GPU nodes"]
+    assert c.status == "pass" and "needs 8, big 2 such nodes" in c.detail

@@ -25,14 +25,19 @@ TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("apps/v1", "DaemonSet"): k8s.apps.v1.DaemonSet,
     ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
     ("networking.k8s.io/v1", "Ingress"): k8s.networking.v1.Ingress,
+    ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
 }
 TOP_LEVEL = {"metadata": "metadata", "spec": "spec", "data": "data", "stringData": "string_data", "type": "type"}
 AWAIT_MARGIN_S = 600
 """Added to a workload's startup budget for Pulumi's wait on its rollout (image pull, scheduling)."""
 
 
+CONTROLLERS = ("Deployment", "DaemonSet", "LeaderWorkerSet")
+"""Kinds that run a workload's pods; Pulumi waits for their rollout (a LeaderWorkerSet's ``Available`` condition)."""
+
+
 def declare(name: str, obj: manifests.Obj, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
-    """One object as its typed pulumi_kubernetes resource (a CustomResource for CRDs such as KEDA's)."""
+    """One object as its typed pulumi_kubernetes resource (a CustomResource for CRDs such as KEDA's and the LeaderWorkerSet)."""
     api, kind = obj["apiVersion"], obj["kind"]
     cls = TYPED.get((api, kind))
     if cls is None:
@@ -120,12 +125,13 @@ class KubernetesPlatform:
         for obj in manifests.workload_objects(self.plan, w):
             kind = obj["kind"]
             # Pulumi waits for a rollout and for a Service's ready endpoints: both must cover model load
-            timeout = wait if kind in ("Deployment", "DaemonSet", "Service") else None
+            timeout = wait if kind in (*CONTROLLERS, "Service") else None
             after = before if controller is None else [*before, controller]
             resource = declare(f"{name}-{kind.lower()}", obj, self._opts(parent, after, timeout_s=timeout))
-            if kind == "ConfigMap":
+            if kind in ("ConfigMap", "NetworkPolicy"):
+                # the pods start with their files and behind their network policy
                 before = [*before, resource]
-            elif kind in ("Deployment", "DaemonSet"):
+            elif kind in CONTROLLERS:
                 controller = resource
             elif kind == "Service":
                 service = resource

@@ -48,6 +48,14 @@ def _target_problems(c: StackConfig) -> list[Problem]:
                 out.append(Problem(f"models[{i}].replicas", "the docker target runs one server per model; remove it or use target kubernetes"))
             if m.autoscaling is not None:
                 out.append(Problem(f"models[{i}].autoscaling", "only applies to target kubernetes; remove it"))
+            if m.nodes > 1:
+                out.append(
+                    Problem(
+                        f"models[{i}].nodes",
+                        "the docker target runs every server on one host; a model spanning nodes needs target kubernetes (a LeaderWorkerSet "
+                        "per model), or split it over this host's GPUs with tensorParallel / pipelineParallel and remove nodes",
+                    )
+                )
     else:
         if c.kubernetes is None:
             out.append(Problem("kubernetes", "target kubernetes needs this section, at least {gpu: {name: NVIDIA L40S, memoryGiB: 44.5}}"))
@@ -60,6 +68,7 @@ def _target_problems(c: StackConfig) -> list[Problem]:
                 out.append(Problem(f"models[{i}].gpus", "device indices are for target docker; on kubernetes set tensorParallel (GPUs per pod)"))
             if m.autoscaling and m.autoscaling.enabled:
                 out += _autoscaling_problems(f"models[{i}].autoscaling", m.autoscaling)
+            out += _node_problems(c, i)
         if c.webui.replicas > 1 and not (c.webui.redis_url and c.webui.database_url):
             out.append(Problem("webui.replicas", "several Open WebUI replicas need webui.redisUrl and webui.databaseUrl; set both or use 1"))
         if c.gateway.ingress.enabled and not c.gateway.ingress.host:
@@ -82,6 +91,39 @@ def _target_problems(c: StackConfig) -> list[Problem]:
                     "the kubernetes target uses the cluster's Prometheus (model and DCGM pods carry prometheus.io/* annotations); remove it",
                 )
             )
+    return out
+
+
+def _node_problems(c: StackConfig, i: int) -> list[Problem]:
+    """Kubernetes: a model spanning nodes runs one pipeline stage per node (vLLM's multi-node guidance: tensor parallel
+    within a node, pipeline parallel across nodes), every pod on a node of its own with the model cache mounted."""
+    m = c.models[i]
+    key = f"models[{i}]"
+    out: list[Problem] = []
+    per_pod = (m.tensor_parallel or 1) * (m.pipeline_parallel if m.nodes == 1 else 1)
+    per_node = c.kubernetes.gpu.per_node if c.kubernetes else None
+    if per_node and per_pod > per_node:
+        fix = f"use nodes: {-(-per_pod // per_node)} with tensorParallel {per_node} or fewer" if m.nodes == 1 else f"lower tensorParallel to {per_node} or less"
+        out.append(Problem(f"{key}.tensorParallel", f"a pod would need {per_pod} GPUs but a node has {per_node} (kubernetes.gpu.perNode); {fix}"))
+    if m.nodes == 1:
+        return out
+    if "pipeline_parallel" in m.model_fields_set and m.pipeline_parallel != m.nodes:
+        out.append(
+            Problem(
+                f"{key}.pipelineParallel",
+                f"a model spanning {m.nodes} nodes runs one pipeline stage per node; set pipelineParallel: {m.nodes} or remove it "
+                "(tensor parallel across nodes is not offered: it needs InfiniBand-class links between nodes)",
+            )
+        )
+    if m.autoscaling and m.autoscaling.enabled:
+        out.append(Problem(f"{key}.autoscaling", "KEDA scaling of a model spanning nodes is not offered; set replicas (groups of nodes) instead"))
+    if c.kubernetes and c.kubernetes.model_cache_access_mode == "ReadWriteOnce":
+        out.append(
+            Problem(
+                "kubernetes.modelCacheAccessMode",
+                f"{m.name} spans {m.nodes} nodes and every one of them mounts the model cache; use ReadWriteMany (a ReadWriteOnce volume attaches to one node)",
+            )
+        )
     return out
 
 

@@ -196,7 +196,10 @@ class ModelConfig(Section):
     tensor_parallel: Annotated[int | None, Field(ge=1, le=64)] = None
     """Tensor-parallel size; defaults to the GPUs given / pipelineParallel."""
     pipeline_parallel: Annotated[int, Field(ge=1, le=64)] = 1
-    """Pipeline-parallel size."""
+    """Pipeline-parallel size; with ``nodes`` above 1 it is the node count (one pipeline stage per node)."""
+    nodes: Annotated[int, Field(ge=1, le=64)] = 1
+    """Kubernetes target: nodes one server spans, as a LeaderWorkerSet of this many pods (a leader serving the API and
+    workers joining it), each with ``tensorParallel`` GPUs: tensor parallel within a node, pipeline parallel across nodes."""
     gpu_memory_utilization: Fraction | Literal["auto"] = "auto"
     """Fraction of each GPU's total memory this server may use, or ``auto`` to let the planner split."""
     max_model_len: Annotated[int | None, Field(ge=16, le=10_000_000)] = None
@@ -437,6 +440,9 @@ class KubeGpu(Section):
     """GPU type of the cluster's GPU nodes, e.g. ``NVIDIA L40S``."""
     memory_gib: Annotated[float, Field(gt=0, le=1024)]
     """Memory of one such GPU in GiB as CUDA reports it (nvidia-smi's memory.total less memory.reserved)."""
+    per_node: Annotated[int | None, Field(ge=1, le=64)] = None
+    """GPUs each GPU node has: a pod (``tensorParallel`` x ``pipelineParallel`` GPUs per node) must fit on one, and refusals
+    suggest the node count a model needs. Unchecked when left out."""
 
 
 class KubernetesConfig(Section):

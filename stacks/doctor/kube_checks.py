@@ -64,18 +64,30 @@ def _gpu_nodes(plan: StackPlan, kube: KubernetesPlan, nodes: list[KubeNode]) -> 
             *skipped("kubernetes", ["GPU type"], "needs selectable GPU nodes"),
         ]
     most = max(n.gpus for n in chosen)
-    widest = max(plan.models, key=lambda m: m.gpu_count)
+    # a pod's GPUs sit on one node; a model spanning nodes needs as many nodes with that many
+    widest = max(plan.models, key=lambda m: m.gpus_per_node)
     detail = f"{len(chosen)} GPU node(s) match gpuNodeSelector ({sel}); up to {most} GPU(s) per node"
-    if widest.gpu_count > most:
+    spread = max(plan.models, key=lambda m: m.nodes)
+    roomy = sum(1 for n in chosen if n.gpus >= spread.gpus_per_node)
+    if widest.gpus_per_node > most:
         nodes_check = Check(
             "kubernetes",
             "GPU nodes",
             "fail",
-            f"{detail}; {widest.name} needs {widest.gpu_count} on one node",
-            f"lower {widest.name}'s tensorParallel x pipelineParallel or add nodes with {widest.gpu_count} GPUs",
+            f"{detail}; {widest.name} needs {widest.gpus_per_node} on one node",
+            f"lower {widest.name}'s tensorParallel x pipelineParallel (or spread it with nodes) or add nodes with {widest.gpus_per_node} GPUs",
+        )
+    elif spread.nodes > roomy:
+        nodes_check = Check(
+            "kubernetes",
+            "GPU nodes",
+            "fail",
+            f"{detail}; {spread.name} spans {spread.nodes} nodes of {spread.gpus_per_node} GPUs but {roomy} have that many",
+            f"add GPU nodes or lower {spread.name}'s nodes",
         )
     else:
-        nodes_check = Check("kubernetes", "GPU nodes", "pass", f"{detail}; the widest model ({widest.name}) needs {widest.gpu_count}")
+        needs = f"{widest.gpus_per_node}" + (f", {spread.name} {spread.nodes} such nodes" if spread.nodes > 1 else "")
+        nodes_check = Check("kubernetes", "GPU nodes", "pass", f"{detail}; the widest model ({widest.name}) needs {needs}")
     return [nodes_check, _gpu_type(kube, chosen)]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from stacks.config.schema import ModelConfig
 from stacks.errors import Problem
 from stacks.plan.releases import Version, removed_flag, runner_flags, version_text
-from stacks.plan.topology import VLLM_PORT
+from stacks.plan.topology import LEADER_ADDRESS_ENV, VLLM_MASTER_PORT, VLLM_PORT, WORKER_INDEX_ENV
 
 ENTRYPOINT = ["vllm", "serve"]
 GPU_MEMORY_FLAG = "--gpu-memory-utilization"
@@ -42,6 +42,13 @@ MANAGED_FLAGS: dict[str, str] = {
     "--limit-mm-per-prompt": "set models[].mediaPerPrompt (images, videos)",
     "--language-model-only": "set models[].mediaPerPrompt: {images: 0} (and videos: 0) to serve a multimodal checkpoint as text only",
     "--mm-ipc-gpu-memory-gb": "it carves GPU memory for the frontend's video decoding out of the planned KV cache; leave it at vLLM's 0",
+    "--nnodes": "set models[].nodes",
+    "-n": "set models[].nodes",
+    "--node-rank": "set models[].nodes (each pod of a group gets its own rank)",
+    "-r": "set models[].nodes (each pod of a group gets its own rank)",
+    "--master-addr": "set models[].nodes (the group's leader is the master)",
+    "--master-port": "set models[].nodes (the group's leader is the master)",
+    "--headless": "set models[].nodes (the workers of a group run headless)",
     "--api-key": "secrets never go in arguments: pulumi config set --secret vllm-stack:vllmApiKey",
     "--hf-token": "secrets never go in arguments: pulumi config set --secret vllm-stack:hfToken",
 }
@@ -67,6 +74,8 @@ def server_args(
     version: Version,
     task: str,
     tensor_parallel: int,
+    pipeline_parallel: int,
+    nodes: int,
     fraction: float,
     kv_cache_bytes: int | None,
     max_model_len: int,
@@ -76,8 +85,9 @@ def server_args(
     args = [m.model, "--host", "0.0.0.0", "--port", str(VLLM_PORT), "--served-model-name", *served_names]
     if tensor_parallel > 1:
         args += ["--tensor-parallel-size", str(tensor_parallel)]
-    if m.pipeline_parallel > 1:
-        args += ["--pipeline-parallel-size", str(m.pipeline_parallel)]
+    if pipeline_parallel > 1:
+        args += ["--pipeline-parallel-size", str(pipeline_parallel)]
+    args += node_args(nodes)
     args += runner_flags(version, task)
     args += [GPU_MEMORY_FLAG, f"{fraction:.3f}"]
     if kv_cache_bytes is not None:
@@ -100,3 +110,27 @@ def server_args(
     if m.lora_modules:
         args += ["--enable-lora", "--lora-modules", *(f"{lo.name}={lo.path}" for lo in m.lora_modules)]
     return args + list(multimodal or []) + list(m.extra_args)
+
+
+def node_args(nodes: int) -> list[str]:
+    """A server spanning nodes: every pod of its LeaderWorkerSet runs ``vllm serve`` with the group's rank of its node and
+    the leader as master (Kubernetes expands ``$(VAR)`` from the container's environment, which the controller fills)."""
+    if nodes == 1:
+        return []
+    return [
+        "--distributed-executor-backend",
+        "mp",
+        "--nnodes",
+        str(nodes),
+        "--node-rank",
+        f"$({WORKER_INDEX_ENV})",
+        "--master-addr",
+        f"$({LEADER_ADDRESS_ENV})",
+        "--master-port",
+        str(VLLM_MASTER_PORT),
+    ]
+
+
+def worker_args(leader_args: list[str]) -> list[str]:
+    """The other nodes of a group run the same command without an API server (``--headless``, vLLM 0.26 run_headless)."""
+    return [*leader_args, "--headless"]

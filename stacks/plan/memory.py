@@ -52,7 +52,10 @@ SAMPLER_BYTES_PER_LOGIT = 6
 NON_TORCH_GIB = 0.22
 """Non-torch memory at TP 1: 0.22 GiB for every model measured on the H100 (vLLM 0.26.0)."""
 NON_TORCH_GIB_PARALLEL = 2.0
-"""Per GPU at TP or PP >= 2 (NCCL buffers, custom all-reduce): about 2 GiB in published H100 logs; not measured here."""
+"""Per GPU at TP or PP >= 2 (NCCL buffers, custom all-reduce): about 2 GiB in published H100 logs; not measured here.
+Across nodes the same figure is used: vLLM turns its custom all-reduce off once a server spans nodes (ParallelConfig.
+_verify_args, nnodes > 1, vllm/config/parallel.py 0.26), so a rank's non-torch memory is NCCL's communicators (its
+tensor-parallel group on the node, one pipeline peer per neighbouring stage); not measured on a multi-node group either."""
 CUDAGRAPH_BASE_GIB = 0.07
 CUDAGRAPH_GIB_PER_GRAPH_LAYER = (0.48 - CUDAGRAPH_BASE_GIB) / (102 * 22)
 """CUDA-graph memory grows with the graphs captured (two modes, FULL and PIECEWISE, per capture size) and the layers in
@@ -148,11 +151,25 @@ class Overhead:
         return self.context + (0.0 if self.cudagraphs_in_budget else self.cudagraphs) + (0.0 if self.encoder_in_budget else self.encoder)
 
 
-def weights_gib(arch: Arch, dtype_bytes: float, quantization: str | None, tp: int, pp: int) -> float:
-    """Weights per GPU: quantized layers at the method's bytes, embeddings (and an untied LM head) at the model dtype,
-    MoE experts counted in full (every expert is resident), split over the tensor and pipeline ranks."""
+def stage_layers(layers: int, pp: int) -> list[int]:
+    """Decoder layers of each pipeline stage as vLLM splits them (vllm/distributed/utils.py get_pp_indices, 0.26, without
+    VLLM_PP_LAYER_PARTITION): an even share each, the remainder one layer apiece to the stages before the last, counting
+    back from it (the first and last stages hold the embedding and the LM head)."""
+    partitions = [layers // pp] * pp
+    for i in range(2, layers % pp + 2):
+        partitions[-i] += 1
+    return partitions
+
+
+def stage_weights_gib(arch: Arch, dtype_bytes: float, quantization: str | None, tp: int, pp: int) -> list[float]:
+    """Weights per GPU of each pipeline stage: quantized layers at the method's bytes, embeddings (and an untied LM head)
+    at the model dtype, MoE experts counted in full (every expert is resident), the layers split over the stages as vLLM
+    splits them, each stage's share split over its tensor ranks. The input embedding lives on the first stage, the LM
+    head on the last; a tied model keeps the embedding on the last stage too (vllm/model_executor/models/llama.py and the
+    other decoders, 0.26: embed_tokens where is_first_rank or tie_word_embeddings and is_last_rank)."""
     total = arch.parameters_b * 1e9
-    embeddings = arch.vocab_size * arch.hidden_size * (1 if arch.tied_embeddings else 2)
+    vocab = arch.vocab_size * arch.hidden_size
+    embeddings = vocab * (1 if arch.tied_embeddings else 2)
     if quantization is None:
         weight_bytes = total * dtype_bytes
     elif quantization == "mxfp4":
@@ -160,9 +177,25 @@ def weights_gib(arch: Arch, dtype_bytes: float, quantization: str | None, tp: in
         weight_bytes = experts * QUANT_BYTES["mxfp4"] + (total - experts) * dtype_bytes
     else:
         weight_bytes = embeddings * dtype_bytes + max(0.0, total - embeddings) * QUANT_BYTES.get(quantization, 1.0)
+    embed = vocab * dtype_bytes
+    head = 0.0 if arch.tied_embeddings else vocab * dtype_bytes
+    in_layers = max(0.0, weight_bytes - embed - head)
     # rotary cos/sin caches (fp32, per position and rotary dim; Gemma 3 keeps a second one for its local layers)
     rope = arch.context_length * arch.head_dim * 4 * (2 if arch.sliding_layers else 1)
-    return (weight_bytes / (tp * pp) + rope) / GIB
+    out = []
+    for s, n in enumerate(stage_layers(arch.layers, pp)):
+        held = in_layers * n / arch.layers
+        if s == 0:
+            held += embed
+        if s == pp - 1:
+            held += head + (embed if arch.tied_embeddings and pp > 1 else 0.0)
+        out.append((held / tp + rope) / GIB)
+    return out
+
+
+def weights_gib(arch: Arch, dtype_bytes: float, quantization: str | None, tp: int, pp: int) -> float:
+    """Weights per GPU of the heaviest pipeline stage (all of them at pipelineParallel 1)."""
+    return max(stage_weights_gib(arch, dtype_bytes, quantization, tp, pp))
 
 
 def activation_gib(arch: Arch, batched_tokens: int, max_num_seqs: int, tp: int, *, sampler: bool) -> float:

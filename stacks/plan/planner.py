@@ -13,21 +13,11 @@ from stacks.catalog import Arch, quantized_by_name, resolve
 from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackConfig
 from stacks.errors import ConfigError, Problem
 from stacks.plan import topology as net
-from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args
-from stacks.plan.memory import (
-    DTYPE_BYTES,
-    GIB,
-    SAFETY_FRACTION,
-    KvLayout,
-    Overhead,
-    activation_gib,
-    cudagraph_gib,
-    kv_layout,
-    non_torch_gib,
-    weights_gib,
-)
+from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args, worker_args
+from stacks.plan.memory import DTYPE_BYTES, GIB, SAFETY_FRACTION, KvLayout
 from stacks.plan.monitoring import monitoring_plan
-from stacks.plan.multimodal import EncoderFigures, encoder_figures, limit_args, media_problems, text_parameters_b
+from stacks.plan.multimodal import EncoderFigures, limit_args, media_problems
+from stacks.plan.nodes import node_problems, too_big
 from stacks.plan.releases import (
     CU129_RELEASES,
     KV_CACHE_MEMORY_BYTES_SINCE,
@@ -35,13 +25,11 @@ from stacks.plan.releases import (
     V2_RUNNER_ENV,
     Version,
     batch_defaults,
-    concurrent_batches,
-    cudagraphs_in_budget,
     image_vllm_version,
-    uses_v2_model_runner,
     version_text,
 )
 from stacks.plan.sharing import Gpu, Server, share
+from stacks.plan.stages import Model, Sizing, size
 from stacks.plan.types import (
     Autoscaling,
     DcgmPlan,
@@ -59,6 +47,7 @@ from stacks.plan.types import (
     Route,
     ScrapeTarget,
     StackPlan,
+    StageMemory,
     Urls,
     WebuiPlan,
 )
@@ -76,13 +65,18 @@ class _Model:
     arch: Arch
     task: str
     tp: int
+    pp: int
     kv_dtype_bytes: float
     server: Server
-    encoder: EncoderFigures | None = None
+    sizing: Sizing
     media: dict[str, int] | None = None
 
+    @property
+    def encoder(self) -> EncoderFigures | None:
+        return self.sizing.encoder
 
-def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int) -> list[Problem]:
+
+def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int, pp: int) -> list[Problem]:
     """What vLLM refuses at start (ModelConfig.verify_with_parallel_config, QKVParallelLinear, vLLM 0.26)."""
     out = []
     if arch.attention_heads % tp:
@@ -96,8 +90,9 @@ def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int) -> list[Prob
                 f"use a divisor or a multiple of {arch.kv_heads}",
             )
         )
-    if m.pipeline_parallel > arch.layers:
-        out.append(Problem(f"models[{i}].pipelineParallel", f"{m.pipeline_parallel} stages for {arch.layers} layers; use at most {arch.layers}"))
+    if pp > arch.layers:
+        key = f"models[{i}].nodes" if m.nodes > 1 else f"models[{i}].pipelineParallel"
+        out.append(Problem(key, f"{pp} stages for {arch.layers} layers; use at most {arch.layers}"))
     return out
 
 
@@ -126,23 +121,26 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
     out = []
     for i, m in enumerate(config.models):
         problems += extra_arg_problems(i, m, version)
+        problems += node_problems(i, m, version)
         arch = resolve(m.model, m.arch)
         if isinstance(arch, list):
             problems.append(
                 Problem(f"models[{i}].arch", f"{m.model!r} is not in the catalog; add arch: {{{', '.join(f'{k}: ...' for k in arch)}}} from its config.json")
             )
             continue
+        # across nodes, one pipeline stage per node (config rules)
+        pp = m.nodes if m.nodes > 1 else m.pipeline_parallel
         if docker:
             ids = m.gpus if m.gpus is not None else [config.gpus[0].index]
-            tp = m.tensor_parallel or max(1, len(ids) // m.pipeline_parallel)
+            tp = m.tensor_parallel or max(1, len(ids) // pp)
             gpu_total = min(gpu_by_index[g].memory_gib for g in ids if g in gpu_by_index) if ids else 0.0
             gpu_name = gpu_by_index[ids[0]].name if ids and ids[0] in gpu_by_index else ""
         else:
             assert kube is not None
             tp = m.tensor_parallel or 1
-            ids = list(range(tp * m.pipeline_parallel))
+            ids = list(range(tp * pp))
             gpu_total, gpu_name = kube.gpu.memory_gib, kube.gpu.name
-        parallel = _parallel_problems(i, m, arch, tp)
+        parallel = _parallel_problems(i, m, arch, tp, pp)
         problems += parallel
         quant = _quantization(i, m, arch, problems)
         mml = m.max_model_len or arch.context_length
@@ -160,50 +158,30 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
         batched = m.max_num_batched_tokens or min(default_tokens, m.max_num_seqs * mml)
         dtype_bytes = DTYPE_BYTES[arch.dtype if m.dtype == "auto" else m.dtype]
         kv_bytes = 1.0 if m.kv_cache_dtype.startswith("fp8") else dtype_bytes
-        pp = m.pipeline_parallel
         runner = m.env.get(V2_RUNNER_ENV)
         if runner is not None and not runner.strip().lstrip("-").isdigit():
             problems.append(Problem(f"models[{i}].env.{V2_RUNNER_ENV}", f"vLLM reads it as an integer (bool(int(value))); set 0 or 1, not {runner!r}"))
-        v2 = uses_v2_model_runner(version, moe=arch.experts > 0, pooling=pooling, env=m.env)
-        batches = concurrent_batches(version, pp=pp, v2_runner=v2, pooling=pooling)
-        layout = kv_layout(arch, tp=tp, pp=pp, kv_bytes=kv_bytes, in_flight_tokens=batches * batched)
-        activation = activation_gib(arch, batched, m.max_num_seqs, tp, sampler=not pooling)
-        encoder = encoder_figures(
-            arch,
-            media,
-            version=version,
-            v2_runner=v2,
-            batched_tokens=batched,
-            max_num_seqs=m.max_num_seqs,
-            max_model_len=mml,
-            tp=tp,
-            dtype_bytes=dtype_bytes,
-            text_activation_gib=activation,
-            extra_args=list(m.extra_args),
+            continue
+        spec = Model(
+            arch, version, dtype_bytes, quant, kv_bytes, batched, m.max_num_seqs, pooling, m.enforce_eager, mml, media, tuple(m.extra_args), dict(m.env)
         )
-        # the tower keeps the model dtype whatever the language model's quantization (its layers are left unquantized)
-        text = replace(arch, parameters_b=text_parameters_b(arch))
-        overhead = Overhead(
-            weights=weights_gib(text, dtype_bytes, quant, tp, pp) + (encoder.weights_gib if encoder else 0.0),
-            activation=activation,
-            non_torch=non_torch_gib(tp, pp),
-            cudagraphs=cudagraph_gib(arch, m.max_num_seqs, batched, pp, m.enforce_eager),
-            cudagraphs_in_budget=cudagraphs_in_budget(version, v2_runner=v2),
-            encoder=encoder.extra_gib if encoder else 0.0,
-            encoder_in_budget=encoder.profiled if encoder else True,
-        )
+        sizing = size(spec, tp=tp, pp=pp)
+        layout = sizing.layout
         server = Server(
             index=i,
             name=m.name,
             gpus=list(ids),
-            overhead=overhead,
+            overhead=sizing.overhead,
             layout=layout,
             max_model_len=mml,
             max_num_seqs=m.max_num_seqs,
             fixed=None if m.gpu_memory_utilization == "auto" else float(m.gpu_memory_utilization),
             longest_len=_longest_len(layout, mml),
         )
-        out.append(_Model(i, m, arch, task, tp, kv_bytes, server, encoder, media))
+        if not docker and kube and (big := too_big(i, m, arch, spec, sizing, mml, kube.gpu)):
+            problems.append(big)
+            continue
+        out.append(_Model(i, m, arch, task, tp, pp, kv_bytes, server, sizing, media))
     return out
 
 
@@ -340,6 +318,7 @@ def plan(config: StackConfig) -> StackPlan:
             free_at_start_gib=round(free_at_start, 3),
             encoder_gib=round(o.encoder, 3),
             encoder_in_budget=o.encoder_in_budget,
+            stages=_stage_figures(md, footprint) if md.pp > 1 else [],
         )
         after = sorted({last_on_gpu[g] for g in s.gpus if g in last_on_gpu}) if docker else []
         for g in s.gpus:
@@ -353,9 +332,9 @@ def plan(config: StackConfig) -> StackPlan:
                 model=m.model,
                 served_names=names + [lo.name for lo in m.lora_modules],
                 gpus=list(s.gpus) if docker else [],
-                gpu_count=md.tp * m.pipeline_parallel,
+                gpu_count=md.tp * md.pp,
                 tensor_parallel=md.tp,
-                pipeline_parallel=m.pipeline_parallel,
+                pipeline_parallel=md.pp,
                 max_model_len=s.max_model_len,
                 max_num_seqs=m.max_num_seqs,
                 task=md.task,  # type: ignore[arg-type]
@@ -369,6 +348,8 @@ def plan(config: StackConfig) -> StackPlan:
                     version=version,
                     task=md.task,
                     tensor_parallel=md.tp,
+                    pipeline_parallel=md.pp,
+                    nodes=m.nodes,
                     fraction=s.fraction,
                     kv_cache_bytes=s.kv_bytes if exact and s.layout else None,
                     max_model_len=s.max_model_len,
@@ -399,8 +380,12 @@ def plan(config: StackConfig) -> StackPlan:
                     else None
                 ),
                 encoder=_encoder_plan(md.encoder),
+                nodes=m.nodes,
+                group=net.vllm_group(m.name) if m.nodes > 1 else None,
             )
         )
+        if m.nodes > 1:
+            plans[-1] = replace(plans[-1], worker_args=worker_args(plans[-1].args))
     if docker:
         for g, gpu in sorted(gpus.items()):
             here = [md for md in models if g in md.server.gpus]
@@ -428,6 +413,30 @@ def plan(config: StackConfig) -> StackPlan:
     if problems:
         raise ConfigError(problems)
     return _stack(config, image, plans, gpu_plans, notes)
+
+
+def _stage_figures(md: _Model, heaviest_footprint: float) -> list[StageMemory]:
+    """Every pipeline stage's GPUs: its own layers' weights and KV (the same blocks, each of its layers' size), the heaviest
+    stage's other overheads; stages run one per node when the server spans nodes."""
+    s, o = md.server, md.server.overhead
+    most = max(st.layers for st in md.sizing.stages)
+    out = []
+    for i, st in enumerate(md.sizing.stages):
+        kv = s.kv_bytes * st.layers / most / GIB
+        lighter = (o.weights - st.weights) + (o.activation - st.activation) + (s.kv_bytes / GIB - kv)
+        out.append(
+            StageMemory(
+                stage=i,
+                node=i if md.config.nodes > 1 else 0,
+                first_layer=st.first_layer,
+                layers=st.layers,
+                weights_gib=round(st.weights, 3),
+                activation_gib=round(st.activation, 3),
+                kv_gib=round(kv, 3),
+                footprint_gib=round(heaviest_footprint - lighter, 3),
+            )
+        )
+    return out
 
 
 def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, problems: list[Problem]) -> set[int]:

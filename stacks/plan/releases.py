@@ -149,6 +149,14 @@ def concurrent_batches(version: Version, *, pp: int, v2_runner: bool, pooling: b
     return 2 if pp == 1 else pp
 
 
+MULTI_NODE_SINCE: Version = (0, 26, 0)
+"""A server spanning nodes without Ray: ``vllm serve --nnodes N --node-rank R --master-addr ADDR --master-port P`` on every
+node, ``--headless`` on all but the first (the multiprocessing executor across nodes, vllm-project/vllm#23691; read in
+0.26.0's and 0.34.0's sources: engine/arg_utils.py, entrypoints/cli/serve.py run_headless, config/parallel.py).
+Older releases were not read for it. Ray is not used: vLLM dropped it from its requirements in 0.19 (0.26.0's wheel
+metadata lists no ray; ai-dynamo/dynamo#8515), and images built on vllm/vllm-openai add it themselves to run Ray
+(NVIDIA-NeMo/Skills' Dockerfile.vllm over v0.22.1), while the multiprocessing executor needs nothing beyond the image."""
+
 NON_ROOT_SINCE: Version = (0, 22, 0)
 """vLLM images have a ``vllm`` user (UID 2000, GID 0, HOME /home/vllm) from 0.22.0 (docker/Dockerfile; 0.21.0 has none).
 The default vllm-openai image still runs as root; run as UID 2000 its HOME is /home/vllm (from /etc/passwd)."""

@@ -25,6 +25,15 @@ PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
 """Grafana's image serves on 3000 (``EXPOSE 3000`` in grafana/grafana's Dockerfile)."""
 
+VLLM_MASTER_PORT = 29501
+"""``vllm serve --master-port`` of a server spanning nodes: the torch.distributed store on the leader that every node's
+ranks join (ParallelConfig.master_port's default, vllm/config/parallel.py 0.26; the stack passes it explicitly)."""
+LEADER_ADDRESS_ENV = "LWS_LEADER_ADDRESS"
+WORKER_INDEX_ENV = "LWS_WORKER_INDEX"
+"""What the LeaderWorkerSet controller puts in every container of a group (sigs.k8s.io/lws v0.9.0,
+api/leaderworkerset/v1/leaderworkerset_types.go; pkg/utils/pod AddLWSVariables): the leader pod's DNS name
+``<set>-<group>.<set>.<namespace>`` and the pod's index in its group (0 for the leader)."""
+
 HEALTH_PATH = "/health"
 """vLLM, the gateway, Open WebUI and dcgm-exporter all answer here."""
 METRICS_PATH = "/metrics"
@@ -45,6 +54,17 @@ JOB_GATEWAY = "gateway"
 
 def vllm_service(model: str) -> str:
     return f"vllm-{model}"
+
+
+def vllm_group(model: str) -> str:
+    """The LeaderWorkerSet of a model spanning nodes. Not its Service's name: the controller creates a headless Service
+    named like the set for the pods' DNS names (pkg/utils/controller CreateHeadlessServiceIfNotExists, lws v0.9.0)."""
+    return f"vllm-{model}-group"
+
+
+GROUP_NAME_MAX = 49
+"""Longest LeaderWorkerSet name: its worker StatefulSets are ``<set>-<group index>`` (up to 2 digits for 100 replicas),
+and a StatefulSet's name leaves room for the 11 characters of its pods' controller-revision-hash label within 63."""
 
 
 # Logical data volumes: docker named volumes, Kubernetes PVCs (or folders in one).

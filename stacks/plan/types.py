@@ -45,6 +45,23 @@ class Service:
 
 
 @dataclass(frozen=True)
+class StageMemory:
+    """One pipeline stage of a server: what each of its GPUs holds (the stages differ by their layers, embedding and LM head)."""
+
+    stage: int
+    node: int
+    """Which pod of the group runs it (0: the leader); 0 for a server on one node."""
+    first_layer: int
+    layers: int
+    weights_gib: float
+    activation_gib: float
+    """Peak activation of the profiling run; the last stage adds the sampler's logits."""
+    kv_gib: float
+    """vLLM gives every stage the same number of KV blocks, each of its own layers' size."""
+    footprint_gib: float
+
+
+@dataclass(frozen=True)
 class MemoryFigures:
     """What one server holds on each of its GPUs (GiB unless named otherwise)."""
 
@@ -78,6 +95,8 @@ class MemoryFigures:
     """A multimodal model's vision encoder beyond the text model's peak activation (its largest profiled batch)."""
     encoder_in_budget: bool = True
     """Whether the release profiles the encoder before sizing the KV cache (else it comes on top of the budget)."""
+    stages: list[StageMemory] = field(default_factory=list)
+    """Per pipeline stage (pipelineParallel > 1); the figures above are the heaviest stage's, the one that binds."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,17 @@ class ModelPlan:
     autoscaling: Autoscaling | None
     encoder: EncoderPlan | None = None
     """Multimodal checkpoints: the vision tower, its limits and memory; None for text-only models."""
+    nodes: int = 1
+    """Kubernetes: pods (nodes) the server spans, one pipeline stage each; above 1 a LeaderWorkerSet runs them."""
+    group: str | None = None
+    """The LeaderWorkerSet's name when ``nodes`` is above 1."""
+    worker_args: list[str] = field(default_factory=list)
+    """Arguments after the entrypoint on the group's other pods (headless: no API server)."""
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs each pod claims."""
+        return self.gpu_count // self.nodes
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
@@ -33,6 +33,12 @@ PORT_NAME = "http"
 """Name of every container's and Service's one port (probes, Ingress backends and ServiceMonitors refer to it)."""
 METRICS_PORT_NAME = "metrics"
 """Container port of a metrics endpoint kept off the Service (the gateway's internal metrics server); PodMonitors name it."""
+LWS_API = "leaderworkerset.x-k8s.io/v1"
+"""The LeaderWorkerSet API (sigs.k8s.io/lws v0.9.0, config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml)."""
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+"""Set on every pod of a group; "0" on the leader (lws v0.9.0 api/leaderworkerset/v1 WorkerIndexLabelKey)."""
+AWAIT_ANNOTATION = "pulumi.com/waitFor"
+"""pulumi-kubernetes' await for a custom resource (4.18+): ``pulumi up`` waits until the condition holds."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,10 @@ def _env(w: Workload) -> list[Obj]:
     if w.daemon and w.all_gpus:
         # dcgm-exporter labels its series Hostname=$NODE_NAME (internal/pkg/hostname/hostname.go): the node, not the pod
         env.append({"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
+    if w.group:
+        # the address a node's ranks advertise to the others (vLLM's get_ip, vllm/utils/network_utils.py 0.26, otherwise
+        # guesses from the default route): the pod's own
+        env.append({"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     for key, ref in sorted(w.secret_env.items()):
         source: Obj = {"name": ref.secret, "key": ref.key}
         if ref.optional:
@@ -277,7 +287,50 @@ def pod_template(plan: StackPlan, w: Workload) -> Obj:
     return {"metadata": meta, "spec": spec}
 
 
+def _leader_worker_set(plan: StackPlan, w: Workload) -> Obj:
+    """One replica is a group of ``size`` pods on as many nodes: the leader runs ``args`` and answers the probes, the
+    workers run ``worker_args`` and join it. The group is created, restarted and replaced as a unit."""
+    group = w.group
+    assert group is not None, "a LeaderWorkerSet runs a group"
+    worker = replace(w, args=group.worker_args, port=None, health_path=None, metrics_path=None, metrics_port=None)
+    template: Obj = {
+        "size": group.size,
+        # a pod that fails, or a container that restarts, takes its group's other pods with it: the ranks of a server
+        # start together or not at all
+        "restartPolicy": "RecreateGroupOnPodRestart",
+        "leaderTemplate": pod_template(plan, w),
+        "workerTemplate": pod_template(plan, worker),
+    }
+    spec: Obj = {
+        "replicas": w.replicas,
+        # the leader turns ready only once every worker has joined: the workers must not wait for it
+        "startupPolicy": "LeaderCreated",
+        # one group at a time, never a new one beside the old (no spare GPUs needed)
+        "rolloutStrategy": {"type": "RollingUpdate", "rollingUpdateConfiguration": {"maxUnavailable": 1, "maxSurge": 0}},
+        "leaderWorkerTemplate": template,
+    }
+    meta = _meta(plan, group.name, labels(w), {AWAIT_ANNOTATION: "condition=Available"})
+    return {"apiVersion": LWS_API, "kind": "LeaderWorkerSet", "metadata": meta, "spec": spec}
+
+
+def _group_network_policy(plan: StackPlan, w: Workload) -> Obj | None:
+    """A group's ranks talk over unauthenticated channels (the torch.distributed store on the leader's master port, vLLM's
+    message queues, NCCL), which vLLM says must stay on a private network (docs/serving/parallelism_scaling.md, "Network
+    security"): only the group's own pods reach them; its API and metrics port stays open as every server's is."""
+    if not w.group:
+        return None
+    own = {"matchLabels": selector(w)}
+    spec: Obj = {
+        "podSelector": own,
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": own}]}, {"ports": [{"port": PORT_NAME, "protocol": "TCP"}]}],
+    }
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(plan, w.group.name, labels(w)), "spec": spec}
+
+
 def _controller(plan: StackPlan, w: Workload) -> Obj:
+    if w.group:
+        return _leader_worker_set(plan, w)
     template = pod_template(plan, w)
     if w.daemon:
         spec: Obj = {"selector": {"matchLabels": selector(w)}, "updateStrategy": {"type": "RollingUpdate"}, "template": template}
@@ -296,13 +349,19 @@ def _service(plan: StackPlan, w: Workload) -> Obj:
     port = w.publish or w.port
     spec: Obj = {
         "type": _kube(plan).service_type if published else "ClusterIP",
-        "selector": selector(w),
+        # a group's leader serves the API; its workers answer nothing
+        "selector": {**selector(w), LWS_WORKER_INDEX_LABEL: "0"} if w.group else selector(w),
         "ports": [{"name": PORT_NAME, "port": port, "targetPort": PORT_NAME, "protocol": "TCP"}],
     }
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(plan, w.name, labels(w)), "spec": spec}
 
 
 def _disruption_budget(plan: StackPlan, w: Workload) -> Obj | None:
+    if w.group:
+        # one pod down takes its whole group down and the group is recreated: a drain evicts one pod, then waits until
+        # that group serves again before it takes another group's; pods of a group not yet serving never hold it up
+        spec: Obj = {"maxUnavailable": 1, "selector": {"matchLabels": selector(w)}, "unhealthyPodEvictionPolicy": "AlwaysAllow"}
+        return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(plan, w.name, labels(w)), "spec": spec}
     least = w.autoscale.min_replicas if w.autoscale else w.replicas
     if w.daemon or least < 2:
         return None
@@ -367,7 +426,7 @@ def config_map(plan: StackPlan, w: Workload) -> Obj | None:
 
 def workload_objects(plan: StackPlan, w: Workload) -> list[Obj]:
     """Everything that runs ``w``, in apply order; the controller comes right before its Service."""
-    found = [config_map(plan, w), _controller(plan, w), _service(plan, w) if w.port else None]
+    found = [config_map(plan, w), _group_network_policy(plan, w), _controller(plan, w), _service(plan, w) if w.port else None]
     found += [_disruption_budget(plan, w), _ingress(plan, w), _scaled_object(plan, w)]
     return [o for o in found if o is not None]
 
@@ -408,8 +467,10 @@ APPLY_STAGE = {
     "Namespace": 0,
     "PersistentVolumeClaim": 10,
     "ConfigMap": 20,
+    "NetworkPolicy": 25,
     "Deployment": 30,
     "DaemonSet": 30,
+    "LeaderWorkerSet": 30,
     "Service": 40,
     "PodDisruptionBudget": 50,
     "Ingress": 60,

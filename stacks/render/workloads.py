@@ -55,6 +55,19 @@ class Upstreams:
     """A file the platform may write (the upstreams' current ids) so that a change restarts the workload."""
 
 
+@dataclass(frozen=True)
+class Group:
+    """Kubernetes: a server spanning nodes runs as a group of pods created, restarted and scaled together (LeaderWorkerSet):
+    the leader serves the API, the others join it."""
+
+    name: str
+    """The LeaderWorkerSet's name (not the Service's: the controller names a headless Service after the set)."""
+    size: int
+    """Pods per group, one per node."""
+    worker_args: list[str]
+    """Arguments of the other pods (the leader runs ``args``)."""
+
+
 @dataclass
 class Workload:
     name: str
@@ -86,6 +99,8 @@ class Workload:
     """Sees every GPU of its host without claiming any (the DCGM exporter)."""
     gpu_count: int = 0
     """Kubernetes: nvidia.com/gpu per pod."""
+    group: Group | None = None
+    """Kubernetes: several pods, one per node, make one replica (a LeaderWorkerSet instead of a Deployment)."""
     daemon: bool = False
     """Kubernetes: one pod on every GPU node (DaemonSet) instead of a Deployment."""
     exclusive: bool = False
@@ -129,7 +144,8 @@ def vllm_server(plan: StackPlan, m: ModelPlan, image: Ref) -> Workload:
         startup_seconds=m.startup_seconds,
         metrics_path=m.metrics_path,
         gpus=m.gpus,
-        gpu_count=m.gpu_count,
+        gpu_count=m.gpus_per_node,
+        group=Group(m.group, m.nodes, m.worker_args) if m.group else None,
         exclusive=True,
         volumes={net.MODEL_CACHE: hf_home, net.VLLM_CACHE: vllm_cache},
         user=VLLM_USER if non_root else None,
