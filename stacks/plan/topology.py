@@ -23,6 +23,14 @@ DCGM_PORT = 9400
 PROMETHEUS_PORT = 9090
 """Prometheus' default ``--web.listen-address``."""
 GRAFANA_PORT = 3000
+SWAP_PORT = 8000
+"""The swapper's own port on a swap group's server: health, state and metrics (``stacks/swap/swapper.py``)."""
+SWAP_MEMBER_PORT = 8001
+"""The first member's port on its group's server; each member has its own (the gateway's upstream for it)."""
+SWAP_ENGINE_PORT = 18001
+"""The first member's vLLM port, on 127.0.0.1 inside the group's server only: vLLM's development routes (sleep, RPC)
+answer without a key (vLLM 0.26.0 vllm/entrypoints/serve/utils/server_utils.py: the key guards /v1, /v2 and
+/inference only), so nothing outside the swapper may reach them."""
 """Grafana's image serves on 3000 (``EXPOSE 3000`` in grafana/grafana's Dockerfile)."""
 
 HEALTH_PATH = "/health"
@@ -41,10 +49,16 @@ GRAFANA = "grafana"
 JOB_VLLM = "vllm"
 JOB_DCGM = "dcgm"
 JOB_GATEWAY = "gateway"
+JOB_SWAP = "swap"
 
 
 def vllm_service(model: str) -> str:
     return f"vllm-{model}"
+
+
+def swap_service(group: str) -> str:
+    """A swap group's server; never a ``vllm-<model>`` name."""
+    return f"swap-{group}"
 
 
 # Logical data volumes: docker named volumes, Kubernetes PVCs (or folders in one).
