@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -445,7 +446,10 @@ class Swapper:
                     if not w.future.done():
                         w.future.set_result("down")
         for m in self.members:
-            if m.state == "draining" and (m.in_flight == 0 or now >= m.drain_deadline):
+            if m.state == "draining" and not any(x.waiters for x in self.members if x is not m and x.state not in HOLDING):
+                # whoever it made room for is gone (the client left, the wait timed out): it stays awake
+                self.set_state(m, "awake")
+            elif m.state == "draining" and (m.in_flight == 0 or now >= m.drain_deadline):
                 self.set_state(m, "sleeping")
                 self.spawn_task(self.sleep(m, "swap"))
             elif m.state == "awake" and m.idle_seconds and not m.waiters and m.in_flight == 0 and now - m.last_used >= m.idle_seconds:
@@ -687,6 +691,10 @@ class Swapper:
 
     async def handle_member(self, m: Member, req: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         path = req.target.split("?", 1)[0]
+        if any(part in (".", "..") for part in urllib.parse.unquote(path).split("/")) or "\\" in path:
+            # no dot segments: what reaches vLLM under /v1/ stays under /v1/
+            await send_json(writer, 404, error_body("Not found.", "invalid_request_error", "not_found"))
+            return True
         if path == "/metrics" and req.method == "GET":
             try:
                 status, body = await call(m.engine_port, "GET", "/metrics", None)
