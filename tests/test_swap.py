@@ -353,7 +353,7 @@ def busy_group(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield g
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("SWAP_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(requests=traffic())
 def test_any_interleaving_of_requests_across_members_keeps_the_plan(busy_group: Group, requests: list[dict[str, Any]]) -> None:
     """Whatever arrives in whatever order: each answer is its model's or a JSON 429/503, never more than two members

@@ -316,6 +316,8 @@ class AlertThresholds:
     gpu_memory_by_gpu: dict[int, float]
     """Docker: GPUs whose planned use exceeds ``gpu_memory_usage`` alert only beyond their plan."""
     gateway_5xx_ratio: float
+    swap_time_share: float = 0.25
+    """Share of the time a swap group may spend waking and putting members to sleep before it thrashes."""
 
 
 @dataclass(frozen=True)

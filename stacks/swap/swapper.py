@@ -361,6 +361,7 @@ class Swapper:
         m.declare("vllm_stack_swap_wake_seconds", "histogram", "Time a member took to wake (level 2: with its weights reloaded).", SWAP_BUCKETS)
         m.declare("vllm_stack_swap_sleep_seconds", "histogram", "Time a member took to fall asleep (its requests' drain not counted).", SWAP_BUCKETS)
         m.declare("vllm_stack_swap_queue_wait_seconds", "histogram", "Time a request waited for its member to wake.", WAIT_BUCKETS)
+        m.declare("vllm_stack_swap_busy_seconds_total", "counter", "Time spent waking members and putting them to sleep.")
         m.declare("vllm_stack_swap_rejected_total", "counter", "Requests answered without reaching their member, by reason.")
         m.declare("vllm_stack_swap_restarts_total", "counter", "Member processes (re)started by the swapper.")
         m.declare("vllm_stack_swap_waiting", "gauge", "Requests waiting for their member to wake.")
@@ -515,6 +516,7 @@ class Swapper:
                 raise HttpError(f"/sleep answered {status}")
             self.metrics.inc("vllm_stack_swap_sleeps_total", {**self.labels(m), "reason": reason})
             self.metrics.observe("vllm_stack_swap_sleep_seconds", self.labels(m), time.monotonic() - started)
+            self.metrics.inc("vllm_stack_swap_busy_seconds_total", {"group": self.group}, time.monotonic() - started)
             self.set_state(m, "asleep")
         except Exception as e:  # any failure leaves it holding memory: stop it, known state "down"
             print(f"swapper: {m.name} did not fall asleep ({e!r}); stopping it", file=sys.stderr, flush=True)
@@ -530,10 +532,12 @@ class Swapper:
             m.last_wake_s = time.monotonic() - started
             self.metrics.inc("vllm_stack_swap_wakes_total", {**self.labels(m), "result": "ok"})
             self.metrics.observe("vllm_stack_swap_wake_seconds", self.labels(m), m.last_wake_s)
+            self.metrics.inc("vllm_stack_swap_busy_seconds_total", {"group": self.group}, m.last_wake_s)
             self.set_state(m, "awake")
         except Exception as e:  # a failed wake: its waiters get 503, the member goes back to sleep or is stopped
             print(f"swapper: {m.name} failed to wake ({e!r})", file=sys.stderr, flush=True)
             self.metrics.inc("vllm_stack_swap_wakes_total", {**self.labels(m), "result": "failed"})
+            self.metrics.inc("vllm_stack_swap_busy_seconds_total", {"group": self.group}, time.monotonic() - started)
             while m.waiters:
                 w = m.waiters.popleft()
                 if not w.future.done():
