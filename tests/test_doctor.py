@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from stacks import cli
-from stacks.config import parse
+from stacks.config import load_stack, parse
 from stacks.doctor import Check, ProbeError, Probes, doctor, inventory_json, inventory_yaml
 from stacks.doctor.gpu_checks import floor2
 from stacks.doctor.host_checks import quantity_gib, weights_gib
@@ -99,6 +99,7 @@ class FakeHost:
     programs: set[str] = field(default_factory=set)
     specs: list[str] = field(default_factory=list)
     measured: list[str] = field(default_factory=list)
+    memory: int | None = 256 * GIB
 
     def disk_free(self, path: str) -> tuple[str, int]:
         self.measured.append(path)
@@ -112,6 +113,9 @@ class FakeHost:
 
     def cdi_nvidia_specs(self, dirs: list[str]) -> list[str]:
         return self.specs if dirs else []
+
+    def memory_bytes(self) -> int | None:
+        return self.memory
 
 
 DOCKER_OK = DockerInfo(server_version="28.3.0", root_dir="/var/lib/docker", runtimes=["nvidia", "runc"], cdi_spec_dirs=["/etc/cdi"], host="")
@@ -559,3 +563,16 @@ def test_cli_needs_a_stack_or_inventory(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit) as e:
         cli.main(["doctor"])
     assert e.value.code == 2 and "--inventory" in capsys.readouterr().err
+
+
+def test_host_memory_for_swap_groups_against_this_host() -> None:
+    """Members asleep at level 1 keep their weights in host memory: the plan's figure against MemTotal."""
+    p = plan(load_stack("swap"))
+    need = sum(g.host_memory_gib for g in p.swap_groups)
+    assert run(p, probes(host=FakeHost(memory=int((need + 64) * GIB))))["host memory"].status == "pass"
+    short = run(p, probes(host=FakeHost(memory=int((need - 1) * GIB))))["host memory"]
+    assert short.status == "fail" and f"{need:.1f} GiB" in short.detail and "level 2" in short.fix
+    assert run(p, probes(host=FakeHost(memory=int(need / 0.95 * GIB))))["host memory"].status == "warn"
+    assert run(p, probes(host=FakeHost(memory=None)))["host memory"].status == "warn"
+    # no swap group, no such check
+    assert "host memory" not in run(docker_plan())
