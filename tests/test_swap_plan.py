@@ -159,6 +159,7 @@ def test_weights_that_cannot_fit_even_alone_name_the_gpu() -> None:
         (lambda c: c.update(swapGroups={"chat": {}, "other": {}}), "swapGroups.other", "no model joins it"),
         (lambda c: c.update(gpus=[GPU, {**GPU, "index": 1}]) or c["models"][2].update(gpus=[1]), "models[2].gpus", "shares its GPUs"),
         (lambda c: c["image"].update(base="vllm/vllm-openai:v0.20.0"), "models[0].swap", "pin 0.26.0 or later"),
+        (lambda c: c.update(swapGroups={"chat": {"maxWaitSeconds": 600}}, gateway={"readTimeoutSeconds": 300}), "swapGroups.chat.maxWaitSeconds", "504"),
     ],
 )
 def test_group_rules_name_the_key_and_the_fix(change: Any, key: str, words: str) -> None:

@@ -35,6 +35,16 @@ def swap_problems(c: StackConfig) -> list[Problem]:
                 )
             )
         out += _placement(c, name, indices)
+    for name, g in c.swap_groups.items():
+        if g.max_wait_seconds >= c.gateway.read_timeout_seconds:
+            # nginx hears nothing from the swapper while a request waits: past its read timeout it answers 504 itself
+            out.append(
+                Problem(
+                    f"swapGroups.{name}.maxWaitSeconds",
+                    f"the gateway stops waiting for an answer after gateway.readTimeoutSeconds ({c.gateway.read_timeout_seconds}) and answers 504; "
+                    f"lower it below {c.gateway.read_timeout_seconds} or raise gateway.readTimeoutSeconds",
+                )
+            )
     return out
 
 
