@@ -267,6 +267,21 @@ def test_a_member_that_crashes_restarts_within_the_plan(tmp_path: Path) -> None:
         assert_invariants(g)
 
 
+def test_a_crashed_member_nobody_asks_for_waits_for_a_free_place(tmp_path: Path) -> None:
+    """tiny dies asleep while qwen is awake: its restart puts nobody to sleep; the first request for it does."""
+    with running_group(swap_plan(), tmp_path) as g:
+        base = "http://127.0.0.1:{}/v1/completions"
+        assert post(base.format(g.ports["qwen"]), {"model": "qwen", "prompt": "x"})[0] == 200
+        os.killpg(g.member_pid("tiny"), signal.SIGKILL)
+        g.wait_states({"tiny": "down"}, timeout=10)
+        time.sleep(3)  # past the restart backoff
+        assert g.states() == {"tiny": "down", "qwen": "awake", "qwen3": "asleep"}
+        status, _, body = post(base.format(g.ports["tiny"]), {"model": "tiny", "prompt": "x"})
+        assert status == 200 and b"backend=tiny" in body
+        assert g.states()["qwen"] == "asleep"
+        assert_invariants(g)
+
+
 def test_a_restarted_swapper_finds_who_is_awake_and_puts_the_excess_to_sleep(tmp_path: Path) -> None:
     """The swapper dies with one member awake; behind its back a second wakes (the GPU has room for two here).
     Its supervisor starts it again: it adopts the running members and puts one to sleep, so one is awake."""

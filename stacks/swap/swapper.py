@@ -463,6 +463,8 @@ class Swapper:
         for m in wanting:
             if m.state in ("down", "failed") and self.starting is not None:
                 continue  # one start at a time: vLLM sizes itself from what is free when it starts
+            if free <= 0 and m.state in ("down", "failed") and m.started_once and not m.waiters:
+                continue  # a restart nobody waits for takes a free place, it puts nobody to sleep
             if free > 0:
                 free -= 1
                 if m.state == "asleep":
