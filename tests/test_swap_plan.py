@@ -27,7 +27,8 @@ from tests.mock_engine import FAKE_SECRETS, run_program, stack_config
 from tests.test_monitoring import rendered_annotations
 from tests.test_program_kubernetes import by_kind, objects
 
-GPU = {"index": 0, "name": "RTX 4090", "memoryGiB": 23.52}
+GPU: dict[str, Any] = {"index": 0, "name": "RTX 4090", "memoryGiB": 23.52}
+TOTAL = 23.52
 
 
 def member(name: str, model: str, **extra: Any) -> dict[str, Any]:
@@ -55,11 +56,11 @@ def test_the_gpu_holds_every_member_asleep_and_the_largest_awake_on_top() -> Non
     largest = max(members, key=lambda m: m.memory.footprint_gib - (m.swap.asleep_gib if m.swap else 0))
     assert g.largest_awake == [largest.name] == ["qwen3-8b"]
     assert g.reserved_gib == pytest.approx(asleep + largest.memory.footprint_gib - largest.swap.asleep_gib, abs=0.01)  # type: ignore[union-attr]
-    assert g.reserved_gib <= GPU["memoryGiB"] * (1 - SAFETY_FRACTION)
+    assert g.reserved_gib <= TOTAL * (1 - SAFETY_FRACTION)
     [gpu] = p.gpus
-    assert gpu.headroom_gib == pytest.approx(GPU["memoryGiB"] * (1 - SAFETY_FRACTION) - g.reserved_gib, abs=0.01)
+    assert gpu.headroom_gib == pytest.approx(TOTAL * (1 - SAFETY_FRACTION) - g.reserved_gib, abs=0.01)
     # together awake they would not fit: that is the point of the group
-    assert sum(m.memory.footprint_gib for m in members) > GPU["memoryGiB"]
+    assert sum(m.memory.footprint_gib for m in members) > TOTAL
     for m in members:
         assert m.swap is not None
         # auto: exactly maxNumSeqs full sequences, in bytes, with the fraction gating its start
@@ -67,7 +68,7 @@ def test_the_gpu_holds_every_member_asleep_and_the_largest_awake_on_top() -> Non
         assert m.args[m.args.index("--kv-cache-memory-bytes") + 1] == str(m.memory.kv_cache_bytes)
         # asleep: CUDA context, graphs, non-torch and buffers; what vLLM's fraction gate sees free when it restarts
         assert 0.5 < m.swap.asleep_gib < 1.5
-        assert m.memory.free_at_start_gib >= m.memory.fraction * GPU["memoryGiB"]
+        assert m.memory.free_at_start_gib >= m.memory.fraction * TOTAL
         assert m.swap.host_gib == pytest.approx(m.memory.weights_gib, abs=0.01)
 
 
@@ -96,8 +97,8 @@ def test_a_server_beside_the_group_gets_what_the_group_leaves_and_starts_first()
     [g] = p.swap_groups
     embed = p.model("embed")
     # the server outside the group sees the group's worst case at its start: everything it reserves is taken
-    assert embed.memory.footprint_gib + g.reserved_gib <= GPU["memoryGiB"] * (1 - SAFETY_FRACTION) + 0.01
-    assert embed.memory.free_at_start_gib >= embed.memory.fraction * GPU["memoryGiB"]
+    assert embed.memory.footprint_gib + g.reserved_gib <= TOTAL * (1 - SAFETY_FRACTION) + 0.01
+    assert embed.memory.free_at_start_gib >= embed.memory.fraction * TOTAL
     assert g.start_after == ["embed"]
     assert [m.name for m in p.servers] == ["embed"]
 
@@ -171,7 +172,7 @@ def test_group_rules_name_the_key_and_the_fix(change: Any, key: str, words: str)
 
 def test_kubernetes_members_share_one_pod_and_its_gpus() -> None:
     models = [{k: v for k, v in m.items() if k != "gpus"} for m in EIGHT_BS]
-    config = {"target": "kubernetes", "kubernetes": {"gpu": {"name": "NVIDIA L40S", "memoryGiB": 44.4}}, "models": models}
+    config: dict[str, Any] = {"target": "kubernetes", "kubernetes": {"gpu": {"name": "NVIDIA L40S", "memoryGiB": 44.4}}, "models": models}
     p = plan(parse(config))
     [g] = p.swap_groups
     assert g.gpus == [] and g.gpu_count == 1 and g.service.address == "swap-chat.vllm.svc:8000"
@@ -230,7 +231,8 @@ def test_kubernetes_declares_one_pod_with_a_service_per_member_and_host_memory(t
     [g] = p.swap_groups
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and d["spec"]["strategy"] == {"type": "Recreate"}
     requested = int(c["resources"]["requests"]["memory"].removesuffix("Gi"))
-    assert requested >= g.host_memory_gib >= sum(p.model(n).memory.weights_gib for n in g.members if p.model(n).swap.level == 1)  # type: ignore[union-attr]
+    level_one = [p.model(n) for n in g.members]  # every member sleeps at level 1 here
+    assert requested >= g.host_memory_gib >= sum(m.memory.weights_gib for m in level_one)
     assert int(c["resources"]["limits"]["memory"].removesuffix("Gi")) >= requested
     assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= g.startup_seconds
     for name in g.members:
