@@ -484,6 +484,9 @@ def alternate(run: Run, url: str, swapper_port: int, pair: list[str], n: int) ->
     status, first, total = first_token(target(pair[0]), pair[0])
     rows.append({"model": pair[0], "swap": "wake only", "status": status, "first_token_s": first and round(first, 3), "total_s": round(total, 3)})
     for i in range(n):
+        if run.left() < 45:
+            swap["stopped_early"] = f"after {i} of {n} swaps: {run.left():.0f} s of the budget left"
+            break
         name = pair[(i + 1) % 2]
         status, first, total = first_token(target(name), name)
         states = json.loads(http(f"http://127.0.0.1:{swapper_port}/status")[1])["members"]
