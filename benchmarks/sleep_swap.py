@@ -502,10 +502,11 @@ def alternate(run: Run, url: str, swapper_port: int, pair: list[str], n: int) ->
             }
         )
         run.write()
-    # and without a swap: the same model again
+    # and without a swap: the model awake last, again
+    last = rows[-1]["model"]
     for _ in range(2):
-        status, first, total = first_token(target(pair[(n) % 2]), pair[n % 2])
-        rows.append({"model": pair[n % 2], "swap": "none (awake)", "status": status, "first_token_s": first and round(first, 3), "total_s": round(total, 3)})
+        status, first, total = first_token(target(last), last)
+        rows.append({"model": last, "swap": "none (awake)", "status": status, "first_token_s": first and round(first, 3), "total_s": round(total, 3)})
     swapped = [r for r in rows if r["swap"] == "sleep other + wake" and r["status"] == 200 and r["first_token_s"] is not None]
     swap["swap_first_token_p50_s"] = percentile([r["first_token_s"] for r in swapped], 0.5)
     swap["swap_first_token_p95_s"] = percentile([r["first_token_s"] for r in swapped], 0.95)

@@ -83,6 +83,8 @@ def test_the_whole_run_against_fake_servers_writes_every_figure_and_stops_everyt
     assert len([r for r in swap["requests"] if r["swap"] == "sleep other + wake"]) == bench.ALTERNATIONS
     summary = result["summary"]
     assert summary["swap"]["swap_first_token_p50_s"] > 0.1, "each swap waits for the fakes' sleep and wake"
+    unswapped = [r["first_token_s"] for r in swap["requests"] if r["swap"] == "none (awake)"]
+    assert len(unswapped) == 2 and max(unswapped) < summary["swap"]["swap_first_token_p50_s"] / 2
     for name in bench.MODELS:
         assert summary[name]["cold_start_s"] is not None and summary[name]["level1_wake_to_first_token_s_p50"] is not None
         assert summary[name]["planned_asleep_gib"] > 0.5
