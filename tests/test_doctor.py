@@ -576,3 +576,13 @@ def test_host_memory_for_swap_groups_against_this_host() -> None:
     assert run(p, probes(host=FakeHost(memory=None)))["host memory"].status == "warn"
     # no swap group, no such check
     assert "host memory" not in run(docker_plan())
+
+
+def test_a_swap_group_counts_as_its_reservation_on_a_free_gpu() -> None:
+    """Members are awake in turns: a free RTX 4090 passes, though their awake footprints add up to far more than it has."""
+    p = plan(load_stack("swap"))
+    total = int(24564 * MIB)
+    check = run(p, probes(FakeGpu(inventory(gpu(0, name="NVIDIA GeForce RTX 4090", total_bytes=total, free_bytes=total)))))["GPU 0 free memory"]
+    assert sum(m.memory.footprint_gib for m in p.models) > 24
+    assert check.status == "pass", check
+    assert f"all 4 servers need {p.swap_groups[0].reserved_gib:.2f} GiB" in check.detail
