@@ -19,6 +19,7 @@ from stacks.errors import ConfigError
 from stacks.plan import GIB, plan
 from stacks.plan import swap as swap_plan
 from stacks.plan.memory import SAFETY_FRACTION
+from stacks.render import kubernetes as k8s_render
 from stacks.render import swap as swap_files
 from stacks.render.monitoring import alerts, dashboards
 from stacks.render.workloads import stack_workloads
@@ -176,6 +177,11 @@ def test_kubernetes_members_share_one_pod_and_its_gpus() -> None:
     p = plan(parse(config))
     [g] = p.swap_groups
     assert g.gpus == [] and g.gpu_count == 1 and g.service.address == "swap-chat.vllm.svc:8000"
+    # without the operator, the pod's annotations point the cluster's Prometheus at the swapper's and members' metrics in one
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in k8s_render.stack_objects(p)}
+    annotations = objs[("Deployment", "swap-chat")]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == "/metrics/all" and annotations["prometheus.io/port"] == "8000"
+    assert {("Service", f"vllm-{n}") for n in g.members} <= set(objs) and ("Deployment", "vllm-qwen3-8b") not in objs
     bad = copy.deepcopy(config)
     bad["models"][1] |= {"tensorParallel": 2, "replicas": 2}
     found = problems(bad)
@@ -240,6 +246,13 @@ def test_kubernetes_declares_one_pod_with_a_service_per_member_and_host_memory(t
         assert svc["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
         assert svc["spec"]["ports"][0]["port"] == p.model(name).port == svc["spec"]["ports"][0]["targetPort"]
     assert not any(f"vllm-{n}" in deployments for n in g.members)
+    # the cluster's Prometheus (operator) scrapes each member through its Service, and the swapper
+    monitors = by_kind(m, "ServiceMonitor")
+    assert {f"vllm-{n}" for n in g.members} | {"swap-chat"} <= set(monitors)
+    assert monitors["swap-chat"]["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "swap-chat"
+    # alerts watch the group's container for restarts
+    rule = next(r for gr in by_kind(m, "PrometheusRule")["vllm-stack-alerts"]["spec"]["groups"] for r in gr["rules"] if r["alert"] == "VllmServerRestarted")
+    assert "swap-chat" in rule["expr"] and "vllm-qwen3-8b" not in rule["expr"]
     for o in objects(m):
         if o["kind"] not in ("ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"):
             kubernetes_validate.validate(o, kubernetes_validate.latest_version(), strict=True)
