@@ -39,10 +39,12 @@ taken as the oldest checked release, 0.11.2)."""
 
 ASLEEP_BUFFERS_GIB = 0.1
 """Tensors outside the sleep pools (the model runner's input and sampler buffers), kept asleep; provisional, until
-benchmarks/sleep_swap.py measures a server asleep on the GPU."""
+benchmarks/sleep_swap.py measures a server asleep on the GPU. With it a 1B at TP 1 is planned at about 0.9 GiB asleep;
+a published report had 774 MiB for one (NVIDIA-NeMo/RL#223, an older vLLM)."""
 HOST_COPY_GIB_S = 12.0
 """Weights copied between pinned host memory and the GPU (cudaMemcpy, vllm/device_allocator/cumem.py); provisional,
-a PCIe 4.0 x16 link's practical rate, until benchmarks/sleep_swap.py measures a wake."""
+a PCIe 4.0 x16 link's practical rate, until benchmarks/sleep_swap.py measures a wake (llama-swap reports about 1.6 s
+to wake an 8B model: some 10 GiB/s)."""
 RELOAD_GIB_S = 2.0
 """Level 2: weights read back from the model cache and loaded (page cache or NVMe); provisional, as above."""
 PROCESS_HOST_GIB = 3.0
