@@ -169,6 +169,7 @@ def running_group(
     supervised: bool = False,
     gateway: bool = False,
     api_keys: list[str] | None = None,
+    ready: bool = True,
     **settings: Any,
 ) -> Iterator[Group]:
     """The plan's first swap group with fake members, ready (every member started once, asleep), and optionally the
@@ -190,7 +191,10 @@ def running_group(
     nginx: subprocess.Popen[bytes] | None = None
     backends: list[subprocess.Popen[bytes]] = []
     try:
-        wait_ready(group.admin_port, proc)
+        if ready:
+            wait_ready(group.admin_port, proc)
+        else:
+            wait_port(group.admin_port, proc)
         if gateway:
             gw_port, metrics_port = free_port(), free_port()
             upstreams = {plan.model(n).service: f"127.0.0.1:{group.ports[n]}" for n in g.members}

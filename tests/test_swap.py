@@ -267,6 +267,22 @@ def test_a_member_that_crashes_restarts_within_the_plan(tmp_path: Path) -> None:
         assert_invariants(g)
 
 
+def test_a_member_used_while_the_others_still_start_does_not_stop_the_group_becoming_ready(tmp_path: Path) -> None:
+    """tiny is asked for while qwen and qwen3 are still to start: it wakes, answers, and is put to sleep again for
+    qwen3's first start (a place it needs to become ready), even with nobody waiting for qwen3."""
+    fakes = {"qwen": Fake(startup_ms=1500), "qwen3": Fake(startup_ms=500)}
+    with running_group(swap_plan(), tmp_path, fakes=fakes, ready=False) as g:
+        g.wait_states({"tiny": "asleep"}, timeout=20)
+        status, _, body = post(f"http://127.0.0.1:{g.ports['tiny']}/v1/completions", {"model": "tiny", "prompt": "x"})
+        assert status == 200 and b"backend=tiny" in body
+        deadline = time.monotonic() + 30
+        while not g.status()["ready"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert g.status()["ready"], g.states()
+        assert g.get("/health")[0] == 200
+        assert_invariants(g)
+
+
 def test_a_crashed_member_nobody_asks_for_waits_for_a_free_place(tmp_path: Path) -> None:
     """tiny dies asleep while qwen is awake: its restart puts nobody to sleep; the first request for it does."""
     with running_group(swap_plan(), tmp_path) as g:

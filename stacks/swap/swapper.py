@@ -447,7 +447,7 @@ class Swapper:
                     if not w.future.done():
                         w.future.set_result("down")
         for m in self.members:
-            if m.state == "draining" and not any(x.waiters for x in self.members if x is not m and x.state not in HOLDING):
+            if m.state == "draining" and not any(self.needs_place(x, now) for x in self.members if x is not m):
                 # whoever it made room for is gone (the client left, the wait timed out): it stays awake
                 self.set_state(m, "awake")
             elif m.state == "draining" and (m.in_flight == 0 or now >= m.drain_deadline):
@@ -463,7 +463,7 @@ class Swapper:
         for m in wanting:
             if m.state in ("down", "failed") and self.starting is not None:
                 continue  # one start at a time: vLLM sizes itself from what is free when it starts
-            if free <= 0 and m.state in ("down", "failed") and m.started_once and not m.waiters:
+            if free <= 0 and not self.needs_place(m, now):
                 continue  # a restart nobody waits for takes a free place, it puts nobody to sleep
             if free > 0:
                 free -= 1
@@ -483,6 +483,15 @@ class Swapper:
                     self.changed.set()
             break  # the oldest need goes first: nothing overtakes it while it waits for a slot
         self.publish()
+
+    def needs_place(self, m: Member, now: float) -> bool:
+        """``m`` may have another member put to sleep for it: requests wait for it, or it has never started (the group
+        is ready only once every member has); a restart nobody waits for waits for a free place instead."""
+        if m.state in HOLDING:
+            return False
+        if m.waiters:
+            return True
+        return m.state in ("down", "failed") and not m.started_once and now >= m.restart_at
 
     def victim(self) -> Member | None:
         """An awake member nobody waits for, least recently used first; none while one is already on its way to sleep."""
