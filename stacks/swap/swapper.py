@@ -486,12 +486,13 @@ class Swapper:
 
     def needs_place(self, m: Member, now: float) -> bool:
         """``m`` may have another member put to sleep for it: requests wait for it, or it has never started (the group
-        is ready only once every member has); a restart nobody waits for waits for a free place instead."""
+        is ready only once every member has) and has not failed to start ``FAILED_AFTER`` times; a restart nobody waits
+        for waits for a free place instead."""
         if m.state in HOLDING:
             return False
         if m.waiters:
             return True
-        return m.state in ("down", "failed") and not m.started_once and now >= m.restart_at
+        return m.state == "down" and not m.started_once and now >= m.restart_at
 
     def victim(self) -> Member | None:
         """An awake member nobody waits for, least recently used first; none while one is already on its way to sleep."""
