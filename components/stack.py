@@ -20,6 +20,7 @@ from components.monitoring import (
     PrometheusArgs,
 )
 from components.platforms import platform_for
+from components.swap import SwapGroup, SwapGroupArgs
 from components.vllm import VllmServer, VllmServerArgs
 from components.webui import OpenWebUI, OpenWebUIArgs
 from stacks.keys import WEBUI_KEY_NAME, ApiKey, parse_api_keys
@@ -61,6 +62,7 @@ def gpu_summary(plan: StackPlan) -> list[dict[str, Any]]:
             "weightsGiB": m.memory.weights_gib,
             "kvGiB": m.memory.kv_gib,
             "maxSequences": m.memory.max_full_sequences,
+            **({"swapGroup": m.swap.group} if m.swap else {}),
         }
         for m in plan.models
     ]
@@ -103,11 +105,20 @@ class VllmStack(pulumi.ComponentResource):
         platform.secret(VLLM_API_KEY.secret, {VLLM_API_KEY.key: pulumi.Output.secret(vllm_key)}, parent=self)
         platform.secret(GATEWAY_KEYS.secret, {GATEWAY_KEYS.key: pulumi.Output.secret(keys_conf)}, parent=self)
 
-        servers: dict[str, VllmServer] = {}
-        for m, w in zip(p.models, ws.servers, strict=True):
-            after = [servers[a].workload for a in m.start_after]
-            servers[m.name] = VllmServer(f"{name}-{m.name}", VllmServerArgs(workload=w, platform=platform, after=after), opts=child)
-        workloads = [s.workload for s in servers.values()]
+        # in plan order: a swap group is declared at its first member, and every member's name stands for it
+        servers: dict[str, pulumi.CustomResource] = {}
+        standalone = iter(ws.servers)
+        groups = {g.name: (g, w) for g, w in zip(p.swap_groups, ws.swap_groups, strict=True)}
+        for m in p.models:
+            if m.swap is None:
+                after = [servers[a] for a in m.start_after]
+                servers[m.name] = VllmServer(f"{name}-{m.name}", VllmServerArgs(workload=next(standalone), platform=platform, after=after), opts=child).workload
+            elif m.swap.group in groups:
+                g, w = groups.pop(m.swap.group)
+                after = list({id(r): r for r in (servers[a] for a in g.start_after)}.values())
+                group = SwapGroup(f"{name}-swap-{g.name}", SwapGroupArgs(workload=w, platform=platform, after=after), opts=child)
+                servers |= dict.fromkeys(g.members, group.workload)
+        workloads = list({id(r): r for r in servers.values()}.values())
         gw = Gateway(f"{name}-gateway", GatewayArgs(workload=ws.gateway, platform=platform, after=workloads), opts=child)
         if ws.webui:
             webui_args = OpenWebUIArgs(

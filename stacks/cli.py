@@ -20,6 +20,7 @@ from stacks.doctor import Check, ProbeError, doctor, inventory_json, inventory_y
 from stacks.errors import ConfigError, debugging, internal_error
 from stacks.keys import parse_api_keys
 from stacks.plan import GpuPlan, ModelPlan, StackPlan, plan
+from stacks.plan.types import SwapGroupPlan
 from stacks.render import gateway, render_all
 from stacks.render import kubernetes as kube_manifests
 
@@ -47,7 +48,7 @@ def _print_plan(p: StackPlan, console: Console) -> None:
                     f"{f.kv_tokens:,}",
                     str(f.max_full_sequences),
                     str(m.max_model_len),
-                    ", ".join(m.start_after) or "-",
+                    f"swap group {m.swap.group}" if m.swap else ", ".join(m.start_after) or "-",
                 )
             )
         # light lines keep the table narrow; a terminal narrower still folds cells (nothing is cut off or ellipsised)
@@ -66,6 +67,8 @@ def _print_plan(p: StackPlan, console: Console) -> None:
     for m in p.models:
         if m.memory.stages:
             console.print(_stages_table(m))
+    for group in p.swap_groups:
+        console.print(_swap_table(p, group))
     for note in p.notes:
         console.print(f"[dim]- {note}[/]")
 
@@ -88,6 +91,36 @@ def _stages_table(m: ModelPlan) -> Table:
         node = f"{st.node}" + (" (leader)" if m.nodes > 1 and st.node == 0 else "") if m.nodes > 1 else "-"
         layers = f"{st.first_layer}-{st.first_layer + st.layers - 1}"
         table.add_row(str(st.stage), node, layers, f"{st.weights_gib:.2f}", f"{st.activation_gib:.2f}", f"{st.kv_gib:.2f}", f"{st.footprint_gib:.2f}")
+    return table
+
+
+def _swap_table(p: StackPlan, g: SwapGroupPlan) -> Table:
+    """A swap group: its members awake and asleep, the host memory level 1 needs, and what a swap costs."""
+    where = f"GPU{'s' if len(g.gpus) > 1 else ''} {', '.join(map(str, g.gpus))}" if g.gpus else f"{g.gpu_count} GPU{'s' if g.gpu_count > 1 else ''} per pod"
+    table = Table(
+        title=f"swap group {g.name} ({where}): {g.awake} of {len(g.members)} awake at once", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for i, col in enumerate(("member", "level", "awake GiB", "asleep GiB", "host GiB", "wake s", "sleep s", "idle s")):
+        table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
+    for name in g.members:
+        s = p.model(name).swap
+        assert s is not None
+        table.add_row(
+            name,
+            str(s.level),
+            f"{s.awake_gib:.2f}",
+            f"{s.asleep_gib:.2f}",
+            f"{s.host_gib:.1f}",
+            f"{s.wake_seconds:.1f}",
+            f"{s.sleep_seconds:.1f}",
+            str(s.idle_seconds or "-"),
+        )
+    table.caption = (
+        f"reserved per GPU {g.reserved_gib:.2f} GiB (all asleep + {', '.join(g.largest_awake)} awake); host memory {g.host_memory_gib:.1f} GiB; "
+        f"a swap costs the sleep of the member leaving plus the wake of the one coming (estimates until measured); "
+        f"queue {g.queue_size}, wait {g.max_wait_seconds} s, drain {g.drain_seconds} s"
+    )
+    table.caption_justify = "left"
     return table
 
 

@@ -108,7 +108,10 @@ class Handler(BaseHTTPRequestHandler):
         tokens = int(body.get("max_tokens") or 5)
         delay = body.get("delay_ms", 0) / 1000
         words = [text] + [f" t{i}" for i in range(1, tokens)]
+        epoch = getattr(self.server, "epoch", 0)
         for i, word in enumerate(words):
+            if self.stream_cut_off(epoch):
+                break  # the server fell asleep with mode=abort (tests/fake_sleepy_vllm.py)
             if chat:
                 chunk = {
                     "id": "c1",
@@ -137,6 +140,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._chunk(event)
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")
+
+    def stream_cut_off(self, epoch: int) -> bool:
+        return False
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

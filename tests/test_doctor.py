@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from stacks import cli
-from stacks.config import parse
+from stacks.config import load_stack, parse
 from stacks.doctor import Check, ProbeError, Probes, doctor, inventory_json, inventory_yaml
 from stacks.doctor.gpu_checks import floor2
 from stacks.doctor.host_checks import quantity_gib, weights_gib
@@ -99,6 +99,7 @@ class FakeHost:
     programs: set[str] = field(default_factory=set)
     specs: list[str] = field(default_factory=list)
     measured: list[str] = field(default_factory=list)
+    memory: int | None = 256 * GIB
 
     def disk_free(self, path: str) -> tuple[str, int]:
         self.measured.append(path)
@@ -112,6 +113,9 @@ class FakeHost:
 
     def cdi_nvidia_specs(self, dirs: list[str]) -> list[str]:
         return self.specs if dirs else []
+
+    def memory_bytes(self) -> int | None:
+        return self.memory
 
 
 DOCKER_OK = DockerInfo(server_version="28.3.0", root_dir="/var/lib/docker", runtimes=["nvidia", "runc"], cdi_spec_dirs=["/etc/cdi"], host="")
@@ -571,3 +575,26 @@ def test_gpu_nodes_for_a_model_spanning_nodes() -> None:
     assert "big spans 2 nodes of 8 GPUs but 1 have that many" in c.detail
     c = kube_run(spanning, FakeKube(node_list=[KubeNode("gpu-1", L40S, gpus=8), KubeNode("gpu-2", L40S, gpus=8)]))["GPU nodes"]
     assert c.status == "pass" and "needs 8, big 2 such nodes" in c.detail
+
+
+def test_host_memory_for_swap_groups_against_this_host() -> None:
+    """Members asleep at level 1 keep their weights in host memory: the plan's figure against MemTotal."""
+    p = plan(load_stack("swap"))
+    need = sum(g.host_memory_gib for g in p.swap_groups)
+    assert run(p, probes(host=FakeHost(memory=int((need + 64) * GIB))))["host memory"].status == "pass"
+    short = run(p, probes(host=FakeHost(memory=int((need - 1) * GIB))))["host memory"]
+    assert short.status == "fail" and f"{need:.1f} GiB" in short.detail and "level 2" in short.fix
+    assert run(p, probes(host=FakeHost(memory=int(need / 0.95 * GIB))))["host memory"].status == "warn"
+    assert run(p, probes(host=FakeHost(memory=None)))["host memory"].status == "warn"
+    # no swap group, no such check
+    assert "host memory" not in run(docker_plan())
+
+
+def test_a_swap_group_counts_as_its_reservation_on_a_free_gpu() -> None:
+    """Members are awake in turns: a free RTX 4090 passes, though their awake footprints add up to far more than it has."""
+    p = plan(load_stack("swap"))
+    total = int(24564 * MIB)
+    check = run(p, probes(FakeGpu(inventory(gpu(0, name="NVIDIA GeForce RTX 4090", total_bytes=total, free_bytes=total)))))["GPU 0 free memory"]
+    assert sum(m.memory.footprint_gib for m in p.models) > 24
+    assert check.status == "pass", check
+    assert f"all 4 servers need {p.swap_groups[0].reserved_gib:.2f} GiB" in check.detail

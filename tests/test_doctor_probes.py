@@ -46,6 +46,11 @@ def test_cdi_probe_finds_nvidia_specs(tmp_path: Path) -> None:
     assert LocalHost().cdi_nvidia_specs([str(tmp_path), str(tmp_path / "missing")]) == [str(tmp_path / "nvidia.yaml")]
 
 
+def test_host_memory_is_memtotal() -> None:
+    total = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:"))
+    assert LocalHost().memory_bytes() == total * 1024 > 0
+
+
 @pytest.fixture(scope="module")
 def engine() -> None:
     require_program("docker")

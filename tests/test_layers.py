@@ -15,6 +15,9 @@ PACKAGES = ("stacks", "components", "policy")
 # (importer prefix, imported prefix it must never reach, why)
 FORBIDDEN = [
     ("stacks", "components", "the pure layers never reach up into Pulumi components"),
+    ("stacks.swap", "stacks", "the swapper runs alone in the vLLM image: the standard library only"),
+    ("stacks.swap", "pydantic", "the swapper runs alone in the vLLM image: the standard library only"),
+    ("stacks.swap", "yaml", "the swapper runs alone in the vLLM image: the standard library only"),
     ("stacks", "pulumi", "the pure layers import no Pulumi"),
     ("stacks", "pulumi_docker", "the pure layers import no provider SDK"),
     ("stacks", "pulumi_kubernetes", "the pure layers import no provider SDK"),

@@ -109,7 +109,7 @@ class DockerPlatform:
             # no process in any container may gain privileges (setuid binaries, file capabilities)
             security_opts=["no-new-privileges:true"],
             user=f"{w.user[0]}:{w.user[1]}" if w.user else None,
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.network.name, aliases=[w.name])],
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.network.name, aliases=[w.name, *sorted(w.extra_ports)])],
             volumes=[docker.ContainerVolumeArgs(volume_name=self._volume(v).name, container_path=path) for v, path in sorted(w.volumes.items())] or None,
             ports=[docker.ContainerPortArgs(internal=w.port, external=w.publish, ip=w.bind_address or self.settings.bind_address)]
             if w.publish and w.port
@@ -125,7 +125,8 @@ class DockerPlatform:
             must_run=True,
             opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
         )
-        self.containers[w.name] = container
+        for alias in (w.name, *w.extra_ports):
+            self.containers[alias] = container
         return container
 
     def objects(self, name: str, objects: Sequence[Obj], parent: pulumi.Resource) -> list[pulumi.CustomResource]:

@@ -127,13 +127,15 @@ class KubernetesPlatform:
             # Pulumi waits for a rollout and for a Service's ready endpoints: both must cover model load
             timeout = wait if kind in (*CONTROLLERS, "Service") else None
             after = before if controller is None else [*before, controller]
-            resource = declare(f"{name}-{kind.lower()}", obj, self._opts(parent, after, timeout_s=timeout))
+            # a workload's further Services (a swap group's members) are named after their own names
+            extra = kind == "Service" and obj["metadata"]["name"] != w.name
+            resource = declare(f"{name}-{kind.lower()}" + (f"-{obj['metadata']['name']}" if extra else ""), obj, self._opts(parent, after, timeout_s=timeout))
             if kind in ("ConfigMap", "NetworkPolicy"):
                 # the pods start with their files and behind their network policy
                 before = [*before, resource]
             elif kind in CONTROLLERS:
                 controller = resource
-            elif kind == "Service":
+            elif kind == "Service" and not extra:
                 service = resource
         result = service or controller
         assert result is not None, "every workload has a controller"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from stacks.config.schema import DNS_LABEL, AutoscalingConfig, StackConfig, yaml_key
+from stacks.config.swap_rules import swap_problems
 from stacks.errors import Problem
 
 UNPINNED_TAGS = {"latest", "main", "nightly", "edge", "stable", "master"}
@@ -257,4 +258,4 @@ def _image_problems(c: StackConfig) -> list[Problem]:
 
 
 def cross_field_problems(c: StackConfig) -> list[Problem]:
-    return [*_target_problems(c), *_gpu_problems(c), *_name_problems(c), *_key_limit_problems(c), *_port_problems(c), *_image_problems(c)]
+    return [*_target_problems(c), *_gpu_problems(c), *_name_problems(c), *_key_limit_problems(c), *_port_problems(c), *_image_problems(c), *swap_problems(c)]

@@ -181,6 +181,37 @@ class AutoscalingConfig(Section):
     """With ``minReplicas: 0``: KEDA scales from zero when ``activationQuery`` is above this (KEDA's ``activationThreshold``)."""
 
 
+SwapGroupName = Annotated[str, Field(pattern=DNS_LABEL.pattern, max_length=40)]
+"""Short enough that ``swap-<group>`` is a DNS label too (its server's name)."""
+
+
+class SwapConfig(Section):
+    """Membership of a swap group: more models on a GPU than fit awake, woken on demand with vLLM's sleep mode."""
+
+    group: SwapGroupName
+    """The swap group (``swapGroups`` holds its settings): its members share their GPUs and take turns being awake."""
+    level: Literal[1, 2] = 1
+    """vLLM sleep level: 1 copies the weights to host memory (a wake copies them back: seconds; the host needs the RAM),
+    2 drops them (a wake reloads them from the model cache: slower, no host RAM)."""
+    idle_seconds: Annotated[int | None, Field(ge=1, le=7 * 24 * 3600)] = None
+    """Put the model to sleep after this long without a request; left out, it stays awake until another member needs its place."""
+
+
+class SwapGroupConfig(Section):
+    """How a swap group takes turns (``stacks/swap/swapper.py`` runs it)."""
+
+    awake: Annotated[int, Field(ge=1, le=16)] = 1
+    """Members awake at once; the plan reserves GPU memory for the largest such set."""
+    queue_size: Annotated[int, Field(ge=1, le=100_000)] = 64
+    """Requests that may wait for their model to wake; more get 429 with Retry-After."""
+    max_wait_seconds: Annotated[int, Field(ge=1, le=3600)] = 120
+    """Longest a request waits for its model to wake (swaps ahead of it included) before it gets 503 with Retry-After."""
+    drain_seconds: Annotated[int, Field(ge=0, le=3600)] = 30
+    """How long the requests a member is serving may run on before it is put to sleep for another member; what still runs then is aborted."""
+    wake_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 120
+    """Longest a wake may take (level 2: the weights reloaded) before it counts as failed (503, the member put back to sleep)."""
+
+
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
@@ -241,6 +272,8 @@ class ModelConfig(Section):
     plans memory for it. Left out, vLLM allows 999 of every kind the model takes."""
     arch: ArchConfig | None = None
     """Architecture facts overriding the catalog (required for models the catalog lacks)."""
+    swap: SwapConfig | None = None
+    """Join a swap group: the model sleeps (vLLM sleep mode) until a request wakes it, so a GPU serves more models than fit awake."""
 
 
 class IngressConfig(Section):
@@ -369,6 +402,8 @@ class AlertsConfig(Section):
     """Share of a GPU's memory in use above which it is nearly full; a GPU the plan fills further gets the plan's share + 0.01."""
     gateway_5xx_ratio: Annotated[float, Field(gt=0, le=1)] = 0.05
     """Share of a model's gateway requests answered 5xx above which the model is failing."""
+    swap_time_share: Annotated[float, Field(gt=0, le=1)] = 0.25
+    """Share of the time a swap group spends waking members and putting them to sleep above which it thrashes."""
 
 
 # dcgm-exporter 4.5.3-4.8.2 (NVIDIA/dcgm-exporter tag 4.5.3-4.8.2, README l.14): only the distroless image is published now
@@ -493,6 +528,8 @@ class StackConfig(Section):
     """Docker target: the host's GPUs."""
     models: Annotated[list[ModelConfig], Field(min_length=1)]
     """The models to serve; drives servers, routes, Open WebUI and scrape targets."""
+    swap_groups: dict[SwapGroupName, SwapGroupConfig] = {}
+    """Settings of the swap groups that models join (``models[].swap.group``); a group not listed here takes the defaults."""
     gateway: GatewayConfig = GatewayConfig()
     """The NGINX gateway."""
     webui: WebuiConfig = WebuiConfig()

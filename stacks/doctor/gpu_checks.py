@@ -7,7 +7,7 @@ import math
 from stacks.doctor.cuda import driver_branch, min_driver_branch
 from stacks.doctor.probes import GpuInfo, GpuInventory, GpuProbe, ProbeError
 from stacks.doctor.result import Check, skipped
-from stacks.plan.memory import CUDA_CONTEXT_GIB, GIB
+from stacks.plan.memory import CUDA_CONTEXT_GIB, GIB, SAFETY_FRACTION
 from stacks.plan.releases import CUDA_COMPAT_ENV, CUDA_COMPAT_ENV_SINCE, image_cuda, image_vllm_version, min_compute_capability, version_text
 from stacks.plan.types import GpuPlan, ModelPlan, StackPlan
 
@@ -156,6 +156,9 @@ def _free(gp: GpuPlan, g: GpuInfo, models: list[ModelPlan]) -> Check:
     start = first.memory.fraction * gib(total) + CUDA_CONTEXT_GIB
     # the plan's own footprints: budgets in use plus what each holds outside it (CUDA context, graphs)
     all_servers = sum(m.memory.footprint_gib for m in models)
+    if any(m.swap for m in models):
+        # a swap group's members are awake in turns: it counts as what the plan reserves for it
+        all_servers = gp.memory_gib * (1 - SAFETY_FRACTION) - gp.reserved_gib - gp.headroom_gib
     detail = (
         f"{free:.2f} GiB free; {first.name} starts first and needs {start:.2f} GiB "
         f"({first.memory.fraction:.3f} x {gib(total):.2f} GiB, vLLM's start check, + {CUDA_CONTEXT_GIB} GiB CUDA context)"

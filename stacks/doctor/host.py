@@ -43,6 +43,15 @@ class LocalHost:
     def which(self, program: str) -> str | None:
         return shutil.which(program)
 
+    def memory_bytes(self) -> int | None:
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
     def cdi_nvidia_specs(self, dirs: list[str]) -> list[str]:
         found = []
         for d in dirs:

@@ -112,6 +112,10 @@ class HostProbe(Protocol):
         """CDI spec files of kind ``nvidia.com/gpu`` in ``dirs``."""
         ...
 
+    def memory_bytes(self) -> int | None:
+        """This host's memory (MemTotal of /proc/meminfo), or None where it cannot be read."""
+        ...
+
 
 @dataclass
 class Probes:

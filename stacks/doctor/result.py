@@ -11,7 +11,7 @@ Status = Literal["pass", "warn", "fail", "skip"]
 @dataclass(frozen=True)
 class Check:
     area: str
-    """gpu, docker, kubernetes, disk, ports or secrets."""
+    """gpu, docker, kubernetes, disk, host, ports or secrets."""
     name: str
     status: Status
     detail: str

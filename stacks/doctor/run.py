@@ -8,6 +8,7 @@ from stacks.doctor.host_checks import disk_check, port_checks, published, pvc_ch
 from stacks.doctor.kube_checks import kube_checks
 from stacks.doctor.probes import Probes
 from stacks.doctor.result import Check, skipped
+from stacks.doctor.swap_checks import host_memory_check
 from stacks.plan.types import StackPlan
 
 
@@ -38,6 +39,7 @@ def _docker_host(plan: StackPlan, probes: Probes) -> list[Check]:
             *out,
             *skipped("gpu", names, away, fix),
             *skipped("disk", ["model cache"], away, fix),
+            *(skipped("host", ["host memory"], away, fix) if plan.swap_groups else []),
             *skipped("ports", [s.name for s in published(plan)], away, fix),
         ]
     if info is not None:
@@ -46,5 +48,6 @@ def _docker_host(plan: StackPlan, probes: Probes) -> list[Check]:
         out += skipped("docker", ["GPU access"], "needs the Docker daemon")
     out += gpu_checks(plan, probes.gpu)
     out.append(disk_check(plan, probes.host, info))
+    out += host_memory_check(plan, probes.host)
     out += port_checks(plan, probes.host, probes.docker if info is not None else None)
     return out

@@ -49,6 +49,7 @@ def monitoring_plan(config: StackConfig, models: list[ModelPlan], gpus: list[Gpu
             gpu_memory_usage=gpu_base,
             gpu_memory_by_gpu=gpu_by_index,
             gateway_5xx_ratio=a.gateway_5xx_ratio,
+            swap_time_share=a.swap_time_share,
         )
     grafana = None
     if docker and config.grafana_dashboards:

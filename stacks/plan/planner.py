@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from stacks.catalog import Arch, quantized_by_name, resolve
 from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackConfig
 from stacks.errors import ConfigError, Problem
+from stacks.plan import swap as swapping_plan
 from stacks.plan import topology as net
 from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args, worker_args
 from stacks.plan.memory import DTYPE_BYTES, GIB, SAFETY_FRACTION, KvLayout
@@ -48,6 +49,8 @@ from stacks.plan.types import (
     ScrapeTarget,
     StackPlan,
     StageMemory,
+    SwapGroupPlan,
+    SwapMember,
     Urls,
     WebuiPlan,
 )
@@ -206,12 +209,19 @@ def _gpus(config: StackConfig, models: list[_Model]) -> dict[int, Gpu]:
         return {g.index: Gpu(g.index, g.name, g.memory_gib, g.reserved_gib) for g in config.gpus}
     assert config.kubernetes is not None
     kube = config.kubernetes.gpu
-    # every pod owns its GPUs: each server gets GPUs of its own
+    # every pod owns its GPUs: each server gets GPUs of its own; a swap group's members share their pod's
     gpus: dict[int, Gpu] = {}
+    by_group: dict[str, list[int]] = {}
     for md in models:
+        group = md.config.swap.group if md.config.swap else None
+        if group in by_group:
+            md.server.gpus = list(by_group[group])
+            continue
         first = len(gpus)
         md.server.gpus = list(range(first, first + len(md.server.gpus)))
         gpus |= {g: Gpu(g, kube.name, kube.memory_gib) for g in md.server.gpus}
+        if group:
+            by_group[group] = md.server.gpus
     return gpus
 
 
@@ -263,7 +273,16 @@ def plan(config: StackConfig) -> StackPlan:
     gpus = _gpus(config, models)
     notes: list[str] = []
     gpu_key = "models[{i}].gpus" if docker else "models[{i}].tensorParallel"
-    share(gpus, [md.server for md in models], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key)
+    # swap groups first: their members' KV is settled and their reservation taken before the other servers share the rest
+    swapping, swap_problems = swapping_plan.prepare(config, [(md.config, md.server) for md in models], gpus, version, exact)
+    problems += swap_problems
+    if problems:
+        raise ConfigError(problems)
+    standalone = [md for md in models if swapping.member(md.index) is None]
+    problems += swapping_plan.fit_problems(swapping, gpus, [md.server for md in standalone], gpu_key)
+    if problems:
+        raise ConfigError(problems)
+    share(swapping.gpus, [md.server for md in standalone], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key)
     if problems:
         raise ConfigError(problems)
     if not docker:
@@ -275,16 +294,33 @@ def plan(config: StackConfig) -> StackPlan:
     namespace = config.kubernetes.namespace if config.kubernetes else None
     plans: list[ModelPlan] = []
     gpu_plans: list[GpuPlan] = []
-    used: dict[int, float] = {g: gpus[g].reserved for g in gpus}
-    overcommitted = _overcommitted(gpus, models, exact, problems) if docker else set()
+    # a swap group's reservation counts as used from the start: the worst case of its members awake
+    used: dict[int, float] = {g: swapping.gpus[g].reserved for g in gpus}
+    overcommitted = _overcommitted(swapping.gpus, standalone, exact, problems) if docker else set()
+    # per GPU, what every swap group reserves and every other server holds (settled by now)
+    resident = {
+        g: swapping.gpus[g].reserved - gpus[g].reserved + sum(md.server.footprint(gpus[g].total, exact) for md in standalone if g in md.server.gpus)
+        for g in gpus
+    }
     last_on_gpu: dict[int, str] = {}
+    members: dict[str, SwapMember] = {}
+    group_after: dict[str, list[str]] = {}
     for md in models:
         m, s = md.config, md.server
         total = min(gpus[g].total for g in s.gpus)
         o = s.overhead
         kv_gib = s.kv_bytes / GIB
         footprint = s.footprint(total, exact)
-        free_at_start = min(gpus[g].total - used[g] - o.context for g in s.gpus)
+        member = swapping.member(md.index)
+        group = swapping.group_of(md.index)
+        if member is not None and group is not None:
+            # when it (re)starts: every other server and group of its GPUs at their worst, its own group's others too
+            free_at_start = min(
+                swapping.free_at_start(group, member, gpus[g].total, gpus[g].reserved + resident[g] - swapping.reservation(group, gpus[g].total))
+                for g in s.gpus
+            )
+        else:
+            free_at_start = min(gpus[g].total - used[g] - o.context for g in s.gpus)
         if s.fixed is not None or not exact:
             problem = _fixed_problem(s, total)
             if problem:
@@ -297,8 +333,9 @@ def plan(config: StackConfig) -> StackPlan:
                     f"{s.fraction * total:.2f} GiB free; lower it, set it to auto, or move a model to another GPU",
                 )
             )
-        for g in s.gpus:
-            used[g] += footprint
+        if member is None:
+            for g in s.gpus:
+                used[g] += footprint
         blocks = s.kv_bytes // s.layout.block_bytes if s.layout else 0
         per_seq = s.layout.blocks_per_sequence(s.max_model_len) if s.layout else 0
         figures = MemoryFigures(
@@ -321,10 +358,33 @@ def plan(config: StackConfig) -> StackPlan:
             stages=_stage_figures(md, footprint) if md.pp > 1 else [],
         )
         after = sorted({last_on_gpu[g] for g in s.gpus if g in last_on_gpu}) if docker else []
-        for g in s.gpus:
-            last_on_gpu[g] = m.name
         names = [m.name, *m.served_model_names]
         svc = net.service(target, namespace, net.vllm_service(m.name), net.VLLM_PORT, metrics_path=net.METRICS_PATH)
+        args = server_args(
+            m,
+            names,
+            version=version,
+            task=md.task,
+            tensor_parallel=md.tp,
+            pipeline_parallel=md.pp,
+            nodes=m.nodes,
+            fraction=s.fraction,
+            kv_cache_bytes=s.kv_bytes if exact and s.layout else None,
+            max_model_len=s.max_model_len,
+            multimodal=limit_args(md.arch.vision, md.media),
+        )
+        env = {"TZ": config.timezone, **m.env}
+        swap_figures = None
+        if member is not None and group is not None:
+            # the group's server runs it: the group starts once, after the servers started before its first member
+            group_after.setdefault(group.name, after)
+            after = []
+            swap_figures = swapping_plan.member_plan(swapping, member, total)
+            args = swapping_plan.member_args(args, swap_figures.engine_port)
+            env |= swapping_plan.member_env()
+            svc = swapping_plan.member_service(config, member)
+        for g in s.gpus:
+            last_on_gpu[g] = m.name
         auto = m.autoscaling
         plans.append(
             ModelPlan(
@@ -342,20 +402,8 @@ def plan(config: StackConfig) -> StackPlan:
                 memory=figures,
                 fraction_source="auto" if s.fixed is None else "config",
                 entrypoint=list(ENTRYPOINT),
-                args=server_args(
-                    m,
-                    names,
-                    version=version,
-                    task=md.task,
-                    tensor_parallel=md.tp,
-                    pipeline_parallel=md.pp,
-                    nodes=m.nodes,
-                    fraction=s.fraction,
-                    kv_cache_bytes=s.kv_bytes if exact and s.layout else None,
-                    max_model_len=s.max_model_len,
-                    multimodal=limit_args(md.arch.vision, md.media),
-                ),
-                env={"TZ": config.timezone, **m.env},
+                args=args,
+                env=env,
                 start_after=after,
                 replicas=m.replicas,
                 service=svc.name,
@@ -382,16 +430,20 @@ def plan(config: StackConfig) -> StackPlan:
                 encoder=_encoder_plan(md.encoder),
                 nodes=m.nodes,
                 group=net.vllm_group(m.name) if m.nodes > 1 else None,
+                swap=swap_figures,
             )
         )
         if m.nodes > 1:
             plans[-1] = replace(plans[-1], worker_args=worker_args(plans[-1].args))
+        if swap_figures is not None:
+            members[m.name] = swap_figures
     if docker:
         for g, gpu in sorted(gpus.items()):
             here = [md for md in models if g in md.server.gpus]
-            footprints = sum(p.memory.footprint_gib for p, md in zip(plans, models, strict=True) if g in md.server.gpus)
-            outside = sum(md.server.overhead.outside_budget for md in here)
-            headroom = gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved - footprints
+            # a swap group's members count as its reservation (in swapping.gpus' reserved), not one by one
+            footprints = sum(p.memory.footprint_gib for p, md in zip(plans, models, strict=True) if g in md.server.gpus and p.swap is None)
+            outside = sum(md.server.overhead.outside_budget for md in here if swapping.member(md.index) is None)
+            headroom = gpu.total * (1 - SAFETY_FRACTION) - swapping.gpus[g].reserved - footprints
             gpu_plans.append(
                 GpuPlan(
                     index=g,
@@ -399,7 +451,7 @@ def plan(config: StackConfig) -> StackPlan:
                     memory_gib=gpu.total,
                     reserved_gib=gpu.reserved,
                     models=[md.config.name for md in here],
-                    fraction_sum=round(sum(md.server.fraction for md in here), 3),
+                    fraction_sum=round(sum(md.server.fraction for md in here if swapping.member(md.index) is None) + swapping.awake_fraction(g), 3),
                     overhead_gib=round(outside + SAFETY_FRACTION * gpu.total, 3),
                     headroom_gib=round(headroom, 3),
                 )
@@ -412,7 +464,9 @@ def plan(config: StackConfig) -> StackPlan:
         )
     if problems:
         raise ConfigError(problems)
-    return _stack(config, image, plans, gpu_plans, notes)
+    startup = {p.name: p.startup_seconds for p in plans}
+    groups = swapping_plan.group_plans(config, swapping, gpus, members, startup, group_after)
+    return _stack(config, image, plans, gpu_plans, notes, groups)
 
 
 def _stage_figures(md: _Model, heaviest_footprint: float) -> list[StageMemory]:
@@ -527,7 +581,9 @@ def _fixed_problem(s: Server, total: float) -> Problem | None:
     )
 
 
-def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_plans: list[GpuPlan], notes: list[str]) -> StackPlan:
+def _stack(
+    config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_plans: list[GpuPlan], notes: list[str], swap_groups: list[SwapGroupPlan]
+) -> StackPlan:
     target = config.target
     kube = config.kubernetes
     namespace = kube.namespace if kube else None
@@ -540,6 +596,7 @@ def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_p
     scrape = [ScrapeTarget(net.JOB_VLLM, m.address, m.metrics_path, labels={"model": m.name}, service=m.service) for m in models]
     if dcgm:
         scrape.append(ScrapeTarget(net.JOB_DCGM, dcgm.address, net.METRICS_PATH, service=dcgm.name))
+    scrape += swapping_plan.scrape_targets(swap_groups)
     if target == "docker":
         # on Kubernetes the metrics port is on the pods only (annotations or a PodMonitor), never on the Service
         scrape.append(ScrapeTarget(net.JOB_GATEWAY, gateway.metrics_address, net.METRICS_PATH, service=gateway.name))
@@ -647,4 +704,5 @@ def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_p
         urls=urls,
         notes=notes,
         monitoring=monitoring,
+        swap_groups=swap_groups,
     )

@@ -23,6 +23,14 @@ DCGM_PORT = 9400
 PROMETHEUS_PORT = 9090
 """Prometheus' default ``--web.listen-address``."""
 GRAFANA_PORT = 3000
+SWAP_PORT = 8000
+"""The swapper's own port on a swap group's server: health, state and metrics (``stacks/swap/swapper.py``)."""
+SWAP_MEMBER_PORT = 8001
+"""The first member's port on its group's server; each member has its own (the gateway's upstream for it)."""
+SWAP_ENGINE_PORT = 18001
+"""The first member's vLLM port, on 127.0.0.1 inside the group's server only: vLLM's development routes (sleep, RPC)
+answer without a key (vLLM 0.26.0 vllm/entrypoints/serve/utils/server_utils.py: the key guards /v1, /v2 and
+/inference only), so nothing outside the swapper may reach them."""
 """Grafana's image serves on 3000 (``EXPOSE 3000`` in grafana/grafana's Dockerfile)."""
 
 VLLM_MASTER_PORT = 29501
@@ -50,6 +58,7 @@ GRAFANA = "grafana"
 JOB_VLLM = "vllm"
 JOB_DCGM = "dcgm"
 JOB_GATEWAY = "gateway"
+JOB_SWAP = "swap"
 
 
 def vllm_service(model: str) -> str:
@@ -65,6 +74,11 @@ def vllm_group(model: str) -> str:
 GROUP_NAME_MAX = 49
 """Longest LeaderWorkerSet name: its worker StatefulSets are ``<set>-<group index>`` (up to 2 digits for 100 replicas),
 and a StatefulSet's name leaves room for the 11 characters of its pods' controller-revision-hash label within 63."""
+
+
+def swap_service(group: str) -> str:
+    """A swap group's server; never a ``vllm-<model>`` name."""
+    return f"swap-{group}"
 
 
 # Logical data volumes: docker named volumes, Kubernetes PVCs (or folders in one).

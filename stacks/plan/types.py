@@ -135,6 +135,29 @@ class Autoscaling:
 
 
 @dataclass(frozen=True)
+class SwapMember:
+    """A model in a swap group: how it sleeps, and what it holds awake and asleep (GiB, per GPU unless named)."""
+
+    group: str
+    level: int
+    """vLLM sleep level: 1 keeps the weights in host memory, 2 drops them (reloaded from the model cache on wake)."""
+    idle_seconds: int | None
+    """Put to sleep after this long without a request; None: only when another member needs its place."""
+    engine_port: int
+    """Where its vLLM listens inside the group's container or pod, on 127.0.0.1 only (the development routes never leave it)."""
+    awake_gib: float
+    """Its footprint awake: what ``memory.footprint_gib`` says."""
+    asleep_gib: float
+    """What it keeps on each GPU asleep: CUDA context, CUDA graphs, non-torch memory and buffers outside the sleep pools."""
+    host_gib: float
+    """Host memory its weights take while it sleeps at level 1 (all ranks); 0 at level 2."""
+    wake_seconds: float
+    """Estimated wake: the weights copied back from host memory (level 1) or reloaded from the model cache (level 2)."""
+    sleep_seconds: float
+    """Estimated fall asleep: the weights copied to host memory (level 1); level 2 drops them."""
+
+
+@dataclass(frozen=True)
 class ModelPlan:
     name: str
     model: str
@@ -181,6 +204,9 @@ class ModelPlan:
         """GPUs each pod claims."""
         return self.gpu_count // self.nodes
 
+    swap: SwapMember | None = None
+    """Member of a swap group: run by the group's server (``StackPlan.swap_groups``), not a server of its own."""
+
 
 @dataclass(frozen=True)
 class GpuPlan:
@@ -212,6 +238,36 @@ class ScrapeTarget:
     labels: dict[str, str] = field(default_factory=dict)
     service: str = ""
     """The Service it is reached through (a ServiceMonitor selects it by name on kubernetes)."""
+
+
+@dataclass(frozen=True)
+class SwapGroupPlan:
+    """Models sharing GPUs that take turns being awake: one server (container or pod) runs them all and the swapper in front."""
+
+    name: str
+    members: list[str]
+    """Model names, in start order (one at a time, each asleep before the next starts)."""
+    gpus: list[int]
+    """Docker device indices; empty on kubernetes (the pod's GPUs)."""
+    gpu_count: int
+    awake: int
+    """Members awake at once, at most."""
+    largest_awake: list[str]
+    """The awake set whose memory the plan reserves (the members with the largest awake footprints)."""
+    reserved_gib: float
+    """Per GPU: every member asleep plus the largest awake set on top."""
+    host_memory_gib: float
+    """Host memory the group needs: level-1 weights of every member asleep, plus each vLLM process's own."""
+    queue_size: int
+    max_wait_seconds: int
+    drain_seconds: int
+    wake_timeout_seconds: int
+    service: Service
+    """The swapper's own port: health, metrics (its own; ``/metrics/all`` with every member's) and state (``/status``)."""
+    startup_seconds: int
+    """Every member's start, one after another."""
+    start_after: list[str]
+    """Docker: servers on its GPUs that start first (healthy before it starts)."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +376,8 @@ class AlertThresholds:
     gpu_memory_by_gpu: dict[int, float]
     """Docker: GPUs whose planned use exceeds ``gpu_memory_usage`` alert only beyond their plan."""
     gateway_5xx_ratio: float
+    swap_time_share: float = 0.25
+    """Share of the time a swap group may spend waking and putting members to sleep before it thrashes."""
 
 
 @dataclass(frozen=True)
@@ -402,6 +460,8 @@ class StackPlan:
     urls: Urls
     notes: list[str]
     monitoring: MonitoringPlan
+    swap_groups: list[SwapGroupPlan] = field(default_factory=list)
+    """Models on shared GPUs that take turns being awake (``models[].swap``)."""
 
     @property
     def webui_api_base(self) -> str:
@@ -413,3 +473,8 @@ class StackPlan:
 
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
+
+    @property
+    def servers(self) -> list[ModelPlan]:
+        """Models with a server of their own; swap-group members run in their group's."""
+        return [m for m in self.models if m.swap is None]

@@ -1,10 +1,10 @@
 """Pure renderers: the plan -> what runs (``workloads``) and the files it needs (nginx.conf and router.js,
-the vLLM Dockerfile, prometheus.yml, monitoring files, Kubernetes manifests). No Pulumi and no provider SDK here."""
+the vLLM Dockerfile, prometheus.yml, monitoring files, each swap group's swapper and config, Kubernetes manifests). No Pulumi and no provider SDK here."""
 
 from __future__ import annotations
 
 from stacks.plan import StackPlan
-from stacks.render import dockerfile, gateway, kubernetes, monitoring, prometheus
+from stacks.render import dockerfile, gateway, kubernetes, monitoring, prometheus, swap
 from stacks.render.monitoring import cluster
 
 
@@ -12,6 +12,7 @@ def render_all(plan: StackPlan) -> dict[str, str]:
     """Every rendered file, keyed ``<component>/<file>``; a kubernetes stack adds its manifests under ``kubernetes/``."""
     out = {f"vllm/{k}": v for k, v in dockerfile.render(plan.image).items()}
     out |= {f"gateway/{k}": v for k, v in gateway.render(plan).items()}
+    out |= {f"swap/{g.name}/{k}": v for g in plan.swap_groups for k, v in swap.render(plan, g).items()}
     if plan.prometheus:
         out["monitoring/prometheus.yml"] = prometheus.render(plan)
     out |= {f"monitoring/{k}": v for k, v in monitoring.render(plan).items()}

@@ -261,6 +261,8 @@ def pod_template(plan: StackPlan, w: Workload) -> Obj:
     if w.metrics_port:
         # on the pod only: the Service (possibly a LoadBalancer) never carries it
         container.setdefault("ports", []).append({"name": "metrics", "containerPort": w.metrics_port, "protocol": "TCP"})
+    for port in sorted(set(w.extra_ports.values())):
+        container.setdefault("ports", []).append({"containerPort": port, "protocol": "TCP"})
     resources = _resources(w)
     if resources:
         container["resources"] = resources
@@ -356,6 +358,16 @@ def _service(plan: StackPlan, w: Workload) -> Obj:
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(plan, w.name, labels(w)), "spec": spec}
 
 
+def _extra_services(plan: StackPlan, w: Workload) -> list[Obj]:
+    """A ClusterIP Service per further name of the workload, on its own port (a swap group's members)."""
+    out = []
+    for name, port in sorted(w.extra_ports.items()):
+        spec: Obj = {"type": "ClusterIP", "selector": selector(w), "ports": [{"name": PORT_NAME, "port": port, "targetPort": port, "protocol": "TCP"}]}
+        object_labels = {**labels(w), NAME_LABEL: name}
+        out.append({"apiVersion": "v1", "kind": "Service", "metadata": _meta(plan, name, object_labels), "spec": spec})
+    return out
+
+
 def _disruption_budget(plan: StackPlan, w: Workload) -> Obj | None:
     if w.group:
         # one pod down takes its whole group down and the group is recreated: a drain evicts one pod, then waits until
@@ -426,7 +438,7 @@ def config_map(plan: StackPlan, w: Workload) -> Obj | None:
 
 def workload_objects(plan: StackPlan, w: Workload) -> list[Obj]:
     """Everything that runs ``w``, in apply order; the controller comes right before its Service."""
-    found = [config_map(plan, w), _group_network_policy(plan, w), _controller(plan, w), _service(plan, w) if w.port else None]
+    found = [config_map(plan, w), _group_network_policy(plan, w), _controller(plan, w), _service(plan, w) if w.port else None, *_extra_services(plan, w)]
     found += [_disruption_budget(plan, w), _ingress(plan, w), _scaled_object(plan, w)]
     return [o for o in found if o is not None]
 

@@ -8,15 +8,17 @@ only as references (``SecretRef``); each platform resolves them its own way.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stacks.plan import ModelPlan, SecretRef, StackPlan
 from stacks.plan import topology as net
-from stacks.plan.types import Autoscaling
+from stacks.plan.types import Autoscaling, SwapGroupPlan
 from stacks.render import gateway as gateway_files
 from stacks.render import prometheus as prometheus_files
+from stacks.render import swap as swap_files
 from stacks.render.dockerfile import content_tag
 from stacks.render.monitoring import alerts as alert_files
 from stacks.render.monitoring import dashboards as dashboard_files
@@ -82,6 +84,9 @@ class Workload:
     """Environment variables whose values are stack secrets."""
     port: int | None = None
     """Port the process listens on inside the container."""
+    extra_ports: dict[str, int] = field(default_factory=dict)
+    """Further services of the same process: name -> container port (docker: network aliases; kubernetes: a Service each).
+    A swap group's server answers each member under the member's own name."""
     publish: int | None = None
     """Host port (docker) or Service port (kubernetes); None keeps it internal (kubernetes: Service on ``port``)."""
     bind_address: str | None = None
@@ -127,10 +132,15 @@ class Workload:
     """(uid, gid) the process runs as; None keeps the image's user. Kubernetes: runAsNonRoot and an fsGroup for the volumes."""
 
 
+def cache_dirs(plan: StackPlan) -> tuple[str, str]:
+    """HF_HOME and VLLM_CACHE_ROOT in the vLLM image, for its user."""
+    return (f"{VLLM_USER_CACHE}/huggingface", f"{VLLM_USER_CACHE}/vllm") if plan.image.run_as_non_root else (HF_HOME, VLLM_CACHE)
+
+
 def vllm_server(plan: StackPlan, m: ModelPlan, image: Ref) -> Workload:
     kube = plan.kubernetes
     non_root = plan.image.run_as_non_root
-    hf_home, vllm_cache = (f"{VLLM_USER_CACHE}/huggingface", f"{VLLM_USER_CACHE}/vllm") if non_root else (HF_HOME, VLLM_CACHE)
+    hf_home, vllm_cache = cache_dirs(plan)
     return Workload(
         name=m.service,
         component="model-server",
@@ -161,6 +171,47 @@ def vllm_server(plan: StackPlan, m: ModelPlan, image: Ref) -> Workload:
     )
 
 
+def swap_group(plan: StackPlan, g: SwapGroupPlan, image: Ref) -> Workload:
+    """One server for a swap group: the swapper as PID 1 (``--supervise``), which starts every member's vLLM on
+    127.0.0.1 and answers each member under the member's own name and port."""
+    members = [plan.model(n) for n in g.members]
+    kube = plan.kubernetes
+    hf_home, vllm_cache = cache_dirs(plan)
+    files = swap_files.render(plan, g)
+    shm = max((m.shm_size_gib for m in members if m.shm_size_gib), default=None)
+    # the host memory the plan counts (level-1 weights asleep, each server's processes) is the pod's request; its limit
+    # leaves a quarter more (page cache of level-2 reloads, allocator slack): pinned weights cannot be swapped out
+    host = f"{math.ceil(g.host_memory_gib)}Gi"
+    limit = f"{math.ceil(g.host_memory_gib * 1.25)}Gi"
+    return Workload(
+        name=g.service.name,
+        component="model-server",
+        image=image,
+        entrypoint=["python3", swap_files.SWAPPER_PATH],
+        args=["--config", swap_files.CONFIG_PATH, "--supervise"],
+        env={"HF_HOME": hf_home, "VLLM_CACHE_ROOT": vllm_cache, "TZ": plan.timezone, "PYTHONUNBUFFERED": "1"},
+        secret_env={"HF_TOKEN": net.HF_TOKEN, "VLLM_API_KEY": net.VLLM_API_KEY},
+        port=g.service.port,
+        extra_ports={m.service: m.port for m in members},
+        health_path=g.service.health_path,
+        startup_seconds=g.startup_seconds,
+        metrics_path=swap_files.METRICS_ALL,
+        gpus=g.gpus,
+        gpu_count=g.gpu_count,
+        exclusive=True,
+        volumes={net.MODEL_CACHE: hf_home, net.VLLM_CACHE: vllm_cache},
+        files={swap_files.SWAPPER_PATH: files["swapper.py"], swap_files.CONFIG_PATH: files["swap.json"]},
+        user=VLLM_USER if plan.image.run_as_non_root else None,
+        shm_size_gib=shm,
+        ipc_host=shm is None,
+        wait_healthy=True,
+        cpu_request=kube.model_cpu_request if kube else None,
+        memory_request=host if kube else None,
+        memory_limit=limit if kube else None,
+        labels={"vllm-stack.swap-group": g.name},
+    )
+
+
 def gateway(plan: StackPlan, image: Ref) -> Workload:
     rendered = gateway_files.render(plan)
     gw = plan.gateway
@@ -178,7 +229,7 @@ def gateway(plan: StackPlan, image: Ref) -> Workload:
         metrics_port=gw.service.metrics_port,
         files={f"{GATEWAY_CONF_DIR}/nginx.conf": rendered["nginx.conf"], f"{GATEWAY_CONF_DIR}/njs/router.js": rendered["router.js"]},
         secret_files={f"{GATEWAY_CONF_DIR}/secrets/{net.KEYS_FILE}": net.GATEWAY_KEYS},
-        # nginx resolves upstream names once, at start
+        # nginx resolves upstream names once, at start (a swap group's members are its server's names)
         upstreams=Upstreams(services=[m.service for m in plan.models], marker=f"{GATEWAY_CONF_DIR}/upstream-ids.txt"),
         # the official image's nginx master runs as root: it chowns its temp folders and drops to the nginx user
         cap_add=["CHOWN", "SETGID", "SETUID"],
@@ -341,14 +392,17 @@ class StackWorkloads:
     """Everything a stack runs; which services exist is the plan's decision."""
 
     servers: list[Workload]
+    """One per model outside swap groups (``plan.servers``)."""
     gateway: Workload
     webui: Workload | None
     dcgm: Workload | None
     prometheus: Workload | None
     grafana: Workload | None = None
+    swap_groups: list[Workload] = field(default_factory=list)
+    """One per swap group (``plan.swap_groups``): its members and the swapper."""
 
     def all(self) -> list[Workload]:
-        return [w for w in (*self.servers, self.gateway, self.webui, self.dcgm, self.prometheus, self.grafana) if w is not None]
+        return [w for w in (*self.servers, *self.swap_groups, self.gateway, self.webui, self.dcgm, self.prometheus, self.grafana) if w is not None]
 
     def secret_refs(self) -> list[SecretRef]:
         """Every stack secret value the workloads read, once each (what to create by hand for rendered YAML)."""
@@ -377,7 +431,8 @@ def stack_workloads(plan: StackPlan, image: Callable[[str], Ref]) -> StackWorklo
     """The stack's workloads; ``image(key)`` gives each service's image, asked once and only for the services that run."""
     vllm = image("vllm")
     return StackWorkloads(
-        servers=[vllm_server(plan, m, vllm) for m in plan.models],
+        servers=[vllm_server(plan, m, vllm) for m in plan.servers],
+        swap_groups=[swap_group(plan, g, vllm) for g in plan.swap_groups],
         gateway=gateway(plan, image("gateway")),
         webui=open_webui(plan, image("webui")) if plan.webui else None,
         dcgm=dcgm_exporter(plan, image("dcgm")) if plan.dcgm else None,

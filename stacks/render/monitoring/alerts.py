@@ -80,7 +80,8 @@ def _gpu_memory_expr(s: Selectors, t: AlertThresholds) -> str:
 
 def _restart(plan: StackPlan, s: Selectors) -> Alert:
     if plan.kubernetes:
-        containers = "|".join(m.service for m in plan.models)
+        # a swap group's members run in its server's container
+        containers = "|".join([m.service for m in plan.servers] + [g.service.name for g in plan.swap_groups])
         restarts = f'kube_pod_container_status_restarts_total{{{s.job(net.JOB_VLLM)},container=~"{containers}"}}'
         expr = f"sum by (namespace, pod, container) (increase({restarts}[{RESTART_WINDOW}])) > 0"
         signal = "kube-state-metrics counted a restart of the container"
@@ -188,6 +189,7 @@ def alerts(plan: StackPlan) -> list[Alert]:
         ),
         _restart(plan, s),
     ]
+    out += swap_alerts(plan, s, t)
     if plan.gateway.service.metrics_path and plan.gateway.request_metrics:
         gw = s.job(net.JOB_GATEWAY)
         out.append(
@@ -204,6 +206,50 @@ def alerts(plan: StackPlan) -> list[Alert]:
             )
         )
     return out
+
+
+def swap_alerts(plan: StackPlan, s: Selectors, t: AlertThresholds) -> list[Alert]:
+    """Swap groups: thrashing, a wake that fails, and (never expected) more members awake than the plan allows."""
+    if not plan.swap_groups:
+        return []
+    sel = s.job(net.JOB_SWAP)
+    window = "10m"
+    return [
+        Alert(
+            "SwapGroupThrashing",
+            f"sum by (group) (rate(vllm_stack_swap_busy_seconds_total{{{sel}}}[{window}])) > {t.swap_time_share}",
+            t.for_minutes,
+            "warning",
+            "Swap group {{ $labels.group }} spends its time swapping models",
+            f"Over {t.swap_time_share:.0%} of the last {window} went into waking members and putting them to sleep.",
+            "Requests alternate between the group's members faster than it can serve them, so each waits for a swap. "
+            "The dashboard's swap panels show which members: give a busy one a place of its own outside the group (or its own "
+            "GPU), raise swapGroups.<group>.awake if the plan has room for more awake at once, use sleep level 1 (faster wakes "
+            "than level 2), or send clients to fewer models. Swapping pays off when each member is used in bursts.",
+        ),
+        Alert(
+            "SwapWakeFailed",
+            f'sum by (group, model) (increase(vllm_stack_swap_wakes_total{{{sel},result="failed"}}[{RESTART_WINDOW}])) > 0',
+            0,
+            "warning",
+            "Model {{ $labels.model }} of swap group {{ $labels.group }} failed to wake",
+            f"A wake failed in the last {RESTART_WINDOW}: its waiting requests got 503 and the member was put back to sleep (or restarted).",
+            "Read the group's container or pod logs around the failure (`swapper: <model> failed to wake`). CUDA out of memory "
+            "means something besides the plan holds the GPU (another process: gpus[].reservedGiB) or a member keeps more asleep "
+            "than planned; a timeout means the wake (level 2: the reload from the model cache) takes longer than "
+            "swapGroups.<group>.wakeTimeoutSeconds.",
+        ),
+        Alert(
+            "SwapGroupOverPlan",
+            f"max by (group) (vllm_stack_swap_awake_members{{{sel}}}) > max by (group) (vllm_stack_swap_awake_limit{{{sel}}})",
+            2,
+            "critical",
+            "Swap group {{ $labels.group }} has more members awake than planned",
+            "More members hold their awake memory than swapGroups.<group>.awake allows; the swapper puts the excess to sleep when it starts.",
+            "Never expected: the swapper grants a member its awake memory only when a place is free. A swapper that just restarted "
+            "fixes it within seconds; if it lasts, restart the group's server and report the swapper's log.",
+        ),
+    ]
 
 
 def groups(plan: StackPlan) -> list[dict[str, Any]]:

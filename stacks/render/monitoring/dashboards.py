@@ -172,6 +172,8 @@ def models(plan: StackPlan) -> Obj:
         "Requests pushed out of the KV cache to make room; they are recomputed later.",
     )
     b.timeseries("Queue time (p95)", "s", [_percentiles("vllm:request_queue_time_seconds", sel)[1]])
+    if plan.swap_groups:
+        _swap_panels(b, s)
     if plan.gateway.service.metrics_path:
         gw = f'{s.job(net.JOB_GATEWAY)},model=~"$model"'
         in_flight = (f"sum(vllm_stack_gateway_requests_in_flight{{{s.job(net.JOB_GATEWAY)}}})", "in flight")
@@ -186,6 +188,44 @@ def models(plan: StackPlan) -> Obj:
         else:
             b.timeseries("Gateway requests in flight", "short", [in_flight])
     return b.json()
+
+
+def _swap_panels(b: Board, s: Selectors) -> None:
+    """Swap groups (the swapper's metrics): who is awake, swaps, wake time, the time requests wait, time spent swapping."""
+    sel = f'{s.job(net.JOB_SWAP)},model=~"$model"'
+    group = s.job(net.JOB_SWAP)
+    b.timeseries(
+        "Swap groups: members awake",
+        "short",
+        [
+            (f'sum by (group, model) (vllm_stack_swap_member_state{{{sel},state=~"awake|waking|draining"}})', "{{group}} {{model}}"),
+            (f"max by (group) (vllm_stack_swap_awake_limit{{{group}}})", "{{group}} planned"),
+        ],
+        "Members holding their awake memory; the plan allows the planned line at once.",
+    )
+    b.timeseries(
+        "Swap groups: wakes per minute",
+        "short",
+        [(f"sum by (model, result) (rate(vllm_stack_swap_wakes_total{{{sel}}}[{RATE}])) * 60", "{{model}} {{result}}")],
+    )
+    b.timeseries(
+        "Swap groups: wake time and queue wait (p95)",
+        "s",
+        [
+            (f"histogram_quantile(0.95, sum by (model, le) (rate(vllm_stack_swap_wake_seconds_bucket{{{sel}}}[{RATE}])))", "{{model}} wake"),
+            (f"histogram_quantile(0.95, sum by (model, le) (rate(vllm_stack_swap_queue_wait_seconds_bucket{{{sel}}}[{RATE}])))", "{{model}} queue wait"),
+        ],
+        "How long a member takes to wake, and how long its requests wait for it (zero when it is awake).",
+    )
+    b.timeseries(
+        "Swap groups: time spent swapping and requests turned away",
+        "percentunit",
+        [
+            (f"sum by (group) (rate(vllm_stack_swap_busy_seconds_total{{{group}}}[{RATE}]))", "{{group}} swapping"),
+            (f"sum by (model, reason) (rate(vllm_stack_swap_rejected_total{{{sel}}}[{RATE}]))", "{{model}} rejected ({{reason}}) per s"),
+        ],
+        "Share of the time spent waking and putting members to sleep (SwapGroupThrashing fires above its threshold), and requests answered 429/503.",
+    )
 
 
 def gpus(plan: StackPlan) -> Obj:

@@ -115,6 +115,16 @@ COUNTERS_FILE = Path(__file__).with_name("dcgm-counters.csv")
 """The counters the stack's exporter collects (``DCGM_EXPORTER_COLLECTORS``)."""
 
 
+SWAP_SOURCE = "the stack's swapper (stacks/swap/swapper.py, Swapper.__init__): labels group, model, result, reason, state"
+SWAP_METRICS = [
+    *_many("counter", "vllm_stack_swap_wakes", "vllm_stack_swap_sleeps", "vllm_stack_swap_rejected", "vllm_stack_swap_restarts"),
+    *_many("counter", "vllm_stack_swap_busy_seconds"),
+    *_many("histogram", "vllm_stack_swap_wake_seconds", "vllm_stack_swap_sleep_seconds", "vllm_stack_swap_queue_wait_seconds"),
+    *_many("gauge", "vllm_stack_swap_waiting", "vllm_stack_swap_in_flight", "vllm_stack_swap_member_state"),
+    *_many("gauge", "vllm_stack_swap_awake_members", "vllm_stack_swap_awake_limit"),
+]
+
+
 def dcgm_counters() -> list[tuple[str, str, str]]:
     """``(field, type, help)`` of every line of the counters file; exporter metrics are named after the field."""
     rows = []
@@ -139,6 +149,7 @@ def published() -> dict[str, str]:
         (PROMETHEUS_METRICS, PROMETHEUS_SOURCE),
         (KUBE_STATE_METRICS, KUBE_STATE_SOURCE),
         (GATEWAY_METRICS, GATEWAY_SOURCE),
+        (SWAP_METRICS, SWAP_SOURCE),
         (dcgm_metrics(), DCGM_SOURCE),
     ):
         for m in metrics:
