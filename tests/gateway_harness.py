@@ -195,7 +195,7 @@ def render_into(
     files = gateway.render(p, layout)
     (directory / "nginx.conf").write_text(files["nginx.conf"])
     (directory / "njs" / "router.js").write_text(files["router.js"])
-    (directory / gateway.KEYS_FILE).write_text(gateway.keys_conf(parse_api_keys(",".join(api_keys)), vllm_key))
+    (directory / gateway.KEYS_FILE).write_text(gateway.keys_conf(p, parse_api_keys(",".join(api_keys)), vllm_key))
     return directory / "nginx.conf"
 
 
