@@ -13,7 +13,7 @@ from stacks.catalog import Arch, quantized_by_name, resolve
 from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackConfig
 from stacks.errors import ConfigError, Problem
 from stacks.plan import topology as net
-from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args
+from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args, tool_call_parser
 from stacks.plan.memory import (
     DTYPE_BYTES,
     GIB,
@@ -75,6 +75,7 @@ class _Model:
     tp: int
     kv_dtype_bytes: float
     server: Server
+    tool_call_parser: str | None
 
 
 def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int) -> list[Problem]:
@@ -174,7 +175,7 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
             fixed=None if m.gpu_memory_utilization == "auto" else float(m.gpu_memory_utilization),
             longest_len=_longest_len(layout, mml),
         )
-        out.append(_Model(i, m, arch, task, tp, kv_bytes, server))
+        out.append(_Model(i, m, arch, task, tp, kv_bytes, server, tool_call_parser(i, m, task, problems)))
     return out
 
 
@@ -341,7 +342,9 @@ def plan(config: StackConfig) -> StackPlan:
                     fraction=s.fraction,
                     kv_cache_bytes=s.kv_bytes if exact and s.layout else None,
                     max_model_len=s.max_model_len,
+                    tool_call_parser=md.tool_call_parser,
                 ),
+                tool_call_parser=md.tool_call_parser,
                 env={"TZ": config.timezone, **m.env},
                 start_after=after,
                 replicas=m.replicas,
@@ -569,6 +572,12 @@ def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_p
                 startup_seconds=WEBUI_STARTUP_SECONDS,
                 chat_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate"],
                 embedding_model=ui_cfg.embedding_model,
+                function_calling={
+                    r.served_name: "native" if models_by_name[r.model].tool_call_parser else "legacy"
+                    for r in routes
+                    if models_by_name[r.model].task == "generate"
+                },
+                model_access=ui_cfg.model_access,
                 oidc=_oidc_env(ui_cfg.oidc),
             )
             if webui
