@@ -106,7 +106,7 @@ def running_webui(plan: StackPlan, gateway_url: str, secrets: dict[str, str], di
     """Open WebUI on 127.0.0.1 as the stack starts it: the model-entry program, then the server; stopped on exit."""
     w = workloads.open_webui(plan, "image")
     directory.mkdir(parents=True, exist_ok=True)
-    program = directory / "open_webui_models.py"
+    program = directory / Path(workloads.WEBUI_MODELS_PROGRAM).name
     program.write_text(str(w.files[workloads.WEBUI_MODELS_PROGRAM]))
     assert w.args == ["bash", "-c", f"python3 {workloads.WEBUI_MODELS_PROGRAM} && exec {workloads.WEBUI_START}"], w.args
     in_stack = plan.webui_api_base.rstrip("/")
