@@ -10,6 +10,7 @@
 # - playwright-core 1.65.2 from npm (no lock file; it downloads no browser): drives Debian's chromium.
 # Each part is complete once its marker names what it holds; a half-done install is started again.
 set -euo pipefail
+CI=${CI:-}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/vllm-stack
 webui_version=0.12.4
 playwright="playwright-core@1.65.2"
@@ -17,18 +18,25 @@ webui=${OPEN_WEBUI_VENV:-$cache/open-webui-$webui_version}
 node_dir=${PLAYWRIGHT_DIR:-$cache/playwright-core}
 left_out="sentence-transformers transformers accelerate einops faster-whisper opencv-python-headless rapidocr pandas pyarrow"
 
+# what cannot be installed fails `make test` under CI=true only; elsewhere the test that needs it skips, saying why
+give_up() {
+  echo "open-webui: $1" >&2
+  case "${CI,,}" in 1 | true | yes) exit 1 ;; esac
+  echo "open-webui: tests/test_webui_e2e.py skips without it (under CI=true it fails)" >&2
+  exit 0
+}
+
 if [ ! -f "$webui/.installed" ] || [ "$(cat "$webui/.installed")" != "open-webui==$webui_version without $left_out" ]; then
   py=${OPEN_WEBUI_PYTHON:-python3}
   # Open WebUI 0.12.4: Requires-Python >=3.11, <3.13
   if ! "$py" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))'; then
-    echo "open-webui: Open WebUI $webui_version needs Python 3.11 or 3.12; set OPEN_WEBUI_PYTHON to one" >&2
-    exit 1
+    give_up "Open WebUI $webui_version needs Python 3.11 or 3.12; set OPEN_WEBUI_PYTHON to one"
   fi
   start=$(date +%s)
   rm -rf "$webui"
   "$py" -m venv "$webui"
   # pip's own log, shown when it fails (it reports the packages left out above as unmet requirements of open-webui)
-  pip() { "$webui/bin/python" -m pip install --disable-pip-version-check "$@" >> "$webui/pip.log" 2>&1 || { cat "$webui/pip.log" >&2; exit 1; }; }
+  pip() { "$webui/bin/python" -m pip install --disable-pip-version-check "$@" >> "$webui/pip.log" 2>&1 || { tail -20 "$webui/pip.log" >&2; give_up "pip failed (log: $webui/pip.log)"; }; }
   pip --no-deps "open-webui==$webui_version"
   # Open WebUI's own pins (its Requires-Dist and requirements-slim.txt) constrain every package, dependencies included
   "$webui/bin/python" - "$left_out" > "$webui/constraints.txt" 3> "$webui/requirements.txt" <<'EOF'
@@ -53,11 +61,11 @@ fi
 
 if [ ! -f "$node_dir/.installed" ] || [ "$(cat "$node_dir/.installed")" != "$playwright" ]; then
   if ! command -v npm >/dev/null; then
-    echo "open-webui: npm is missing (Debian nodejs + npm; scripts/system-deps.sh installs them as root)" >&2
-    exit 1
+    give_up "npm is missing (Debian nodejs + npm; scripts/system-deps.sh installs them as root)"
   fi
   mkdir -p "$node_dir"
   echo '{"private": true}' > "$node_dir/package.json"
-  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$node_dir" --no-save --no-package-lock --no-audit --no-fund --loglevel=error "$playwright" >/dev/null
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$node_dir" --no-save --no-package-lock --no-audit --no-fund --loglevel=error "$playwright" >/dev/null ||
+    give_up "npm could not install $playwright"
   echo "$playwright" > "$node_dir/.installed"
 fi
