@@ -6,7 +6,8 @@
 #   never runs them there: sentence-transformers, transformers, accelerate and einops (local embedding and reranking
 #   models, with torch: about 3 GB; the stack embeds through its vLLM server), faster-whisper (local speech to text),
 #   opencv-python-headless and rapidocr (OCR of images inside documents), pandas and pyarrow (spreadsheet loading).
-#   Cold: about 400 s and 1.1 GB without a pip cache (most of it Open WebUI's own wheel, Chroma and its dependencies).
+#   Cold, without a pip cache: 3.5-7 minutes here (network and a shared 2-core machine) and 1.1 GB, most of it Open
+#   WebUI's own wheel (260 MB with its frontend), Chroma and its dependencies.
 # - playwright-core 1.65.2 from npm (no lock file; it downloads no browser): drives Debian's chromium.
 # Each part is complete once its marker names what it holds; a half-done install is started again.
 set -euo pipefail
