@@ -37,14 +37,16 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy
 
-# System packages (nginx + njs, Docker engine, promtool, node) are installed when running as root, the
-# prometheus-operator and Grafana types with npm into .cache/ (scripts/schema-types.sh);
+# System packages (nginx + njs, Docker engine, promtool, node, chromium) are installed when running as root, the
+# prometheus-operator and Grafana types with npm into .cache/ (scripts/schema-types.sh), Open WebUI and playwright-core
+# into ~/.cache/vllm-stack (scripts/open-webui.sh);
 # a Docker engine is started for the tests when none answers, and stopped again by its pid.
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	bash scripts/system-deps.sh
 	bash scripts/schema-types.sh
+	bash scripts/open-webui.sh
 	bash scripts/with-dockerd.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev

@@ -96,7 +96,7 @@ class VllmStack(pulumi.ComponentResource):
         else:
             webui_key = pulumi.Output.secret("no-key-needed")
             client_keys = pulumi.Output.from_input([])
-        keys_conf: pulumi.Output[str] = pulumi.Output.all(client_keys, vllm_key).apply(lambda v: gateway_files.keys_conf(v[0], v[1]))
+        keys_conf: pulumi.Output[str] = pulumi.Output.all(client_keys, vllm_key).apply(lambda v: gateway_files.keys_conf(p, v[0], v[1]))
 
         platform = platform_for(name, p, parent=self)
         ws = stack_workloads(p, platform.image)

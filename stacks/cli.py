@@ -189,13 +189,15 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _keys_conf(args: argparse.Namespace) -> int:
     """keys.conf for the gateway-keys Secret when manifests are rendered (GitOps): keys come from the
-    environment, never from arguments, so they stay out of shell history and process lists."""
+    environment, never from arguments, so they stay out of shell history and process lists. The stack's maps size
+    nginx's map hash together with the keys'."""
+    p = plan(load_stack(args.stack))
     vllm_key = os.environ.get("VLLM_API_KEY", "")
     if not vllm_key:
         print("set VLLM_API_KEY (the vllm-api-key Secret's value) and, for a closed gateway, API_KEYS", file=sys.stderr)
         return 1
     try:
-        sys.stdout.write(gateway.keys_conf(parse_api_keys(os.environ.get("API_KEYS", "")), vllm_key))
+        sys.stdout.write(gateway.keys_conf(p, parse_api_keys(os.environ.get("API_KEYS", "")), vllm_key))
     except ValueError as err:
         print(err, file=sys.stderr)
         return 1
@@ -262,10 +264,12 @@ def parser() -> argparse.ArgumentParser:
     sr.set_defaults(run=_render)
     sub.add_parser("schema", help="print the JSON Schema of the stack config").set_defaults(run=_schema)
     sub.add_parser("config-reference", help="print the configuration reference (docs/configuration.md) in Markdown").set_defaults(run=_config_reference)
-    sub.add_parser(
+    sk = sub.add_parser(
         "keys-conf",
-        help="print the gateway's keys.conf from $VLLM_API_KEY and $API_KEYS (comma-separated name:key entries), for Secrets you create yourself",
-    ).set_defaults(run=_keys_conf)
+        help="print the gateway's keys.conf of a stack from $VLLM_API_KEY and $API_KEYS (comma-separated name:key entries), for Secrets you create yourself",
+    )
+    sk.add_argument("stack", help="the stack the gateway belongs to (its maps and the keys size nginx's map hash together)")
+    sk.set_defaults(run=_keys_conf)
     sd = sub.add_parser("doctor", help="check this machine against a stack before `pulumi up`; exits 1 when a check fails")
     sd.add_argument("stack", nargs="?", help="stack name or stack file path")
     sd.add_argument("--inventory", action="store_true", help="print this host's GPUs as the gpus block of a stack file")

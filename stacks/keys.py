@@ -16,6 +16,12 @@ KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 """A key's name: letters, digits, ``.``, ``_``, ``-``; safe in nginx configs, JSON logs and Prometheus labels."""
 KEY_FORBIDDEN = "\n\r\"'\\$ \t;{},"
 """Characters a key cannot hold: they would end the entry or break out of nginx's quoting."""
+MAX_KEY_LENGTH = 256
+"""The longest key accepted, in characters. Keys issued today are shorter (the stack's own: 40; Hugging Face: 37;
+Anthropic: 108; OpenAI project keys: 164), and 256 leaves room for longer formats while keeping every key well inside
+what nginx takes: a config token (``"Bearer <key>"`` in keys.conf) of at most 4096 bytes (NGX_CONF_BUFFER,
+src/core/ngx_conf_file.c, nginx 1.30.0) and a request header line of 8 KiB (``large_client_header_buffers``); nginx's
+map hash is sized for the keys actually given (stacks/render/nginx_hash.py). Longer secrets are refused, not cut."""
 WEBUI_KEY_NAME = "open-webui"
 """The name of the gateway key the stack generates for Open WebUI."""
 
@@ -32,6 +38,8 @@ class ApiKey:
 def check_key(key: str, where: str) -> None:
     if not key:
         raise ValueError(f"{where}: the key is empty; write name:key or a bare key")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"{where}: the key has {len(key)} characters; at most {MAX_KEY_LENGTH} are accepted; use a shorter key")
     if any(c in key for c in KEY_FORBIDDEN) or not key.isprintable() or not key.isascii():
         raise ValueError(f"{where}: a key may not contain quotes, backslashes, '$', ';', ',', braces, whitespace or non-ASCII characters; choose another key")
 

@@ -6,7 +6,11 @@ in headers and content. Request knobs (in the JSON body): ``max_tokens`` (stream
 plain answer), ``split_ms`` (a stream's usage event is written in two halves this far apart, and
 ``[DONE]`` apart again, so that a gateway reads them separately).
 
-Run: ``python -m tests.fake_vllm --port 9001 --name a --models a,alias-a``.
+Tools are taken or refused as vLLM 0.26 does: a chat with ``tools`` (and ``tool_choice`` left out, so ``auto``) gets vLLM's
+400 unless the server runs with ``--enable-auto-tool-choice --tool-call-parser P``. ``--record FILE`` appends each
+request (path, headers, body) as a JSON line, for tests that check what a client sent.
+
+Run: ``python -m tests.fake_vllm --port 9001 --name a --models a,alias-a [--enable-auto-tool-choice --tool-call-parser hermes]``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,6 +27,30 @@ from typing import Any
 # vllm/entrypoints/openai/{chat_completion,completion}/protocol.py of 0.26.0): every field, null unless asked for
 TRAILING_CHAT = dict.fromkeys(("prompt_logprobs", "prompt_token_ids", "prompt_text", "kv_transfer_params", "ec_transfer_params", "metrics"))
 TRAILING_COMPLETION = dict.fromkeys(("kv_transfer_params", "ec_transfer_params", "metrics"))
+AUTO_TOOLS_REFUSED = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+"""vLLM 0.26.0's message for tools without a parser (vllm/renderers/online_renderer.py, OnlineRenderer.render_chat)."""
+
+
+def tool_refusal(body: dict[str, Any], parser: str | None) -> str | None:
+    """What vLLM 0.26.0 says to a chat's tools on a server without a tool-call parser, or None when it takes them.
+
+    ChatCompletionRequest.check_tool_usage (vllm/entrypoints/openai/chat_completion/protocol.py) makes a missing
+    ``tool_choice`` ``auto`` when tools are given; render_chat refuses ``auto`` without --enable-auto-tool-choice (which
+    vLLM accepts only together with --tool-call-parser) and ``required`` or a named tool without a parser. (Mistral
+    tokenizers and gpt-oss' Harmony format are exempt in vLLM; the stand-in serves neither.)"""
+    choice = body.get("tool_choice", "auto" if body.get("tools") else None)
+    if parser or choice in (None, "none"):
+        return None
+    if choice == "auto":
+        return AUTO_TOOLS_REFUSED
+    desc = f'function "{choice["function"]["name"]}"' if isinstance(choice, dict) else f'"{choice}"'
+    return f"tool_choice={desc} requires --tool-call-parser to be set"
+
+
+def vllm_error_body(message: str, status: int = 400, etype: str = "BadRequestError") -> bytes:
+    """vLLM's ErrorResponse as FastAPI's JSONResponse writes it (starlette: compact separators, UTF-8 unescaped)."""
+    error = {"error": {"message": message, "type": etype, "param": None, "code": status}}
+    return json.dumps(error, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -67,25 +96,34 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(400, {"error": {"message": "bad json", "type": "BadRequestError", "code": 400}})
             return
+        self.server.record(self.path, dict(self.headers), body)
         model = body.get("model")
         if model not in self.server.models:
             self._send(404, {"error": {"message": f"The model `{model}` does not exist.", "type": "NotFoundError", "code": 404}})
+            return
+        refusal = tool_refusal(body, self.server.tool_parser) if self.path.endswith("/chat/completions") else None
+        if refusal:
+            data = vllm_error_body(refusal)
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self._echo_headers()
+            self.end_headers()
+            self.wfile.write(data)
             return
         if body.get("sleep_ms"):
             time.sleep(body["sleep_ms"] / 1000)
         rid = self.headers.get("X-Request-ID", "")
         text = f"backend={self.server.name} model={model} rid={rid} bytes={len(raw)}"
+        if body.get("tools"):
+            text += f" tools={len(body['tools'])}"
         chat = self.path.endswith("/chat/completions")
         if self.path.endswith("/embeddings"):
-            self._send(
-                200,
-                {
-                    "object": "list",
-                    "model": model,
-                    "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 1.0]}],
-                    "usage": {"prompt_tokens": 1, "total_tokens": 1},
-                },
-            )
+            # one vector per input, as vLLM answers a list
+            inputs = body.get("input")
+            count = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
+            vectors = [{"object": "embedding", "index": i, "embedding": [float(i % 3), 1.0, 0.5]} for i in range(count)]
+            self._send(200, {"object": "list", "model": model, "data": vectors, "usage": {"prompt_tokens": count, "total_tokens": count}})
             return
         if not body.get("stream"):
             text += "p" * int(body.get("pad_bytes") or 0)
@@ -153,10 +191,19 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512
 
-    def __init__(self, port: int, name: str, models: list[str]) -> None:
+    def __init__(self, port: int, name: str, models: list[str], tool_parser: str | None = None, record_to: str | None = None) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.name = name
         self.models = models
+        self.tool_parser = tool_parser
+        self.record_to = record_to
+        self.record_lock = threading.Lock()
+
+    def record(self, path: str, headers: dict[str, str], body: Any) -> None:
+        if self.record_to:
+            line = json.dumps({"backend": self.name, "path": path, "headers": headers, "body": body}) + "\n"
+            with self.record_lock, open(self.record_to, "a") as f:
+                f.write(line)
 
 
 def main() -> None:
@@ -164,8 +211,16 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--name", required=True)
     ap.add_argument("--models", required=True)
+    # vLLM's flags (FrontendArgs, vllm/entrypoints/openai/cli_args.py 0.26.0) and its start-up check of them
+    ap.add_argument("--enable-auto-tool-choice", action="store_true")
+    ap.add_argument("--tool-call-parser")
+    ap.add_argument("--record", help="append each request as a JSON line to this file")
     a = ap.parse_args()
-    server = Server(a.port, a.name, a.models.split(","))
+    if a.enable_auto_tool_choice and not a.tool_call_parser:
+        ap.exit(1, "Error: --enable-auto-tool-choice requires --tool-call-parser\n")
+    # the parser is used only with auto tool choice on (ParserManager.get_tool_parser, vllm/parser/parser_manager.py)
+    parser = a.tool_call_parser if a.enable_auto_tool_choice else None
+    server = Server(a.port, a.name, a.models.split(","), parser, a.record)
     print("ready", flush=True)
     server.serve_forever()
 

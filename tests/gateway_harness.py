@@ -159,13 +159,23 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / 1e9
 
 
-def start_backend(name: str, models: list[str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_vllm", "--port", str(port), "--name", name, "--models", ",".join(models)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def tool_flags(args: list[str]) -> list[str]:
+    """vLLM's tool-calling flags in a server's command line (the stand-in takes them as vLLM does)."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--enable-auto-tool-choice":
+            out.append(arg)
+        elif arg == "--tool-call-parser":
+            out += args[i : i + 2]
+    return out
+
+
+def start_backend(name: str, models: list[str], port: int, flags: list[str] | None = None, record: Path | None = None) -> subprocess.Popen[bytes]:
+    """A stand-in vLLM on 127.0.0.1; ``flags``: vLLM arguments it honours; ``record``: a file it appends each request to."""
+    cmd = [sys.executable, "-m", "tests.fake_vllm", "--port", str(port), "--name", name, "--models", ",".join(models), *(flags or [])]
+    if record:
+        cmd += ["--record", str(record)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc)
     return proc
 
@@ -195,20 +205,23 @@ def render_into(
     files = gateway.render(p, layout)
     (directory / "nginx.conf").write_text(files["nginx.conf"])
     (directory / "njs" / "router.js").write_text(files["router.js"])
-    (directory / gateway.KEYS_FILE).write_text(gateway.keys_conf(parse_api_keys(",".join(api_keys)), vllm_key))
+    (directory / gateway.KEYS_FILE).write_text(gateway.keys_conf(p, parse_api_keys(",".join(api_keys)), vllm_key))
     return directory / "nginx.conf"
 
 
 @contextlib.contextmanager
-def running_gateway(raw: dict[str, Any], directory: Path, api_keys: list[str] | None = None, vllm_key: str | None = "internal-vllm-key") -> Iterator[Running]:
-    """Backends for every model of ``raw`` plus nginx, all on 127.0.0.1; stopped on exit."""
+def running_gateway(
+    raw: dict[str, Any], directory: Path, api_keys: list[str] | None = None, vllm_key: str | None = "internal-vllm-key", record: Path | None = None
+) -> Iterator[Running]:
+    """Backends for every model of ``raw`` (with the plan's tool-calling flags) plus nginx, all on 127.0.0.1; stopped on
+    exit. ``record``: a file every backend appends each request it gets to."""
     p = plan(parse(raw))
     ports = {m.service: free_port() for m in p.models}
     backends: dict[str, subprocess.Popen[bytes]] = {}
     nginx: subprocess.Popen[bytes] | None = None
     try:
         for m in p.models:
-            backends[m.name] = start_backend(m.name, m.served_names, ports[m.service])
+            backends[m.name] = start_backend(m.name, m.served_names, ports[m.service], tool_flags(m.args), record)
         gw_port, metrics_port = free_port(), free_port()
         conf = render_into(directory, p, gw_port, {s: f"127.0.0.1:{port}" for s, port in ports.items()}, api_keys or [], vllm_key, metrics_port)
         nginx = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

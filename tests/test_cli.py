@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from stacks.cli import main
-from stacks.config import SCALAR_KEYS, SECRET_KEYS, StackConfig, json_schema
+from stacks.config import SCALAR_KEYS, SECRET_KEYS, StackConfig, json_schema, load_stack
 from stacks.keys import ApiKey, parse_api_keys
+from stacks.plan import plan
 from tests.conftest import ROOT, STACKS
 
 
@@ -100,17 +101,17 @@ def test_keys_conf_for_self_made_secrets(monkeypatch: pytest.MonkeyPatch, capsys
     from stacks.render.gateway import keys_conf
 
     monkeypatch.delenv("VLLM_API_KEY", raising=False)
-    assert main(["keys-conf"]) == 1
+    assert main(["keys-conf", "cluster"]) == 1
     assert "VLLM_API_KEY" in capsys.readouterr().err
     monkeypatch.setenv("VLLM_API_KEY", "vk-internal")
     monkeypatch.setenv("API_KEYS", "sk-a, team-b:sk-b")
-    assert main(["keys-conf"]) == 0
+    assert main(["keys-conf", "cluster"]) == 0
     out = capsys.readouterr().out
-    assert out == keys_conf([ApiKey("key-1", "sk-a"), ApiKey("team-b", "sk-b")], "vk-internal")
+    assert out == keys_conf(plan(load_stack("cluster")), [ApiKey("key-1", "sk-a"), ApiKey("team-b", "sk-b")], "vk-internal")
     assert '"Bearer sk-a" "key-1";' in out and '"team-b" "Bearer sk-b";' in out
     for bad in ("sk;bad", "bad name:sk-x", "a:sk-dup,b:SK-DUP", ":sk-noname"):
         monkeypatch.setenv("API_KEYS", bad)
-        assert main(["keys-conf"]) == 1
+        assert main(["keys-conf", "cluster"]) == 1
         err = capsys.readouterr().err
         assert "apiKeys" in err and "sk" not in err.replace("apiKeys", ""), err
 

@@ -255,6 +255,9 @@ class ModelConfig(Section):
     """Allow the model repository's own code to run."""
     lora_modules: list[LoraModule] = []
     """LoRA adapters served beside the base model."""
+    tool_call_parser: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = None
+    """vLLM's tool-call parser (``--enable-auto-tool-choice --tool-call-parser``); defaults to the one of the model's family
+    (``stacks/catalog/tool_calls.py``); ``none`` turns tool calling off, and Open WebUI then sends the model no tools."""
     extra_args: list[str] = []
     """Further vLLM arguments, passed through."""
     env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
@@ -381,6 +384,9 @@ class WebuiConfig(Section):
     """Kubernetes target: size of the data PVC."""
     embedding_model: str | None = None
     """Served name of an embedding model (``task: embed``) for Open WebUI's document search (RAG), through the gateway."""
+    model_access: Literal["all", "restricted"] = "all"
+    """Who may chat with the stack's models: ``all`` signed-in users, or ``restricted`` to admins and the users and groups
+    an admin grants each model in Open WebUI (Admin Panel, Models)."""
     oidc: OidcConfig | None = None
     """Sign-in through an OpenID Connect provider; the client secret is ``vllm-stack:webuiOidcClientSecret`` (a secret)."""
 

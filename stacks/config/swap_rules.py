@@ -80,5 +80,7 @@ def _placement(c: StackConfig, name: str, indices: list[int]) -> list[Problem]:
         if m.autoscaling is not None and m.autoscaling.enabled:
             out.append(Problem(f"models[{i}].autoscaling", f"a member of swap group {name!r} wakes on demand instead; remove autoscaling or swap"))
         if m.nodes > 1:
-            out.append(Problem(f"models[{i}].nodes", f"swap group {name!r} runs in one pod on one node; a model spanning nodes cannot join it: remove swap or nodes"))
+            out.append(
+                Problem(f"models[{i}].nodes", f"swap group {name!r} runs in one pod on one node; a model spanning nodes cannot join it: remove swap or nodes")
+            )
     return out

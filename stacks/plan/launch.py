@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stacks.catalog.tool_calls import FLAGS as TOOL_FLAGS
+from stacks.catalog.tool_calls import NONE, PLUGIN_FLAG, VLLM_TOOL_PARSERS, catalog_parser
 from stacks.config.schema import ModelConfig
 from stacks.errors import Problem
 from stacks.plan.releases import Version, removed_flag, runner_flags, version_text
@@ -49,6 +51,8 @@ MANAGED_FLAGS: dict[str, str] = {
     "--master-addr": "set models[].nodes (the group's leader is the master)",
     "--master-port": "set models[].nodes (the group's leader is the master)",
     "--headless": "set models[].nodes (the workers of a group run headless)",
+    "--enable-auto-tool-choice": "set models[].toolCallParser",
+    "--tool-call-parser": "set models[].toolCallParser",
     "--api-key": "secrets never go in arguments: pulumi config set --secret vllm-stack:vllmApiKey",
     "--hf-token": "secrets never go in arguments: pulumi config set --secret vllm-stack:hfToken",
 }
@@ -67,6 +71,29 @@ def extra_arg_problems(i: int, m: ModelConfig, version: Version) -> list[Problem
     return out
 
 
+def tool_call_parser(i: int, m: ModelConfig, task: str, problems: list[Problem]) -> str | None:
+    """The model's parser: ``toolCallParser``, else its family's; None for no tool calling (and for embedding models)."""
+    key, wanted = f"models[{i}].toolCallParser", m.tool_call_parser
+    if task == "embed":
+        if wanted not in (None, NONE):
+            problems.append(Problem(key, "an embedding model (task: embed) makes no tool calls; remove toolCallParser"))
+        return None
+    if wanted is None:
+        return catalog_parser(m.model)
+    if wanted == NONE:
+        return None
+    plugin = any(a.split("=", 1)[0] == PLUGIN_FLAG for a in m.extra_args)
+    if wanted not in VLLM_TOOL_PARSERS and not plugin:
+        problems.append(
+            Problem(
+                key,
+                f"{wanted!r} is not a tool-call parser of vLLM 0.26.0 ({', '.join(sorted(VLLM_TOOL_PARSERS))}); name one, none, "
+                f"or add {PLUGIN_FLAG} to extraArgs for a parser your plugin registers",
+            )
+        )
+    return wanted
+
+
 def server_args(
     m: ModelConfig,
     served_names: list[str],
@@ -80,6 +107,7 @@ def server_args(
     kv_cache_bytes: int | None,
     max_model_len: int,
     multimodal: list[str] | None = None,
+    tool_call_parser: str | None = None,
 ) -> list[str]:
     """Arguments after ``vllm serve``: the fraction gates the start; where the release has it, the KV cache is sized in bytes."""
     args = [m.model, "--host", "0.0.0.0", "--port", str(VLLM_PORT), "--served-model-name", *served_names]
@@ -109,6 +137,8 @@ def server_args(
         args.append("--trust-remote-code")
     if m.lora_modules:
         args += ["--enable-lora", "--lora-modules", *(f"{lo.name}={lo.path}" for lo in m.lora_modules)]
+    if tool_call_parser:
+        args += [TOOL_FLAGS[0], TOOL_FLAGS[1], tool_call_parser]
     return args + list(multimodal or []) + list(m.extra_args)
 
 

@@ -14,7 +14,7 @@ from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackCon
 from stacks.errors import ConfigError, Problem
 from stacks.plan import swap as swapping_plan
 from stacks.plan import topology as net
-from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args, worker_args
+from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args, tool_call_parser, worker_args
 from stacks.plan.memory import DTYPE_BYTES, GIB, SAFETY_FRACTION, KvLayout
 from stacks.plan.monitoring import monitoring_plan
 from stacks.plan.multimodal import EncoderFigures, limit_args, media_problems
@@ -72,6 +72,7 @@ class _Model:
     kv_dtype_bytes: float
     server: Server
     sizing: Sizing
+    tool_call_parser: str | None
     media: dict[str, int] | None = None
 
     @property
@@ -184,7 +185,7 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
         if not docker and kube and (big := too_big(i, m, arch, spec, sizing, mml, kube.gpu)):
             problems.append(big)
             continue
-        out.append(_Model(i, m, arch, task, tp, pp, kv_bytes, server, sizing, media))
+        out.append(_Model(i, m, arch, task, tp, pp, kv_bytes, server, sizing, tool_call_parser(i, m, task, problems), media))
     return out
 
 
@@ -372,6 +373,7 @@ def plan(config: StackConfig) -> StackPlan:
             kv_cache_bytes=s.kv_bytes if exact and s.layout else None,
             max_model_len=s.max_model_len,
             multimodal=limit_args(md.arch.vision, md.media),
+            tool_call_parser=md.tool_call_parser,
         )
         env = {"TZ": config.timezone, **m.env}
         swap_figures = None
@@ -403,6 +405,7 @@ def plan(config: StackConfig) -> StackPlan:
                 fraction_source="auto" if s.fixed is None else "config",
                 entrypoint=list(ENTRYPOINT),
                 args=args,
+                tool_call_parser=md.tool_call_parser,
                 env=env,
                 start_after=after,
                 replicas=m.replicas,
@@ -691,6 +694,12 @@ def _stack(
                 chat_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate"],
                 vision_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate" and _takes_images(models_by_name[r.model])],
                 embedding_model=ui_cfg.embedding_model,
+                function_calling={
+                    r.served_name: "native" if models_by_name[r.model].tool_call_parser else "legacy"
+                    for r in routes
+                    if models_by_name[r.model].task == "generate"
+                },
+                model_access=ui_cfg.model_access,
                 oidc=_oidc_env(ui_cfg.oidc),
             )
             if webui

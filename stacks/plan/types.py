@@ -177,6 +177,8 @@ class ModelPlan:
     fraction_source: Literal["config", "auto"]
     entrypoint: list[str]
     args: list[str]
+    tool_call_parser: str | None
+    """vLLM's tool-call parser on its command line; None: no tool calling, and Open WebUI sends the model no tools."""
     env: dict[str, str]
     start_after: list[str]
     replicas: int
@@ -336,6 +338,11 @@ class WebuiPlan:
     """Served names offered as chat models (embedding models left out)."""
     embedding_model: str | None
     """Served name Open WebUI's document search embeds with, through the gateway."""
+    function_calling: dict[str, str]
+    """Chat model -> Open WebUI's ``function_calling`` for it: ``native`` (tools go to vLLM, whose server has a tool-call
+    parser) or ``legacy`` (Open WebUI asks the model in a prompt and sends it no tools)."""
+    model_access: str
+    """``all``: every signed-in user may use the chat models; ``restricted``: admins and whom an admin grants them."""
     oidc: dict[str, str]
     """Open WebUI's OpenID Connect settings as its environment (empty without ``webui.oidc``); the client secret is a SecretRef."""
     vision_models: list[str] = field(default_factory=list)

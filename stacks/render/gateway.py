@@ -17,6 +17,7 @@ from stacks.keys import ApiKey, with_key
 from stacks.plan import StackPlan
 from stacks.plan.topology import GATEWAY_METRICS_PORT, GATEWAY_PORT, HEALTH_PATH, KEYS_FILE, METRICS_PATH
 from stacks.plan.types import GatewayPlan
+from stacks.render import nginx_hash
 
 ROUTER_JS = Path(__file__).with_name("router.js")
 ERROR_PREFIX = "/.gateway-error/"
@@ -468,7 +469,8 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         ]
     lines += [
         "",
-        "    # $gw_key_candidate, $gw_key_expected (client keys) and $upstream_authorization (vLLM's key): a secret file",
+        "    # $gw_key_candidate, $gw_key_expected (client keys) and $upstream_authorization (vLLM's key): a secret file.",
+        "    # Before any map: it sizes the map hash, which nginx refuses to change once a map is read",
         f"    include {layout.keys_file};",
         "",
         *(f"    {ln}" if ln else "" for ln in _maps(plan)),
@@ -637,17 +639,17 @@ def _route_error_location() -> list[str]:
     return lines
 
 
-def keys_conf(api_keys: list[ApiKey], vllm_api_key: str | None) -> str:
+def keys_conf(plan: StackPlan, api_keys: list[ApiKey], vllm_api_key: str | None) -> str:
     """The secret include: which client keys pass under which name, and the key the gateway sends to vLLM.
 
     With no client keys the gateway is open (every request authorized, key name ``-``). nginx.conf lets a request in
-    when its Authorization header equals ``$gw_key_expected`` byte for byte.
+    when its Authorization header equals ``$gw_key_expected`` byte for byte. It starts with the map hash's size, for
+    the keys of its own maps and of nginx.conf's (nginx.conf includes it before its first map): nginx_hash.py.
     """
     keys = with_key(api_keys)
     if vllm_api_key is not None:
         with_key([ApiKey("vllm", vllm_api_key)])  # the same character rules
-    lines = [
-        "# secret: API keys of the vllm-stack gateway",
+    maps = [
         "# nginx compares map strings ignoring case: the name of the key the header matches so, and that key's exact header",
         "map $http_authorization $gw_key_candidate {",
         '    default "";',
@@ -663,6 +665,13 @@ def keys_conf(api_keys: list[ApiKey], vllm_api_key: str | None) -> str:
         f'    default "Bearer {vllm_api_key}";' if vllm_api_key else '    default "";',
         "}",
         "",
+    ]
+    hashed = nginx_hash.map_keys(nginx_conf(plan)) + nginx_hash.map_keys("\n".join(maps))
+    lines = [
+        "# secret: API keys of the vllm-stack gateway",
+        "# the map hash (every map of nginx.conf and this file): buckets that hold the longest key",
+        *nginx_hash.directives(hashed),
+        *maps,
     ]
     return "\n".join(lines)
 

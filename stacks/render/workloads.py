@@ -11,12 +11,14 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stacks.plan import ModelPlan, SecretRef, StackPlan
 from stacks.plan import topology as net
 from stacks.plan.types import Autoscaling, SwapGroupPlan
 from stacks.render import gateway as gateway_files
+from stacks.render import open_webui_models
 from stacks.render import prometheus as prometheus_files
 from stacks.render import swap as swap_files
 from stacks.render.dockerfile import content_tag
@@ -41,6 +43,11 @@ VLLM_USER_CACHE = "/home/vllm/.cache"
 """Its HOME is /home/vllm (/etc/passwd), so Hugging Face and vLLM cache under /home/vllm/.cache."""
 GATEWAY_CONF_DIR = "/etc/nginx"
 WEBUI_DATA_DIR = "/app/backend/data"
+WEBUI_MODELS_PROGRAM = "/app/backend/vllm_stack_models.py"
+"""Where stacks/render/open_webui_models.py goes in the Open WebUI container: the image runs Open WebUI from its working
+directory /app/backend, where the ``open_webui`` package lies uninstalled, and Python finds packages beside the script."""
+WEBUI_START = "bash start.sh"
+"""The image's own start (its Dockerfile: WORKDIR /app/backend, CMD ["bash", "start.sh"])."""
 PROMETHEUS_DIR = "/etc/prometheus"
 PROMETHEUS_CONFIG = f"{PROMETHEUS_DIR}/prometheus.yml"
 PROMETHEUS_DATA_DIR = "/prometheus"
@@ -246,8 +253,9 @@ def open_webui(plan: StackPlan, image: Ref) -> Workload:
     ui = plan.webui
     assert ui is not None, "built only when Open WebUI is enabled"
     # Open WebUI v0.12.4's settings (open_webui/config.py, env.py): the stack config stays the source of truth, so
-    # nothing persists in its database; the one connection lists the chat models itself (model_ids: no /models fetch,
-    # so embedding models are never offered as chat models)
+    # no setting persists in its database; the one connection lists the chat models itself (model_ids: no /models fetch,
+    # so embedding models are never offered as chat models). Its model entries are written before it starts
+    # (open_webui_models.py): who may use each model, and whether it gets tools.
     env = {
         "OPENAI_API_BASE_URLS": plan.webui_api_base.rstrip("/"),
         "OPENAI_API_CONFIGS": json.dumps({"0": {"enable": True, "model_ids": ui.chat_models, "connection_type": "local"}}, separators=(",", ":")),
@@ -259,6 +267,12 @@ def open_webui(plan: StackPlan, image: Ref) -> Workload:
         "TZ": plan.timezone,
         "ANONYMIZED_TELEMETRY": "False",
         **_vision_metadata(ui.chat_models, ui.vision_models),
+        # a private stack calls nothing outside it: OFFLINE_MODE turns off the version check (the admin panel asks a
+        # public site for the latest release), model downloads (HF_HUB_OFFLINE, RAG_EMBEDDING_MODEL_AUTO_UPDATE: without
+        # an embedding model of the stack, Open WebUI's own one is loaded from the image's cache, never downloaded)
+        "OFFLINE_MODE": "True",
+        "ENABLE_VERSION_UPDATE_CHECK": "False",
+        open_webui_models.ENV: open_webui_models.webui_models_env(ui.function_calling, ui.model_access),
         **ui.oidc,
     }
     secret_env = {"OPENAI_API_KEYS": net.WEBUI_GATEWAY_KEY, "WEBUI_SECRET_KEY": net.WEBUI_SECRET_KEY}
@@ -276,6 +290,8 @@ def open_webui(plan: StackPlan, image: Ref) -> Workload:
         name=ui.service.name,
         component="webui",
         image=image,
+        args=["bash", "-c", f"python3 {WEBUI_MODELS_PROGRAM} && exec {WEBUI_START}"],
+        files={WEBUI_MODELS_PROGRAM: Path(open_webui_models.__file__).read_text()},
         env=env,
         secret_env=secret_env,
         port=ui.service.port,
