@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stacks.catalog import Arch, quantized_by_name, resolve
 from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackConfig
 from stacks.errors import ConfigError, Problem
 from stacks.plan import topology as net
+from stacks.plan.endpoints import external_plans, ollama_plan
 from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args
 from stacks.plan.memory import (
     DTYPE_BYTES,
@@ -44,6 +45,8 @@ from stacks.plan.types import (
     Autoscaling,
     DcgmPlan,
     DockerPlan,
+    EndpointPlan,
+    ExternalModelPlan,
     GatewayPlan,
     GpuPlan,
     ImagePlan,
@@ -52,6 +55,7 @@ from stacks.plan.types import (
     KubernetesPlan,
     MemoryFigures,
     ModelPlan,
+    OllamaPlan,
     PrometheusPlan,
     Route,
     ScrapeTarget,
@@ -236,7 +240,8 @@ def _image(config: StackConfig, version: Version, problems: list[Problem]) -> Im
         base=base,
         timezone=config.timezone,
         apt_packages=list(img.apt_packages),
-        build=config.target == "docker" or bool(img.apt_packages),
+        # no vLLM runs without models (a stack serving endpoints only): nothing to build
+        build=bool(config.models) and (config.target == "docker" or bool(img.apt_packages)),
         vllm_version=version_text(version),
         registry=img.registry,
         run_as_non_root=non_root,
@@ -255,6 +260,16 @@ def plan(config: StackConfig) -> StackPlan:
     docker = config.target == "docker"
     gpus = _gpus(config, models)
     notes: list[str] = []
+    ollama = ollama_plan(config, {g for md in models for g in md.server.gpus}, problems)
+    if problems:
+        raise ConfigError(problems)
+    if ollama is not None:
+        for g in ollama.shared_gpus:
+            # vLLM servers are planned around what Ollama's models hold once loaded, as around any other reservation
+            gpus[g] = replace(gpus[g], reserved=gpus[g].reserved + ollama.reserved_gib)
+            notes.append(
+                f"GPU {g}: {ollama.reserved_gib:.2f} GiB set aside for Ollama ({', '.join(f'{m.model} {m.memory_gib:.2f}' for m in ollama.models)} GiB)"
+            )
     gpu_key = "models[{i}].gpus" if docker else "models[{i}].tensorParallel"
     share(gpus, [md.server for md in models], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key)
     if problems:
@@ -386,7 +401,9 @@ def plan(config: StackConfig) -> StackPlan:
                     headroom_gib=round(headroom, 3),
                 )
             )
+    endpoints, externals = external_plans(config)
     embedders = [n for p in plans if p.task == "embed" for n in p.served_names]
+    embedders += [n for em in externals if em.task == "embed" for n in em.served_names]
     wanted = config.webui.embedding_model
     if wanted and wanted not in embedders:
         problems.append(
@@ -394,7 +411,7 @@ def plan(config: StackConfig) -> StackPlan:
         )
     if problems:
         raise ConfigError(problems)
-    return _stack(config, image, plans, gpu_plans, notes)
+    return _stack(config, image, plans, gpu_plans, notes, (endpoints, externals, ollama))
 
 
 def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, problems: list[Problem]) -> set[int]:
@@ -463,14 +480,22 @@ def _fixed_problem(s: Server, total: float) -> Problem | None:
     )
 
 
-def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_plans: list[GpuPlan], notes: list[str]) -> StackPlan:
+def _stack(
+    config: StackConfig,
+    image: ImagePlan,
+    models: list[ModelPlan],
+    gpu_plans: list[GpuPlan],
+    notes: list[str],
+    served_elsewhere: tuple[list[EndpointPlan], list[ExternalModelPlan], OllamaPlan | None],
+) -> StackPlan:
+    endpoints, externals, ollama = served_elsewhere
     target = config.target
     kube = config.kubernetes
     namespace = kube.namespace if kube else None
     gw_cfg, ui_cfg, mon = config.gateway, config.webui, config.monitoring
     gateway = net.service(target, namespace, net.GATEWAY, net.GATEWAY_PORT, gw_cfg.port, metrics_path=net.METRICS_PATH, metrics_port=net.GATEWAY_METRICS_PORT)
     webui = net.service(target, namespace, net.WEBUI, net.WEBUI_PORT, ui_cfg.port) if ui_cfg.enabled else None
-    dcgm = net.service(target, namespace, net.DCGM, net.DCGM_PORT, mon.dcgm_port, metrics_path=net.METRICS_PATH) if mon.dcgm else None
+    dcgm = net.service(target, namespace, net.DCGM, net.DCGM_PORT, mon.dcgm_port, metrics_path=net.METRICS_PATH) if config.runs_dcgm else None
     prometheus = net.service(target, namespace, net.PROMETHEUS, net.PROMETHEUS_PORT, mon.prometheus_port, health_path=None) if config.runs_prometheus else None
 
     scrape = [ScrapeTarget(net.JOB_VLLM, m.address, m.metrics_path, labels={"model": m.name}, service=m.service) for m in models]
@@ -529,7 +554,8 @@ def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_p
         )
 
     routes = [Route(s, mp.name, mp.service, mp.port) for mp in models for s in mp.served_names]
-    models_by_name = {mp.name: mp for mp in models}
+    routes += [Route(s, em.name, em.service, 0, kind="external") for em in externals for s in em.served_names]
+    tasks = {mp.name: mp.task for mp in models} | {em.name: em.task for em in externals}
     return StackPlan(
         target=target,
         timezone=config.timezone,
@@ -567,7 +593,7 @@ def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_p
                 database_url=ui_cfg.database_url,
                 storage_size=ui_cfg.storage_size,
                 startup_seconds=WEBUI_STARTUP_SECONDS,
-                chat_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate"],
+                chat_models=[r.served_name for r in routes if tasks[r.model] == "generate"],
                 embedding_model=ui_cfg.embedding_model,
                 oidc=_oidc_env(ui_cfg.oidc),
             )
@@ -582,4 +608,7 @@ def _stack(config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_p
         urls=urls,
         notes=notes,
         monitoring=monitoring,
+        endpoints=endpoints,
+        externals=externals,
+        ollama=ollama,
     )

@@ -24,6 +24,8 @@ PROMETHEUS_PORT = 9090
 """Prometheus' default ``--web.listen-address``."""
 GRAFANA_PORT = 3000
 """Grafana's image serves on 3000 (``EXPOSE 3000`` in grafana/grafana's Dockerfile)."""
+OLLAMA_PORT = 11434
+"""ollama/ollama's image: ``ENV OLLAMA_HOST=0.0.0.0:11434``, ``EXPOSE 11434`` (Dockerfile, v0.32.15)."""
 
 HEALTH_PATH = "/health"
 """vLLM, the gateway, Open WebUI and dcgm-exporter all answer here."""
@@ -36,6 +38,8 @@ WEBUI = "open-webui"
 DCGM = "dcgm-exporter"
 PROMETHEUS = "prometheus"
 GRAFANA = "grafana"
+OLLAMA = "ollama"
+"""The stack's Ollama: its service, and the endpoint name its models are served under."""
 
 # Prometheus job names of the stack's scrape targets (docker scrape config; ServiceMonitor relabelling on kubernetes).
 JOB_VLLM = "vllm"
@@ -47,11 +51,17 @@ def vllm_service(model: str) -> str:
     return f"vllm-{model}"
 
 
+def external_service(model: str) -> str:
+    """The gateway's upstream for an endpoint's model (an internal server of the gateway that speaks to the endpoint)."""
+    return f"ext-{model}"
+
+
 # Logical data volumes: docker named volumes, Kubernetes PVCs (or folders in one).
 MODEL_CACHE = "model-cache"
 VLLM_CACHE = "vllm-cache"
 WEBUI_DATA = "webui-data"
 PROMETHEUS_DATA = "prometheus-data"
+OLLAMA_DATA = "ollama-data"
 RETAIN_LABEL = "vllm-stack/retain-on-destroy"
 """Label on every data volume, PVC and the namespace: ``"true"`` where ``pulumi destroy`` keeps it.
 Written from the same flag as the resource's ``retainOnDelete`` option, which policy packs cannot see
