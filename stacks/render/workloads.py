@@ -160,7 +160,8 @@ def gateway(plan: StackPlan, image: Ref) -> Workload:
         health_path=gw.service.health_path,
         metrics_path=gw.service.metrics_path,
         metrics_port=gw.service.metrics_port,
-        files={f"{GATEWAY_CONF_DIR}/nginx.conf": rendered["nginx.conf"], f"{GATEWAY_CONF_DIR}/njs/router.js": rendered["router.js"]},
+        files={f"{GATEWAY_CONF_DIR}/nginx.conf": rendered["nginx.conf"], f"{GATEWAY_CONF_DIR}/njs/router.js": rendered["router.js"]}
+        | {f"{gateway_files.Layout().ca_dir}/{name.removeprefix('ca/')}": text for name, text in rendered.items() if name.startswith("ca/")},
         secret_files={f"{GATEWAY_CONF_DIR}/secrets/{net.KEYS_FILE}": net.GATEWAY_KEYS},
         # nginx resolves upstream names once, at start
         upstreams=Upstreams(services=[m.service for m in plan.models], marker=f"{GATEWAY_CONF_DIR}/upstream-ids.txt"),
