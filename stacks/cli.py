@@ -25,10 +25,15 @@ from stacks.render import kubernetes as kube_manifests
 
 
 def _print_plan(p: StackPlan, console: Console) -> None:
-    console.print(f"[bold]target[/] {p.target}   [bold]image[/] {p.image.base} (vLLM {p.image.vllm_version}, TZ {p.image.timezone})")
+    if p.models:
+        console.print(f"[bold]target[/] {p.target}   [bold]image[/] {p.image.base} (vLLM {p.image.vllm_version}, TZ {p.image.timezone})")
+    else:
+        console.print(f"[bold]target[/] {p.target}   no vLLM (every model is served elsewhere), TZ {p.timezone}")
     groups: list[tuple[str, list[str]]]
     if p.gpus:
         groups = [(f"GPU {g.index}: {g.name}, {g.memory_gib} GiB", g.models) for g in p.gpus]
+    elif not p.models:
+        groups = []
     else:
         assert p.kubernetes is not None, "a plan without GPUs is a kubernetes plan"
         groups = [(f"per pod: {p.kubernetes.gpu_name}, {p.kubernetes.gpu_memory_gib} GiB per GPU", [m.name for m in p.models])]
@@ -63,8 +68,27 @@ def _print_plan(p: StackPlan, console: Console) -> None:
             )
             table.caption_justify = "left"
         console.print(table)
+    if p.externals:
+        _print_elsewhere(p, console)
     for note in p.notes:
         console.print(f"[dim]- {note}[/]")
+
+
+def _print_elsewhere(p: StackPlan, console: Console) -> None:
+    """Models served elsewhere: where each goes and under which id; the stack's Ollama with what it holds on a GPU."""
+    table = Table(title="served elsewhere (no GPU planned)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("model", "aliases", "endpoint", "url", "as", "key", "messages"):
+        table.add_column(col, overflow="fold")
+    for m in p.externals:
+        e = p.endpoint(m.endpoint)
+        messages = "yes" if e.messages else "-"
+        table.add_row(m.name, ", ".join(m.served_names[1:]) or "-", e.name, e.url, m.upstream_model, e.key_secret or "-", messages)
+    console.print(table)
+    if p.ollama:
+        o = p.ollama
+        where = f"GPU {', '.join(map(str, o.gpus))}" if o.gpus else "CPU only"
+        held = ", ".join(f"{m.model} {m.memory_gib:.2f} GiB ({m.memory_source})" for m in o.models if m.memory_source != "none")
+        console.print(f"ollama: {o.image} on {where}; pulls {', '.join(o.pull)}" + (f"; loaded: {held}" if held else ""))
 
 
 def render_files(p: StackPlan) -> dict[str, str]:

@@ -178,7 +178,14 @@ class Handler(BaseHTTPRequestHandler):
         if (body.get("stream_options") or {}).get("include_usage"):
             # vLLM's last chunk before [DONE]: no choices, the whole request's usage
             usage = {"prompt_tokens": 7, "total_tokens": 7 + len(words), "completion_tokens": len(words)}
-            final = {"id": "c1", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0, "model": model, "choices": [], "usage": usage}
+            final: dict[str, Any] = {
+                "id": "c1",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": 0,
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
             event = f"data: {json.dumps(final)}\n\n".encode()
             split = body.get("split_ms", 0) / 1000
             if split:
@@ -215,7 +222,15 @@ class Handler(BaseHTTPRequestHandler):
         self._echo_headers()
         self.end_headers()
         delay = body.get("delay_ms", 0) / 1000
-        start = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": model, "stop_reason": None, "stop_sequence": None}
+        start: dict[str, Any] = {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": model,
+            "stop_reason": None,
+            "stop_sequence": None,
+        }
         events: list[tuple[str, dict[str, Any]]] = [
             ("message_start", {"type": "message_start", "message": start | {"usage": {"input_tokens": 7, "output_tokens": 0}}}),
             ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),

@@ -22,7 +22,9 @@ def _problems(raw: dict[str, Any]) -> ConfigError:
 @pytest.mark.parametrize("stack", STACKS)
 def test_committed_stacks_load_and_plan(stack: str) -> None:
     p = plan(load_stack(stack))
-    assert p.models and all(m.memory.max_full_sequences >= 1 for m in p.models)
+    assert p.routes and all(m.memory.max_full_sequences >= 1 for m in p.models)
+    # every stack but the GPU-less one runs vLLM
+    assert bool(p.models) == (stack != "mac") and bool(p.dcgm) == (stack != "mac")
 
 
 def _model(i: int, **kw: Any) -> dict[str, Any]:

@@ -100,8 +100,8 @@ def test_streams_pass_event_by_event(gw: Running) -> None:
         final = stream.get_final_message()
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop" and kinds.count("content_block_delta") == 5
     assert "backend=alpha model=claude-local" in _text(final) and final.usage.output_tokens == 5
-    assert stamps[0] < 0.15, stamps  # the first token long before the last
-    assert min(b - a for a, b in itertools.pairwise(stamps)) > 0.12, stamps
+    # the backend sends a delta every 200 ms: they arrive spread over 800 ms, not together at the end
+    assert stamps[-1] - stamps[0] > 0.6 and sum(b - a > 0.1 for a, b in itertools.pairwise(stamps)) >= 3, stamps
     line = gw.log_line("msg-stream")
     assert (line["prompt_tokens"], line["completion_tokens"]) == (7, 5), "a Messages API stream always carries its usage"
 

@@ -198,7 +198,7 @@ def test_a_refused_certificate_or_a_host_that_is_down_is_a_json_502_that_says_wh
 
 def test_the_endpoints_ca_alone_is_trusted(tmp_path: Path) -> None:
     """The same endpoint is refused when the stack trusts another CA (the system bundle, or someone else's)."""
-    with _fakes(tmp_path) as (ports, ca, _):
+    with _fakes(tmp_path) as (ports, _ca, _):
         raw = raw_config(ports, TestCA(tmp_path / "third").pem)
         keys = {"hostedKey": HOSTED_KEY, "anthropicKey": ANTHROPIC_KEY}
         with running_gateway(raw, tmp_path / "gw", endpoint_keys=keys, endpoint_addresses={"ep-ollama": f"127.0.0.1:{ports['ollama']}"}) as gw:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from stacks.keys import ApiKey, check_key, with_key
 from stacks.plan import StackPlan
@@ -130,7 +131,7 @@ def upstream_block_name(service: str) -> str:
     return f"up-{service}"
 
 
-def models_json(plan: StackPlan) -> dict[str, object]:
+def models_json(plan: StackPlan) -> dict[str, Any]:
     """The ``GET /v1/models`` body: every served name, OpenAI list format."""
     data: list[dict[str, object]] = []
     for r in plan.routes:
