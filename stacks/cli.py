@@ -17,10 +17,11 @@ from rich.table import Table
 from stacks import render_dir
 from stacks.config import json_schema, load_stack, parse, provider_setting, read_stack_file, reference, stack_file
 from stacks.doctor import Check, ProbeError, doctor, inventory_json, inventory_yaml, local_probes
+from stacks.doctor.endpoint_checks import key_variable
 from stacks.errors import ConfigError, debugging, internal_error
 from stacks.keys import parse_api_keys
 from stacks.plan import GpuPlan, StackPlan, plan
-from stacks.render import gateway, render_all
+from stacks.render import endpoints, gateway, render_all
 from stacks.render import kubernetes as kube_manifests
 
 
@@ -161,8 +162,18 @@ def _keys_conf(args: argparse.Namespace) -> int:
     if not vllm_key:
         print("set VLLM_API_KEY (the vllm-api-key Secret's value) and, for a closed gateway, API_KEYS", file=sys.stderr)
         return 1
+    endpoint_keys: dict[str, str] = {}
+    if args.stack:
+        # each endpoint's key from the variable the doctor reads too (apiKeySecret hostedKey: VLLM_STACK_HOSTED_KEY)
+        p = plan(load_stack(args.stack))
+        secrets = [e.key_secret for e in p.endpoints if e.key_secret]
+        missing = [key_variable(k) for k in secrets if not os.environ.get(key_variable(k))]
+        if missing:
+            print(f"set {', '.join(missing)} (the keys of the stack's endpoints)", file=sys.stderr)
+            return 1
+        endpoint_keys = endpoints.key_values(p, {k: os.environ[key_variable(k)] for k in secrets})
     try:
-        sys.stdout.write(gateway.keys_conf(parse_api_keys(os.environ.get("API_KEYS", "")), vllm_key))
+        sys.stdout.write(gateway.keys_conf(parse_api_keys(os.environ.get("API_KEYS", "")), vllm_key, endpoint_keys))
     except ValueError as err:
         print(err, file=sys.stderr)
         return 1
@@ -229,10 +240,12 @@ def parser() -> argparse.ArgumentParser:
     sr.set_defaults(run=_render)
     sub.add_parser("schema", help="print the JSON Schema of the stack config").set_defaults(run=_schema)
     sub.add_parser("config-reference", help="print the configuration reference (docs/configuration.md) in Markdown").set_defaults(run=_config_reference)
-    sub.add_parser(
+    sk = sub.add_parser(
         "keys-conf",
         help="print the gateway's keys.conf from $VLLM_API_KEY and $API_KEYS (comma-separated name:key entries), for Secrets you create yourself",
-    ).set_defaults(run=_keys_conf)
+    )
+    sk.add_argument("stack", nargs="?", help="a stack whose endpoints have keys: each is read from VLLM_STACK_<ITS_APIKEYSECRET>")
+    sk.set_defaults(run=_keys_conf)
     sd = sub.add_parser("doctor", help="check this machine against a stack before `pulumi up`; exits 1 when a check fails")
     sd.add_argument("stack", nargs="?", help="stack name or stack file path")
     sd.add_argument("--inventory", action="store_true", help="print this host's GPUs as the gpus block of a stack file")

@@ -450,7 +450,7 @@ class EndpointModelConfig(Section):
     name: str
     """Served name (DNS-1123 label, unique across the stack): what clients put in ``model``, and in the path
     ``/<name>/v1/...``."""
-    model: Annotated[str | None, Field(min_length=1, max_length=256)] = None
+    model: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+=~-]{0,255}$")] = None
     """The model id the endpoint knows it by (``ai/smollm2``, ``gpt-4.1-mini``); the gateway puts it in the request's
     ``model``. Defaults to ``name``."""
     served_model_names: list[Annotated[str, Field(pattern=SERVED_NAME.pattern)]] = []

@@ -272,6 +272,14 @@ def plan(config: StackConfig) -> StackPlan:
             )
     gpu_key = "models[{i}].gpus" if docker else "models[{i}].tensorParallel"
     share(gpus, [md.server for md in models], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key)
+    if problems and ollama is not None and ollama.shared_gpus:
+        problems.append(
+            Problem(
+                "ollama",
+                f"its models hold {ollama.reserved_gib:.2f} GiB of GPU {', '.join(map(str, ollama.shared_gpus))} once loaded, which the vLLM "
+                "servers there are planned around; lower contextLength, numParallel or maxLoadedModels, or give Ollama a GPU of its own",
+            )
+        )
     if problems:
         raise ConfigError(problems)
     if not docker:
