@@ -194,3 +194,16 @@ def test_ollama_loaded_at_once_and_declared_memory() -> None:
     assert p.ollama is not None and p.ollama.reserved_gib == 5  # only the largest is loaded at a time
     assert p.ollama.env["OLLAMA_MAX_LOADED_MODELS"] == "1" and p.ollama.env["OLLAMA_KV_CACHE_TYPE"] == "q8_0"
     assert p.ollama.env["OLLAMA_FLASH_ATTENTION"] == "1" and p.ollama.pull == ["x:1b", "y:1b"]
+
+
+def test_a_cluster_gateway_carries_the_endpoint_servers_and_their_ca_in_its_config_map() -> None:
+    from stacks.render import kubernetes as manifests
+
+    pem = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----"
+    raw = kube_raw(endpoints=[endpoint(url="https://10.0.0.9/v1", tls={"caPem": pem, "serverName": "lab.internal"})])
+    p = plan(parse(raw))
+    [config_map] = [o for o in manifests.stack_objects(p) if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "gateway-files"]
+    assert config_map["data"]["endpoint-mac-ca.pem"] == pem + "\n"
+    conf = config_map["data"]["nginx.conf"]
+    assert 'proxy_ssl_trusted_certificate "/etc/nginx/ca/endpoint-mac-ca.pem";' in conf and 'proxy_ssl_name "lab.internal";' in conf
+    assert "listen 127.0.0.1:9200;" in conf and "server 10.0.0.9:443 max_fails=0;" in conf

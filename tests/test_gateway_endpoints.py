@@ -134,11 +134,21 @@ def test_each_endpoint_gets_its_path_its_model_id_and_its_own_key(
     assert raw.headers["X-Seen-Path"] == path
     # the endpoint's own key or none: never the client's, never the key the gateway sends vLLM
     assert raw.headers["X-Seen-Authorization"] == authorization
-    assert raw.headers["X-Seen-Api-Key"] == ""
+    assert "X-Seen-Api-Key" not in raw.headers
     assert raw.headers["X-Request-ID"] == raw.headers["X-Seen-Request-ID"] == f"ext-{backend}-{len(model)}"
     line = eps.gw.log_line(f"ext-{backend}-{len(model)}")
     assert (line["model"], line["status"], line["key"]) == (model, 200, "team-a")
     assert (line["prompt_tokens"], line["completion_tokens"]) == (7, 1), "usage is read from an endpoint's answer too"
+
+
+def test_an_endpoint_taking_x_api_key_gets_its_key_there(eps: Endpoints) -> None:
+    """Anthropic's API takes its key as x-api-key (keyHeader: x-api-key): the fake refuses any other."""
+    auth = {"Authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"}
+    r = httpx.post(eps.gw.url + "/v1/messages", headers=auth, json={"model": "claude", "max_tokens": 3, "messages": []}, timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Seen-Api-Key"] == ANTHROPIC_KEY and r.headers["X-Seen-Authorization"] == ""
+    assert r.headers["X-Seen-Anthropic-Version"] == "2023-06-01" and r.headers["X-Seen-Path"] == "/v1/messages"
+    assert "model=claude-x" in r.json()["content"][0]["text"]
 
 
 def test_streams_and_the_rest_of_the_body_pass_unchanged(eps: Endpoints) -> None:

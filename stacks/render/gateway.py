@@ -24,6 +24,7 @@ from stacks.render.nginx_text import nginx_string
 
 ROUTER_JS = Path(__file__).with_name("router.js")
 GATEWAY_CONF_DIR = "/etc/nginx"
+"""The official nginx image's configuration folder (the layout of its files, keys.conf and CA bundles below it)."""
 ERROR_PREFIX = "/.gateway-error/"
 """Error pages are internal URIs, not named locations: nginx cannot redirect a request whose request line it
 could not parse (no URI) to a named location and answers its own HTML 500 instead."""

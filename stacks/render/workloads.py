@@ -37,7 +37,7 @@ VLLM_USER = (2000, 0)
 """The vllm-openai image's ``vllm`` user and group (docker/Dockerfile from 0.22.0: useradd --uid 2000 --gid 0)."""
 VLLM_USER_CACHE = "/home/vllm/.cache"
 """Its HOME is /home/vllm (/etc/passwd), so Hugging Face and vLLM cache under /home/vllm/.cache."""
-GATEWAY_CONF_DIR = "/etc/nginx"
+GATEWAY_CONF_DIR = gateway_files.GATEWAY_CONF_DIR
 WEBUI_DATA_DIR = "/app/backend/data"
 PROMETHEUS_DIR = "/etc/prometheus"
 PROMETHEUS_CONFIG = f"{PROMETHEUS_DIR}/prometheus.yml"
