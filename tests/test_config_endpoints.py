@@ -207,3 +207,16 @@ def test_a_cluster_gateway_carries_the_endpoint_servers_and_their_ca_in_its_conf
     conf = config_map["data"]["nginx.conf"]
     assert 'proxy_ssl_trusted_certificate "/etc/nginx/ca/endpoint-mac-ca.pem";' in conf and 'proxy_ssl_name "lab.internal";' in conf
     assert "listen 127.0.0.1:9200;" in conf and "server 10.0.0.9:443 max_fails=0;" in conf
+
+
+def test_gateway_memory_counts_endpoint_bodies_and_plans_without_vllm_models() -> None:
+    from stacks.render.gateway import ENDPOINT_BODY_COPIES, memory_mib
+
+    njs = {"jsEngine": "njs", "tokenUsage": True}
+    # no vLLM model to take the longest answer from: the endpoint's maxModelLen, or an assumed one
+    assert memory_mib(plan(parse(no_gpu(gateway=njs))))[1] > memory_mib(plan(parse(no_gpu())))[1]
+    plain = memory_mib(plan(parse(docker_raw())))[1]
+    with_endpoint = memory_mib(plan(parse(docker_raw(endpoints=[endpoint()]))))[1]
+    # 8 large requests of 16 MiB, each with two more copies of its body
+    expected = 8 * 16 * ENDPOINT_BODY_COPIES * 1.2
+    assert abs(with_endpoint - plain - expected) <= 16

@@ -752,6 +752,13 @@ event (vLLM's chat chunk: about 250 bytes; more with logprobs) copied into the r
 call (measured: 330-440 bytes per 130-byte event, njs 0.7.9). QuickJS holds nothing per token."""
 
 
+ENDPOINT_BODY_COPIES = 2
+"""An endpoint model's large body is also held by its internal server (one buffer) and by njs, which writes it out with
+the endpoint's model id: two more copies (an estimate from how nginx and njs hold bodies, not measured)."""
+UNKNOWN_ANSWER_TOKENS = 32768
+"""The longest answer assumed of an endpoint model whose maxModelLen the stack does not know."""
+
+
 def memory_mib(plan: StackPlan) -> tuple[int, int]:
     """(request, limit) of one gateway replica's memory in MiB: at most ``max_concurrent_requests`` in flight,
     of which ``max_concurrent_large_requests`` large ones of up to ``max_body_mib``; nginx refuses the rest with 429.
@@ -761,8 +768,10 @@ def memory_mib(plan: StackPlan) -> tuple[int, int]:
     large = min(cfg.max_concurrent_large_requests, cfg.max_concurrent_requests)
     small = SMALL_REQUEST_MIB
     if cfg.js_engine == "njs" and cfg.token_usage:
-        small += max(m.max_model_len for m in plan.models) * NJS_BYTES_PER_TOKEN / 2**20
-    worst = idle + (cfg.max_concurrent_requests - large) * small + large * LARGE_REQUEST_FACTOR * cfg.max_body_mib
+        lengths = [m.max_model_len for m in plan.models] + [e.max_model_len or UNKNOWN_ANSWER_TOKENS for e in plan.externals]
+        small += max(lengths) * NJS_BYTES_PER_TOKEN / 2**20
+    factor = LARGE_REQUEST_FACTOR + (ENDPOINT_BODY_COPIES if plan.externals else 0)
+    worst = idle + (cfg.max_concurrent_requests - large) * small + large * factor * cfg.max_body_mib
     limit = math.ceil(worst * 1.2 / 16) * 16  # 20% headroom for allocator fragmentation
     # typical: idle, a few dozen small requests in flight
     return math.ceil((idle + 32 * SMALL_REQUEST_MIB) / 16) * 16, limit
