@@ -220,3 +220,20 @@ def test_gateway_memory_counts_endpoint_bodies_and_plans_without_vllm_models() -
     # 8 large requests of 16 MiB, each with two more copies of its body
     expected = 8 * 16 * ENDPOINT_BODY_COPIES * 1.2
     assert abs(with_endpoint - plain - expected) <= 16
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        kube_raw(models=[], endpoints=[endpoint()]),
+        kube_raw(models=[], endpoints=[endpoint()], monitoring={"prometheusOperator": True, "grafana": True}),
+        no_gpu(gateway={"requestMetrics": True, "tokenUsage": True}, monitoring={"alerts": {"forMinutes": 2}}),
+    ],
+    ids=["cluster", "cluster with the operator", "docker with metrics"],
+)
+def test_a_stack_serving_only_endpoints_renders_every_file(raw: dict[str, Any]) -> None:
+    from stacks.render import render_all
+
+    files = render_all(plan(parse(raw)))
+    assert "gateway/nginx.conf" in files and "vllm/Dockerfile" not in files
+    assert "server model-runner.docker.internal:80 max_fails=0;" in files["gateway/nginx.conf"]
