@@ -9,9 +9,12 @@ gateway. Rounds alternate the targets so drift on the box (other load, CPU frequ
 the CPU ratio to the floor is also given as the median of each round's ratio, which drift between rounds
 does not move. Set GATEWAY_NGINX / GATEWAY_NJS_MODULE / GATEWAY_JS_ENGINE to measure another nginx build
 (the floor then runs on it too).
+With ``--endpoints``, two more targets: the default gateway of a stack that also serves a model from an external endpoint
+(requests still for the vLLM model: what having endpoints costs the rest), and that endpoint model itself (a fake
+endpoint on 127.0.0.1, through the gateway's internal server for it: both nginx hops counted).
 Everything runs on 127.0.0.1, bounded in count and time; what it starts it stops by pid.
 
-    python benchmarks/gateway.py [--rounds 16] [--streams 400] [--requests 32000]
+    python benchmarks/gateway.py [--rounds 16] [--streams 400] [--requests 32000] [--endpoints]
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stacks.config.schema import GatewayConfig
 from tests.conftest import docker_raw
-from tests.gateway_harness import NGINX, SHARED_DICT, child_pids, cpu_seconds, free_port, running_gateway, stop, wait_port
+from tests.gateway_harness import NGINX, SHARED_DICT, child_pids, cpu_seconds, free_port, running_gateway, start_backend, stop, wait_port
 from tests.loadgen import percentile, request_bytes, run_load
 
 KEY = "sk-bench"
@@ -105,14 +108,14 @@ def _read_stream(s: socket.socket, t0: float) -> tuple[list[float], int]:
     return stamps, buf.count(b"data: ") - buf.count(b"data: [DONE]")
 
 
-def streaming(port: int, key: str | None, n: int, tokens: int, delay_ms: int) -> tuple[list[float], list[float], list[int]]:
+def streaming(port: int, key: str | None, n: int, tokens: int, delay_ms: int, model: str = "alpha") -> tuple[list[float], list[float], list[int]]:
     """n streams over one keep-alive connection, asking for usage (so the gateway's filter reads them): time to first
     SSE event, gaps between events, token events per stream."""
     ttft: list[float] = []
     gaps: list[float] = []
     events: list[int] = []
     end = time.monotonic() + 120
-    body = {"model": "alpha", "prompt": "x", "stream": True, "max_tokens": tokens, "delay_ms": delay_ms, "stream_options": {"include_usage": True}}
+    body = {"model": model, "prompt": "x", "stream": True, "max_tokens": tokens, "delay_ms": delay_ms, "stream_options": {"include_usage": True}}
     req = request_bytes(port, "/v1/completions", body, key)
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -153,6 +156,8 @@ class Target:
     tokens: int = 0
     load: dict[int, list[Round]] = field(default_factory=dict)
     """connections -> one Round per round."""
+    model: str = "alpha"
+    """The model its requests ask for."""
 
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -196,6 +201,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=16)
     ap.add_argument("--streams", type=int, default=400, help="streams per target, over all rounds")
     ap.add_argument("--requests", type=int, default=32000, help="non-streaming requests per target and connection count, over all rounds")
+    ap.add_argument("--endpoints", action="store_true", help="also measure a stack with an external endpoint, and its model")
     args = ap.parse_args()
     if not shutil.which(NGINX):
         sys.exit("nginx not installed (make test installs it)")
@@ -213,12 +219,23 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
         gateways = {name: stack.enter_context(running_gateway(raw(g), Path(d) / name, api_keys=[KEY])) for name, g in variants.items()}
+        extra: list[Target] = []
+        if args.endpoints:
+            port = free_port()
+            endpoint = start_backend("endpoint", ["endpoint-model"], port)
+            stack.callback(stop, endpoint)
+            with_endpoint = raw({}) | {
+                "endpoints": [{"name": "ep", "url": f"http://127.0.0.1:{port}/v1", "models": [{"name": "remote", "model": "endpoint-model"}]}]
+            }
+            ep = stack.enter_context(running_gateway(with_endpoint, Path(d) / "with-endpoint", api_keys=[KEY]))
+            extra = [Target("gateway+endpoints", ep.port, KEY, ep.nginx_pids()), Target("endpoint-model", ep.port, KEY, ep.nginx_pids(), model="remote")]
         backend = gateways["gateway"].backend_ports["alpha"]
         floor_port, floor = stack.enter_context(floor_proxy(Path(d) / "floor", backend))
         targets = [
             Target("direct", backend, None),
             Target("floor", floor_port, None, child_pids(floor.pid)),
             *(Target(name, g.port, KEY, g.nginx_pids()) for name, g in gateways.items()),
+            *extra,
         ]
         print(f"gateway: gateway.tokenUsage {str(usage).lower()}, requestMetrics {str(counters).lower()} (the defaults; counters need njs 0.8+)")
         for name, g in variants.items():
@@ -230,7 +247,7 @@ def main() -> None:
 def load_round(order: list[Target], requests: int) -> None:
     for conns in (16, 64):
         for t in order:
-            payload = [request_bytes(t.port, "/v1/completions", {"model": "alpha", "prompt": "hi"}, t.key)]
+            payload = [request_bytes(t.port, "/v1/completions", {"model": t.model, "prompt": "hi"}, t.key)]
             cpu0, (user0, sys0) = cpu_seconds(t.pids), user_system(t.pids)
             res = run_load(t.port, payload, requests, conns)
             cpu, (user, system) = cpu_seconds(t.pids) - cpu0, user_system(t.pids)
@@ -241,14 +258,14 @@ def load_round(order: list[Target], requests: int) -> None:
 def report(targets: list[Target], args: argparse.Namespace, others: list[int]) -> None:
     print(f"vllm-stack gateway benchmark (fake vLLM backend, nginx 1 worker, 127.0.0.1, {args.rounds} interleaved rounds)")
     for t in targets:  # warm up keep-alive connections and the njs VM
-        run_load(t.port, [request_bytes(t.port, "/v1/completions", {"model": "alpha", "prompt": "x"}, t.key)], 500, 8)
+        run_load(t.port, [request_bytes(t.port, "/v1/completions", {"model": t.model, "prompt": "x"}, t.key)], 500, 8)
     per_round = max(1, args.streams // args.rounds)
     requests = max(1, args.requests // args.rounds)
     for r in range(args.rounds):
         order = targets[r % len(targets) :] + targets[: r % len(targets)]
         for t in order:
-            ttft, _, events = streaming(t.port, t.key, per_round, 8, 0)
-            _, gaps, slow_events = streaming(t.port, t.key, 6, 20, 10)
+            ttft, _, events = streaming(t.port, t.key, per_round, 8, 0, t.model)
+            _, gaps, slow_events = streaming(t.port, t.key, 6, 20, 10, t.model)
             t.ttft += ttft
             t.gaps += gaps
             t.events += events + slow_events

@@ -48,5 +48,6 @@ def read_config(cfg: pulumi.Config) -> tuple[StackPlan, StackSecrets]:
         api_keys=cfg.get_secret("apiKeys"),
         vllm_api_key=cfg.get_secret("vllmApiKey"),
         webui_oidc_client_secret=cfg.get_secret("webuiOidcClientSecret"),
+        endpoint_keys={e.key_secret: cfg.require_secret(e.key_secret) for e in p.endpoints if e.key_secret},
     )
     return p, secrets

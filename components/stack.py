@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -19,6 +19,7 @@ from components.monitoring import (
     Prometheus,
     PrometheusArgs,
 )
+from components.ollama import OllamaServer, OllamaServerArgs
 from components.platforms import platform_for
 from components.swap import SwapGroup, SwapGroupArgs
 from components.vllm import VllmServer, VllmServerArgs
@@ -26,6 +27,7 @@ from components.webui import OpenWebUI, OpenWebUIArgs
 from stacks.keys import WEBUI_KEY_NAME, ApiKey, parse_api_keys
 from stacks.plan import StackPlan
 from stacks.plan.topology import GATEWAY_KEYS, HF_TOKEN, VLLM_API_KEY
+from stacks.render import endpoints
 from stacks.render import gateway as gateway_files
 from stacks.render.monitoring import cluster as cluster_monitoring
 from stacks.render.workloads import stack_workloads
@@ -43,6 +45,8 @@ class StackSecrets:
     """``vllm-stack:vllmApiKey``; generated when None."""
     webui_oidc_client_secret: pulumi.Output[str] | None = None
     """``vllm-stack:webuiOidcClientSecret``: Open WebUI's OpenID Connect client secret (with ``webui.oidc``)."""
+    endpoint_keys: dict[str, pulumi.Output[str]] = field(default_factory=dict)
+    """The endpoints' keys by the config key that holds each (``endpoints[].apiKeySecret``)."""
 
 
 @dataclass
@@ -96,7 +100,11 @@ class VllmStack(pulumi.ComponentResource):
         else:
             webui_key = pulumi.Output.secret("no-key-needed")
             client_keys = pulumi.Output.from_input([])
-        keys_conf: pulumi.Output[str] = pulumi.Output.all(client_keys, vllm_key).apply(lambda v: gateway_files.keys_conf(p, v[0], v[1]))
+        names = sorted(args.secrets.endpoint_keys)
+        endpoint_keys = pulumi.Output.all(*(args.secrets.endpoint_keys[n] for n in names)).apply(lambda v: dict(zip(names, v, strict=True)))
+        keys_conf: pulumi.Output[str] = pulumi.Output.all(client_keys, vllm_key, endpoint_keys).apply(
+            lambda v: gateway_files.keys_conf(p, v[0], v[1], endpoints.key_values(p, v[2]))
+        )
 
         platform = platform_for(name, p, parent=self)
         ws = stack_workloads(p, platform.image)
@@ -119,6 +127,10 @@ class VllmStack(pulumi.ComponentResource):
                 group = SwapGroup(f"{name}-swap-{g.name}", SwapGroupArgs(workload=w, platform=platform, after=after), opts=child)
                 servers |= dict.fromkeys(g.members, group.workload)
         workloads = list({id(r): r for r in servers.values()}.values())
+        if ws.ollama:
+            # after the vLLM servers, which the plan fits around what its models hold once loaded
+            ollama = OllamaServer(f"{name}-ollama", OllamaServerArgs(workload=ws.ollama, platform=platform, after=workloads), opts=child)
+            workloads.append(ollama.workload)
         gw = Gateway(f"{name}-gateway", GatewayArgs(workload=ws.gateway, platform=platform, after=workloads), opts=child)
         if ws.webui:
             webui_args = OpenWebUIArgs(

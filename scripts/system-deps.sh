@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian packages the real-program tests use: nginx with njs, a Docker engine, promtool, busybox, shellcheck
+# Debian packages the real-program tests use: nginx with njs, a Docker engine, promtool, busybox, shellcheck, openssl
 # (actionlint checks the workflows' run: scripts with it), node and npm (scripts/schema-types.sh), chromium (the Open WebUI
 # end-to-end test drives Debian's own build, never a browser a tool downloads).
 set -euo pipefail
@@ -12,6 +12,9 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v npm >/dev/null || need+=(nodejs npm)
 command -v chromium >/dev/null || need+=(chromium)
+# certificates of the https fake endpoint's own CA, and the system bundle the gateway trusts by default
+command -v openssl >/dev/null || need+=(openssl)
+[ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "system-deps: missing ${need[*]}; run as root or install them (tests that need them skip outside CI)" >&2

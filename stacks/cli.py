@@ -17,19 +17,25 @@ from rich.table import Table
 from stacks import render_dir
 from stacks.config import json_schema, load_stack, parse, provider_setting, read_stack_file, reference, stack_file
 from stacks.doctor import Check, ProbeError, doctor, inventory_json, inventory_yaml, local_probes
+from stacks.doctor.endpoint_checks import key_variable
 from stacks.errors import ConfigError, debugging, internal_error
 from stacks.keys import parse_api_keys
 from stacks.plan import GpuPlan, ModelPlan, StackPlan, plan
 from stacks.plan.types import SwapGroupPlan
-from stacks.render import gateway, render_all
+from stacks.render import endpoints, gateway, render_all
 from stacks.render import kubernetes as kube_manifests
 
 
 def _print_plan(p: StackPlan, console: Console) -> None:
-    console.print(f"[bold]target[/] {p.target}   [bold]image[/] {p.image.base} (vLLM {p.image.vllm_version}, TZ {p.image.timezone})")
+    if p.models:
+        console.print(f"[bold]target[/] {p.target}   [bold]image[/] {p.image.base} (vLLM {p.image.vllm_version}, TZ {p.image.timezone})")
+    else:
+        console.print(f"[bold]target[/] {p.target}   no vLLM (every model is served elsewhere), TZ {p.timezone}")
     groups: list[tuple[str, list[str]]]
     if p.gpus:
         groups = [(f"GPU {g.index}: {g.name}, {g.memory_gib} GiB", g.models) for g in p.gpus]
+    elif not p.models:
+        groups = []
     else:
         assert p.kubernetes is not None, "a plan without GPUs is a kubernetes plan"
         groups = [(f"per pod: {p.kubernetes.gpu_name}, {p.kubernetes.gpu_memory_gib} GiB per GPU", [m.name for m in p.models])]
@@ -69,6 +75,8 @@ def _print_plan(p: StackPlan, console: Console) -> None:
             console.print(_stages_table(m))
     for group in p.swap_groups:
         console.print(_swap_table(p, group))
+    if p.externals:
+        _print_elsewhere(p, console)
     for note in p.notes:
         console.print(f"[dim]- {note}[/]")
 
@@ -122,6 +130,23 @@ def _swap_table(p: StackPlan, g: SwapGroupPlan) -> Table:
     )
     table.caption_justify = "left"
     return table
+
+
+def _print_elsewhere(p: StackPlan, console: Console) -> None:
+    """Models served elsewhere: where each goes and under which id; the stack's Ollama with what it holds on a GPU."""
+    table = Table(title="served elsewhere (no GPU planned)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("model", "aliases", "endpoint", "url", "as", "key", "messages"):
+        table.add_column(col, overflow="fold")
+    for m in p.externals:
+        e = p.endpoint(m.endpoint)
+        messages = "yes" if e.messages else "-"
+        table.add_row(m.name, ", ".join(m.served_names[1:]) or "-", e.name, e.url, m.upstream_model, e.key_secret or "-", messages)
+    console.print(table)
+    if p.ollama:
+        o = p.ollama
+        where = f"GPU {', '.join(map(str, o.gpus))}" if o.gpus else "CPU only"
+        held = ", ".join(f"{m.model} {m.memory_gib:.2f} GiB ({m.memory_source})" for m in o.models if m.memory_source != "none")
+        console.print(f"ollama: {o.image} on {where}; pulls {', '.join(o.pull)}" + (f"; loaded: {held}" if held else ""))
 
 
 def render_files(p: StackPlan) -> dict[str, str]:
@@ -196,8 +221,15 @@ def _keys_conf(args: argparse.Namespace) -> int:
     if not vllm_key:
         print("set VLLM_API_KEY (the vllm-api-key Secret's value) and, for a closed gateway, API_KEYS", file=sys.stderr)
         return 1
+    # each endpoint's key from the variable the doctor reads too (apiKeySecret hostedKey: VLLM_STACK_HOSTED_KEY)
+    secrets = [e.key_secret for e in p.endpoints if e.key_secret]
+    missing = [key_variable(k) for k in secrets if not os.environ.get(key_variable(k))]
+    if missing:
+        print(f"set {', '.join(missing)} (the keys of the stack's endpoints)", file=sys.stderr)
+        return 1
+    endpoint_keys = endpoints.key_values(p, {k: os.environ[key_variable(k)] for k in secrets})
     try:
-        sys.stdout.write(gateway.keys_conf(p, parse_api_keys(os.environ.get("API_KEYS", "")), vllm_key))
+        sys.stdout.write(gateway.keys_conf(p, parse_api_keys(os.environ.get("API_KEYS", "")), vllm_key, endpoint_keys))
     except ValueError as err:
         print(err, file=sys.stderr)
         return 1
@@ -268,7 +300,10 @@ def parser() -> argparse.ArgumentParser:
         "keys-conf",
         help="print the gateway's keys.conf of a stack from $VLLM_API_KEY and $API_KEYS (comma-separated name:key entries), for Secrets you create yourself",
     )
-    sk.add_argument("stack", help="the stack the gateway belongs to (its maps and the keys size nginx's map hash together)")
+    sk.add_argument(
+        "stack",
+        help="the stack the gateway belongs to (its maps and the keys size nginx's map hash together; its endpoints' keys come from VLLM_STACK_<APIKEYSECRET>)",
+    )
     sk.set_defaults(run=_keys_conf)
     sd = sub.add_parser("doctor", help="check this machine against a stack before `pulumi up`; exits 1 when a check fails")
     sd.add_argument("stack", nargs="?", help="stack name or stack file path")

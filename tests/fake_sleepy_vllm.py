@@ -84,7 +84,6 @@ class SleepyServer(Server):
         self.ledger = Path(a.ledger)
         self.gpu_mib, self.awake_mib, self.asleep_mib = a.gpu_mib, a.awake_mib, a.asleep_mib
         self.knobs: dict[str, Any] = {"wake_ms": a.wake_ms, "sleep_ms": a.sleep_ms, "fail_wake": 0, "fail_sleep": 0, "hang_wake": False}
-        self.key = a.api_key
         self.lock = threading.Lock()
         self.asleep_tags: set[str] = set()
         self.level = 0
@@ -95,7 +94,7 @@ class SleepyServer(Server):
         # the start needs the whole awake footprint free, as vLLM's start check does
         if not self.hold(awake=True, event="start"):
             raise SystemExit(f"{name}: CUDA out of memory at start")
-        super().__init__(port, name, models)
+        super().__init__(port, name, models, key=a.api_key or None)
 
     def hold(self, *, awake: bool, event: str) -> bool:
         """Hold the awake or asleep footprint in the ledger; False (nothing changed) when it does not fit."""
@@ -149,12 +148,12 @@ class SleepyHandler(Handler):
             self.send_header("Content-Length", str(len(text)))
             self.end_headers()
             self.wfile.write(text)
-        elif self._path().startswith("/v1/") and not self._authorized():
+        elif self._path().startswith("/v1/") and not self._key_ok():
             return
         else:
             super().do_GET()
 
-    def _authorized(self) -> bool:
+    def _key_ok(self) -> bool:
         if self.server.key and self.headers.get("Authorization") != f"Bearer {self.server.key}":
             self._send(401, {"error": "Unauthorized"})
             return False
@@ -180,7 +179,7 @@ class SleepyHandler(Handler):
             s.knobs |= json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
             self._send(200, s.knobs)
         elif path.startswith("/v1/"):
-            if not self._authorized():
+            if not self._key_ok():
                 return
             if s.asleep_tags:
                 s.violation(f"{path} served while asleep ({sorted(s.asleep_tags)})")

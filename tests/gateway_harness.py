@@ -21,7 +21,7 @@ from typing import Any
 from stacks.config import parse
 from stacks.keys import parse_api_keys
 from stacks.plan import StackPlan, plan
-from stacks.render import gateway
+from stacks.render import endpoints, gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 # Debian 12's nginx 1.22.1 + njs 0.7.9 by default. GATEWAY_NGINX / GATEWAY_NJS_MODULE point the tests at another
@@ -159,6 +159,10 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / 1e9
 
 
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+"""The host's CA bundle (Debian's ca-certificates), which endpoints without their own CA are verified against."""
+
+
 def tool_flags(args: list[str]) -> list[str]:
     """vLLM's tool-calling flags in a server's command line (the stand-in takes them as vLLM does)."""
     out: list[str] = []
@@ -170,9 +174,10 @@ def tool_flags(args: list[str]) -> list[str]:
     return out
 
 
-def start_backend(name: str, models: list[str], port: int, flags: list[str] | None = None, record: Path | None = None) -> subprocess.Popen[bytes]:
-    """A stand-in vLLM on 127.0.0.1; ``flags``: vLLM arguments it honours; ``record``: a file it appends each request to."""
-    cmd = [sys.executable, "-m", "tests.fake_vllm", "--port", str(port), "--name", name, "--models", ",".join(models), *(flags or [])]
+def start_backend(name: str, models: list[str], port: int, *options: str, record: Path | None = None) -> subprocess.Popen[bytes]:
+    """A fake vLLM (``tests.fake_vllm``) on 127.0.0.1:``port``; ``options``: vLLM arguments it honours (tool calling) or
+    what makes it a fake endpoint (``--prefix`` ...); ``record``: a file it appends each request to."""
+    cmd = [sys.executable, "-m", "tests.fake_vllm", "--port", str(port), "--name", name, "--models", ",".join(models), *options]
     if record:
         cmd += ["--record", str(record)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -181,11 +186,20 @@ def start_backend(name: str, models: list[str], port: int, flags: list[str] | No
 
 
 def render_into(
-    directory: Path, p: StackPlan, port: int, upstreams: dict[str, str], api_keys: list[str], vllm_key: str | None, metrics_port: int | None = None
+    directory: Path,
+    p: StackPlan,
+    port: int,
+    upstreams: dict[str, str],
+    api_keys: list[str],
+    vllm_key: str | None,
+    metrics_port: int | None = None,
+    endpoint_keys: dict[str, str] | None = None,
 ) -> Path:
-    """Files for an nginx on 127.0.0.1; ``api_keys`` are ``apiKeys`` entries (``name:key`` or a bare key)."""
+    """Files for an nginx on 127.0.0.1; ``api_keys`` are ``apiKeys`` entries (``name:key`` or a bare key);
+    ``endpoint_keys`` the endpoints' secrets by config key (``apiKeySecret``)."""
     (directory / "njs").mkdir(parents=True, exist_ok=True)
     (directory / "tmp").mkdir(exist_ok=True)
+    (directory / "ca").mkdir(exist_ok=True)
     layout = gateway.Layout(
         listen=f"127.0.0.1:{port}",
         metrics_listen=f"127.0.0.1:{metrics_port or free_port()}",
@@ -201,29 +215,44 @@ def render_into(
         worker_processes=1,
         shared_dict=SHARED_DICT,
         js_engine=JS_ENGINE,
+        endpoint_listen={m.service: f"127.0.0.1:{free_port()}" for m in p.externals},
+        ca_dir=str(directory / "ca"),
+        system_ca=SYSTEM_CA,
     )
     files = gateway.render(p, layout)
     (directory / "nginx.conf").write_text(files["nginx.conf"])
     (directory / "njs" / "router.js").write_text(files["router.js"])
-    (directory / gateway.KEYS_FILE).write_text(gateway.keys_conf(p, parse_api_keys(",".join(api_keys)), vllm_key))
+    for name, pem in endpoints.ca_files(p).items():
+        (directory / "ca" / name).write_text(pem)
+    keys = gateway.keys_conf(p, parse_api_keys(",".join(api_keys)), vllm_key, endpoints.key_values(p, endpoint_keys or {}))
+    (directory / gateway.KEYS_FILE).write_text(keys)
     return directory / "nginx.conf"
 
 
 @contextlib.contextmanager
 def running_gateway(
-    raw: dict[str, Any], directory: Path, api_keys: list[str] | None = None, vllm_key: str | None = "internal-vllm-key", record: Path | None = None
+    raw: dict[str, Any],
+    directory: Path,
+    api_keys: list[str] | None = None,
+    vllm_key: str | None = "internal-vllm-key",
+    endpoint_keys: dict[str, str] | None = None,
+    endpoint_addresses: dict[str, str] | None = None,
+    record: Path | None = None,
 ) -> Iterator[Running]:
-    """Backends for every model of ``raw`` (with the plan's tool-calling flags) plus nginx, all on 127.0.0.1; stopped on
-    exit. ``record``: a file every backend appends each request it gets to."""
+    """Backends for every vLLM model of ``raw`` (with the plan's tool-calling flags) plus nginx, all on 127.0.0.1;
+    stopped on exit. Endpoints are the test's to start (their URLs in ``raw`` point at them, or ``endpoint_addresses``
+    maps an endpoint's upstream such as ``ep-ollama`` to its address); ``endpoint_keys`` are their secrets by config
+    key. ``record``: a file every backend appends each request it gets to."""
     p = plan(parse(raw))
     ports = {m.service: free_port() for m in p.models}
     backends: dict[str, subprocess.Popen[bytes]] = {}
     nginx: subprocess.Popen[bytes] | None = None
     try:
         for m in p.models:
-            backends[m.name] = start_backend(m.name, m.served_names, ports[m.service], tool_flags(m.args), record)
+            backends[m.name] = start_backend(m.name, m.served_names, ports[m.service], *tool_flags(m.args), record=record)
         gw_port, metrics_port = free_port(), free_port()
-        conf = render_into(directory, p, gw_port, {s: f"127.0.0.1:{port}" for s, port in ports.items()}, api_keys or [], vllm_key, metrics_port)
+        upstreams = {s: f"127.0.0.1:{port}" for s, port in ports.items()} | (endpoint_addresses or {})
+        conf = render_into(directory, p, gw_port, upstreams, api_keys or [], vllm_key, metrics_port, endpoint_keys)
         nginx = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(gw_port, nginx)
         yield Running(

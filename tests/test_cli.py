@@ -26,6 +26,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_plan_prints_a_table_per_gpu(stack: str) -> None:
     r = _run("plan", stack)
     assert r.returncode == 0, r.stderr
+    if stack == "mac":
+        # no GPU: no vLLM table, the endpoint models instead
+        assert "no vLLM" in r.stdout and "served elsewhere" in r.stdout and "model-runner.docker.internal" in r.stdout
+        assert "fraction" not in r.stdout
+        return
     assert "fraction" in r.stdout and "KV GiB" in r.stdout and "max seqs" in r.stdout
     if stack == "multigpu":
         assert r.stdout.count("GPU ") >= 4
@@ -114,6 +119,21 @@ def test_keys_conf_for_self_made_secrets(monkeypatch: pytest.MonkeyPatch, capsys
         assert main(["keys-conf", "cluster"]) == 1
         err = capsys.readouterr().err
         assert "apiKeys" in err and "sk" not in err.replace("apiKeys", ""), err
+
+
+def test_keys_conf_with_a_stacks_endpoint_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    stack = tmp_path / "Pulumi.ep.yaml"
+    endpoint = {"name": "hosted", "url": "https://api.example.test/v1", "apiKeySecret": "hostedKey", "keyHeader": "x-api-key", "models": [{"name": "m"}]}
+    config = {"vllm-stack:endpoints": [endpoint], "vllm-stack:hostedKey": {"secure": "v1:x"}}
+    stack.write_text(yaml.safe_dump({"config": config}))
+    monkeypatch.setenv("VLLM_API_KEY", "vk-internal")
+    monkeypatch.delenv("API_KEYS", raising=False)
+    monkeypatch.delenv("VLLM_STACK_HOSTED_KEY", raising=False)
+    assert main(["keys-conf", str(stack)]) == 1
+    assert "set VLLM_STACK_HOSTED_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("VLLM_STACK_HOSTED_KEY", "sk-ant-0123")
+    assert main(["keys-conf", str(stack)]) == 0
+    assert 'map $server_port $gw_endpoint_key_hosted {\n    default "sk-ant-0123";' in capsys.readouterr().out
 
 
 def test_api_keys_format_keeps_old_values_and_names_keys() -> None:

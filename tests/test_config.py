@@ -22,7 +22,9 @@ def _problems(raw: dict[str, Any]) -> ConfigError:
 @pytest.mark.parametrize("stack", STACKS)
 def test_committed_stacks_load_and_plan(stack: str) -> None:
     p = plan(load_stack(stack))
-    assert p.models and all(m.memory.max_full_sequences >= 1 for m in p.models)
+    assert p.routes and all(m.memory.max_full_sequences >= 1 for m in p.models)
+    # every stack but the GPU-less one runs vLLM
+    assert bool(p.models) == (stack != "mac") and bool(p.dcgm) == (stack != "mac")
 
 
 def _model(i: int, **kw: Any) -> dict[str, Any]:
@@ -35,7 +37,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad target", docker_raw(target="swarm"), "target", "docker"),
     ("bad timezone", docker_raw(timezone="Mars/Olympus"), "timezone", "IANA"),
     ("unknown key", docker_raw(modles=[]), "modles", "unknown key"),
-    ("no models", docker_raw(models=[]), "models", "at least 1"),
+    ("no models", docker_raw(models=[]), "models", "serves no model"),
     ("unpinned base", docker_raw(image={"base": "vllm/vllm-openai:latest"}), "image.base", "pin"),
     ("untagged base", docker_raw(image={"base": "vllm/vllm-openai"}), "image.base", "no tag"),
     ("unpinned webui", docker_raw(webui={"image": "ghcr.io/open-webui/open-webui:main"}), "webui.image", "pin"),
@@ -56,7 +58,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("secret flag", _model(0, extraArgs=["--api-key", "x"]), "models[0].extraArgs[0]", "--secret"),
     ("replicas on docker", _model(0, replicas=2), "models[0].replicas", "one server per model"),
     ("kubernetes on docker", docker_raw(kubernetes={"gpu": {"name": "x", "memoryGiB": 10}}), "kubernetes", "target kubernetes"),
-    ("no gpus on docker", docker_raw(gpus=[]), "gpus", "needs the host's GPUs"),
+    ("no gpus on docker", docker_raw(gpus=[]), "gpus", "need the host's NVIDIA GPUs"),
     ("duplicate gpu index", docker_raw(gpus=[{"index": 0, "memoryGiB": 24}, {"index": 0, "memoryGiB": 24}]), "gpus[1].index", "twice"),
     ("port clash", docker_raw(webui={"port": 8000}), "webui.port", "already used by gateway.port"),
     ("port range", docker_raw(gateway={"port": 70000}), "gateway.port", "65535"),

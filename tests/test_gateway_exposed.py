@@ -499,7 +499,7 @@ def test_streams_are_read_for_usage_when_they_ask_or_vllm_always_sends_it() -> N
         raw = _raw(tokenUsage=True)
         raw["models"][0] |= model
         conf = nginx_conf(make_plan(parse(raw)))
-        start = conf.index("map $upstream_http_content_type $gw_usage_off {")
+        start = conf.index('map "$gw_anthropic$upstream_http_content_type" $gw_usage_off {')
         return conf[start : conf.index("}", start)]
 
     assert "text/event-stream" in stream_rule()  # a stream is filtered only if its request asked for usage

@@ -19,7 +19,7 @@ import pytest
 from stacks.config import load_stack
 from stacks.keys import MAX_KEY_LENGTH, parse_api_keys
 from stacks.plan import plan
-from stacks.render import nginx_hash
+from stacks.render import endpoints, nginx_hash
 from stacks.render.gateway import keys_conf, nginx_conf
 from tests.conftest import STACKS, docker_raw
 from tests.gateway_harness import NGINX, render_into, require_nginx_njs, running_gateway
@@ -141,7 +141,9 @@ def test_a_key_longer_than_the_limit_is_refused_without_echoing_it() -> None:
 def test_every_stack_starts_with_keys_of_the_longest_length(stack: str, tmp_path: Path) -> None:
     rng = random.Random(stack)
     p = plan(load_stack(stack))
-    conf = render_into(tmp_path, p, 18999, {m.service: "127.0.0.1:9" for m in p.models}, _mixed_keys(rng, 20), _key(rng, MAX_KEY_LENGTH))
+    # endpoints' hosts (a Mac's model-runner.docker.internal) resolve only where they run: every upstream on 127.0.0.1
+    upstreams = {m.service: "127.0.0.1:9" for m in p.models} | {endpoints.upstream_name(e): "127.0.0.1:9" for e in p.endpoints}
+    conf = render_into(tmp_path, p, 18999, upstreams, _mixed_keys(rng, 20), _key(rng, MAX_KEY_LENGTH))
     r = _nginx_t(conf, tmp_path)
     assert r.returncode == 0 and "warn" not in r.stderr, r.stderr
 

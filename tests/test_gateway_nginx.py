@@ -18,6 +18,7 @@ import pytest
 
 from stacks.config import load_stack
 from stacks.plan import plan
+from stacks.render import endpoints
 from tests.conftest import STACKS, docker_raw
 from tests.gateway_harness import NGINX, Running, render_into, require_nginx_njs, running_gateway, stop
 from tests.loadgen import request_bytes, run_load
@@ -55,7 +56,9 @@ def client(gw: Running, key: str = KEY, base: str = "/v1") -> openai.OpenAI:
 @pytest.mark.parametrize("stack", STACKS)
 def test_rendered_config_of_every_stack_passes_nginx_t(stack: str, tmp_path: Path) -> None:
     p = plan(load_stack(stack))
-    conf = render_into(tmp_path, p, 18999, {m.service: "127.0.0.1:9" for m in p.models}, ["sk-a"], "vk")
+    # endpoints' hosts (model-runner.docker.internal) resolve only where the stack runs: nginx resolves upstreams at start
+    upstreams = {m.service: "127.0.0.1:9" for m in p.models} | {endpoints.upstream_name(e): "127.0.0.1:9" for e in p.endpoints}
+    conf = render_into(tmp_path, p, 18999, upstreams, ["sk-a"], "vk", endpoint_keys={e.key_secret: "k" for e in p.endpoints if e.key_secret})
     r = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert "test is successful" in r.stderr

@@ -123,7 +123,7 @@ def test_a_plugin_parser_is_taken_with_its_plugin() -> None:
 def backends() -> Iterator[dict[str, int]]:
     ports = {"plain": free_port(), "parser": free_port(), "flagless": free_port()}
     flags = {"plain": [], "parser": ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"], "flagless": ["--tool-call-parser", "hermes"]}
-    procs = [start_backend(n, ["m"], ports[n], flags[n]) for n in ports]
+    procs = [start_backend(n, ["m"], ports[n], *flags[n]) for n in ports]
     try:
         yield ports
     finally:

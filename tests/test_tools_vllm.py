@@ -33,7 +33,7 @@ def test_checks_pass_against_the_stand_in_behind_the_gateway(tmp_path: Path) -> 
     require_nginx_njs()
     p = planned(STACK, *H100)
     ports = {m.name: free_port() for m in p.models}
-    backends = [start_backend(m.name, m.served_names, ports[m.name], tool_flags(m.args)) for m in p.models]
+    backends = [start_backend(m.name, m.served_names, ports[m.name], *tool_flags(m.args)) for m in p.models]
     nginx = None
     try:
         gw_port = free_port()

@@ -79,11 +79,14 @@ class DockerPlatform:
             if value is not None:
                 uploads.append(docker.ContainerUploadArgs(file=path, content=value))
         healthcheck = None
-        if w.wait_healthy and w.health_path and w.port:
+        tests: list[str] | None = ["CMD", *w.health_command] if w.health_command else None
+        if w.health_path and w.port and not tests:
             # python3 is in the vLLM image; curl and wget are not
             probe = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{w.port}{w.health_path}', timeout=5)"
+            tests = ["CMD", "python3", "-c", probe]
+        if w.wait_healthy and tests:
             healthcheck = docker.ContainerHealthcheckArgs(
-                tests=["CMD", "python3", "-c", probe],
+                tests=tests,
                 interval=f"{HEALTH_INTERVAL_S}s",
                 timeout="5s",
                 retries=3,

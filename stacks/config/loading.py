@@ -23,6 +23,8 @@ from stacks.errors import ConfigError, Problem, shown
 NAMESPACE = "vllm-stack"
 SECRET_KEYS = ("hfToken", "apiKeys", "vllmApiKey", "webuiOidcClientSecret")
 """Config keys that must be set with ``pulumi config set --secret``; their values never enter ``StackConfig``."""
+STACK_KEYS = frozenset((*SCALAR_KEYS, *STRUCTURED_KEYS, *SECRET_KEYS))
+"""The stack's own keys: an endpoint's ``apiKeySecret`` names a key of its own."""
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -148,14 +150,31 @@ def _either(msgs: list[str]) -> str:
     return "; or ".join(msgs)
 
 
+def endpoint_secret_keys(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """(``endpoints[i].apiKeySecret``, the config key it names) for every endpoint that names one of its own."""
+    endpoints = raw.get("endpoints")
+    out = []
+    for i, ep in enumerate(endpoints if isinstance(endpoints, list) else []):
+        name = ep.get("apiKeySecret") if isinstance(ep, dict) else None
+        if isinstance(name, str) and name not in STACK_KEYS:
+            out.append((f"endpoints[{i}].apiKeySecret", name))
+    return out
+
+
 def _secret_problems(raw: dict[str, Any]) -> list[Problem]:
     """Takes the secret keys out of ``raw``; a value that is not ``{secure: ...}`` is plain text in the stack file."""
     problems = []
-    for key in SECRET_KEYS:
+    named = endpoint_secret_keys(raw)
+    for key in (*SECRET_KEYS, *dict.fromkeys(name for _, name in named)):
         if key in raw:
             value = raw.pop(key)
             if not (isinstance(value, dict) and set(value) == {"secure"}):
                 problems.append(Problem(key, f"is in plain text; run `pulumi config set --secret {NAMESPACE}:{key} <value>`"))
+        elif key not in SECRET_KEYS:
+            where = next(w for w, name in named if name == key)
+            problems.append(
+                Problem(where, f"names {NAMESPACE}:{key}, which is not set; run `pulumi config set --secret {NAMESPACE}:{key} <the endpoint's key>`")
+            )
     return problems
 
 
@@ -168,7 +187,7 @@ def parse(raw: dict[str, Any]) -> StackConfig:
         config = StackConfig.model_validate(raw, strict=True, by_name=False)
     except ValidationError as err:
         raise ConfigError(problems + _pydantic_problems(err)) from None
-    problems += cross_field_problems(config)
+    problems += cross_field_problems(config, STACK_KEYS)
     if config.webui.oidc and "webuiOidcClientSecret" not in secrets_set:
         problems.append(
             Problem("webui.oidc", f"needs the client secret: run `pulumi config set --secret {NAMESPACE}:webuiOidcClientSecret <secret>`, or remove webui.oidc")
@@ -192,7 +211,7 @@ def from_pulumi(get: Callable[[str], str | None], get_object: Callable[[str], An
         obj = get_object(key)
         if obj is not None:
             raw[key] = obj
-    for key in SECRET_KEYS:
+    for key in (*SECRET_KEYS, *(name for _, name in endpoint_secret_keys(raw))):
         value = get(key)
         if value is not None:
             # the value itself never goes further than this line

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from stacks.config.schema import DNS_LABEL, AutoscalingConfig, StackConfig, yaml_key
+from stacks.config.schema import DNS_LABEL, URL, AutoscalingConfig, StackConfig, yaml_key
 from stacks.config.swap_rules import swap_problems
 from stacks.errors import Problem
 
@@ -34,8 +34,16 @@ def _target_problems(c: StackConfig) -> list[Problem]:
     if c.target == "docker":
         if c.kubernetes is not None:
             out.append(Problem("kubernetes", "only applies to target kubernetes; remove it or set target: kubernetes"))
+        if not c.gpus and c.models:
+            out.append(
+                Problem(
+                    "gpus",
+                    "vLLM models need the host's NVIDIA GPUs, e.g. [{index: 0, name: RTX 5090, memoryGiB: 31.8}]; "
+                    "on a host without one (a Mac), serve every model from endpoints (Docker Model Runner) and remove models",
+                )
+            )
         if not c.gpus:
-            out.append(Problem("gpus", "the docker target needs the host's GPUs, e.g. [{index: 0, name: RTX 5090, memoryGiB: 31.8}]"))
+            out += _no_gpu_problems(c)
         if c.image.registry:
             out.append(Problem("image.registry", "images are built on the docker host itself; remove it (it is for target kubernetes)"))
         for key in _set_keys(c.gateway, ("replicas", "ingress")):
@@ -92,6 +100,19 @@ def _target_problems(c: StackConfig) -> list[Problem]:
                     "the kubernetes target uses the cluster's Prometheus (model and DCGM pods carry prometheus.io/* annotations); remove it",
                 )
             )
+        if c.ollama is not None:
+            out.append(Problem("ollama", "the stack runs Ollama on the docker target only; run it in the cluster yourself and add it under endpoints"))
+    return out
+
+
+def _no_gpu_problems(c: StackConfig) -> list[Problem]:
+    """A docker stack without NVIDIA GPUs (a Mac with Docker Desktop) runs no vLLM and no DCGM: their settings are refused."""
+    why = "this stack lists no gpus, so no vLLM runs"
+    out = [Problem(f"image.{yaml_key(k)}", f"{why} and no vLLM image is built; remove it") for k in sorted(c.image.model_fields_set)]
+    if c.monitoring.dcgm:
+        out.append(Problem("monitoring.dcgm", "this stack lists no gpus: there is no NVIDIA GPU for the DCGM exporter to watch; remove it"))
+    for key in sorted(c.monitoring.model_fields_set & {"dcgm_image", "dcgm_port"}):
+        out.append(Problem(f"monitoring.{yaml_key(key)}", "this stack lists no gpus and runs no DCGM exporter; remove it"))
     return out
 
 
@@ -162,6 +183,13 @@ def _gpu_problems(c: StackConfig) -> list[Problem]:
         if g.reserved_gib >= g.memory_gib:
             out.append(Problem(f"gpus[{i}].reservedGiB", "must be less than memoryGiB"))
     known = sorted(counts)
+    if c.ollama is not None:
+        missing = [g for g in c.ollama.gpus if g not in counts]
+        if missing:
+            fix = f"add it to gpus or fix the index (known: {known})" if known else "Docker Desktop on a Mac passes no GPU into containers; remove it"
+            out.append(Problem("ollama.gpus", f"GPU {missing} is not in gpus; {fix}"))
+        if len(set(c.ollama.gpus)) != len(c.ollama.gpus):
+            out.append(Problem("ollama.gpus", "lists a GPU twice; list each device once"))
     for i, m in enumerate(c.models):
         ranks = m.pipeline_parallel * (m.tensor_parallel or 1)
         if m.gpus is None:
@@ -187,15 +215,35 @@ def _gpu_problems(c: StackConfig) -> list[Problem]:
     return out
 
 
+def _served(c: StackConfig) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """Every model the gateway routes, whoever serves it: (its key, its name, [(key, served name), ...])."""
+    out = []
+    for i, m in enumerate(c.models):
+        names = [(f"models[{i}].servedModelNames[{j}]", a) for j, a in enumerate(m.served_model_names)]
+        names += [(f"models[{i}].loraModules[{j}].name", lo.name) for j, lo in enumerate(m.lora_modules)]
+        out.append((f"models[{i}]", m.name, names))
+    for e, ep in enumerate(c.endpoints):
+        for i, em in enumerate(ep.models):
+            out.append(
+                (
+                    f"endpoints[{e}].models[{i}]",
+                    em.name,
+                    [(f"endpoints[{e}].models[{i}].servedModelNames[{j}]", a) for j, a in enumerate(em.served_model_names)],
+                )
+            )
+    if c.ollama is not None:
+        for i, om in enumerate(c.ollama.models):
+            out.append((f"ollama.models[{i}]", om.name, [(f"ollama.models[{i}].servedModelNames[{j}]", a) for j, a in enumerate(om.served_model_names)]))
+    return out
+
+
 def _name_problems(c: StackConfig) -> list[Problem]:
     out: list[Problem] = []
     owner: dict[str, tuple[str, str]] = {}
-    for i, m in enumerate(c.models):
-        if not DNS_LABEL.match(m.name):
-            out.append(Problem(f"models[{i}].name", f"{m.name!r} must be a DNS-1123 label: lowercase letters, digits and '-', at most 63"))
-        names = [(f"models[{i}].name", m.name)]
-        names += [(f"models[{i}].servedModelNames[{j}]", a) for j, a in enumerate(m.served_model_names)]
-        names += [(f"models[{i}].loraModules[{j}].name", lo.name) for j, lo in enumerate(m.lora_modules)]
+    for where, model_name, aliases in _served(c):
+        if not DNS_LABEL.match(model_name):
+            out.append(Problem(f"{where}.name", f"{model_name!r} must be a DNS-1123 label: lowercase letters, digits and '-', at most 63"))
+        names = [(f"{where}.name", model_name), *aliases]
         for key, name in names:
             # nginx matches the route map ignoring case: two names that differ only in case cannot both route
             folded = name.lower()
@@ -204,6 +252,46 @@ def _name_problems(c: StackConfig) -> list[Problem]:
                 out.append(Problem(key, f"{name!r} is already served by {owner[folded][0]}{same}; served names must be unique"))
             else:
                 owner[folded] = (key, name)
+    return out
+
+
+def _endpoint_problems(c: StackConfig, reserved_keys: frozenset[str]) -> list[Problem]:
+    out: list[Problem] = []
+    if not (c.models or c.endpoints or c.ollama):
+        out.append(Problem("models", "the stack serves no model: list models (vLLM on the stack's GPUs), endpoints, or ollama.models"))
+    names: dict[str, str] = {"ollama": "ollama"} if c.ollama is not None else {}
+    secrets: dict[str, str] = {}
+    for e, ep in enumerate(c.endpoints):
+        key = f"endpoints[{e}]"
+        if not DNS_LABEL.match(ep.name):
+            out.append(Problem(f"{key}.name", f"{ep.name!r} must be a DNS-1123 label: lowercase letters, digits and '-', at most 63"))
+        elif ep.name in names:
+            out.append(Problem(f"{key}.name", f"{ep.name!r} is already the name of {names[ep.name]}; name each endpoint once"))
+        names.setdefault(ep.name, key)
+        url = URL.match(ep.url)
+        if url and url["port"] and not 0 < int(url["port"]) < 65536:
+            out.append(Problem(f"{key}.url", f"port {url['port']} is not a TCP port (1-65535)"))
+        if url and url["scheme"] == "http" and ep.tls.model_fields_set:
+            out.append(Problem(f"{key}.tls", "applies to https URLs only; remove it or use https"))
+        if ep.read_timeout_seconds and ep.read_timeout_seconds > c.gateway.read_timeout_seconds:
+            out.append(
+                Problem(
+                    f"{key}.readTimeoutSeconds",
+                    f"{ep.read_timeout_seconds} exceeds gateway.readTimeoutSeconds ({c.gateway.read_timeout_seconds}), which ends the request first; "
+                    "lower it or raise gateway.readTimeoutSeconds",
+                )
+            )
+        secret = ep.api_key_secret
+        if secret is not None and secret in reserved_keys:
+            out.append(Problem(f"{key}.apiKeySecret", f"{secret!r} is one of the stack's own keys; name a key of its own, e.g. {ep.name.replace('-', '')}Key"))
+        elif secret is not None and secret in secrets:
+            out.append(
+                Problem(f"{key}.apiKeySecret", f"{secret!r} is also the key of {secrets[secret]}; endpoints may share a key only by naming it once each")
+            )
+        if secret is not None:
+            secrets.setdefault(secret, key)
+    if c.ollama is not None and c.ollama.max_loaded_models and c.ollama.max_loaded_models > len(c.ollama.models):
+        out.append(Problem("ollama.maxLoadedModels", f"{c.ollama.max_loaded_models} exceeds the {len(c.ollama.models)} models listed; lower it or remove it"))
     return out
 
 
@@ -224,7 +312,7 @@ def _port_problems(c: StackConfig) -> list[Problem]:
     if c.target == "docker":
         if c.runs_prometheus:
             ports.append(("monitoring.prometheusPort", c.monitoring.prometheus_port))
-        if c.monitoring.dcgm:
+        if c.runs_dcgm:
             ports.append(("monitoring.dcgmPort", c.monitoring.dcgm_port))
         if c.grafana_dashboards:
             ports.append(("monitoring.grafanaPort", c.monitoring.grafana_port))
@@ -240,10 +328,14 @@ def _port_problems(c: StackConfig) -> list[Problem]:
 def _image_problems(c: StackConfig) -> list[Problem]:
     if c.allow_unpinned_images:
         return []
-    refs = [("image.base", c.image.base), ("gateway.image", c.gateway.image)]
+    # no vLLM image is pulled or built for a stack without models
+    refs = [("image.base", c.image.base)] if c.models else []
+    refs.append(("gateway.image", c.gateway.image))
     if c.webui.enabled:
         refs.append(("webui.image", c.webui.image))
-    if c.monitoring.dcgm:
+    if c.ollama is not None:
+        refs.append(("ollama.image", c.ollama.image))
+    if c.runs_dcgm:
         refs.append(("monitoring.dcgmImage", c.monitoring.dcgm_image))
     if c.runs_prometheus:
         refs.append(("monitoring.prometheusImage", c.monitoring.prometheus_image))
@@ -257,5 +349,15 @@ def _image_problems(c: StackConfig) -> list[Problem]:
     return out
 
 
-def cross_field_problems(c: StackConfig) -> list[Problem]:
-    return [*_target_problems(c), *_gpu_problems(c), *_name_problems(c), *_key_limit_problems(c), *_port_problems(c), *_image_problems(c), *swap_problems(c)]
+def cross_field_problems(c: StackConfig, reserved_keys: frozenset[str] = frozenset()) -> list[Problem]:
+    """``reserved_keys``: the stack's own config keys, which an endpoint's ``apiKeySecret`` may not name."""
+    return [
+        *_target_problems(c),
+        *_gpu_problems(c),
+        *_name_problems(c),
+        *_endpoint_problems(c, reserved_keys),
+        *_key_limit_problems(c),
+        *_port_problems(c),
+        *_image_problems(c),
+        *swap_problems(c),
+    ]

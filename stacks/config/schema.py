@@ -28,9 +28,15 @@ REPOSITORY = rf"(?:{_HOST}/)?{_PATH}(?:/{_PATH})*"
 IMAGE_REF = re.compile(rf"^{REPOSITORY}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{{32,}})?$")
 Image = Annotated[str, Field(pattern=IMAGE_REF.pattern)]
 Repository = Annotated[str, Field(pattern=rf"^{REPOSITORY}$")]
+URL = re.compile(
+    r"^(?P<scheme>https?)://(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::(?P<port>[0-9]{1,5}))?(?P<path>(?:/[A-Za-z0-9._~-]+)*)/?$"
+)
+"""An endpoint's base URL: scheme, host name or IPv4 address, optional port and path; no query, user or fragment. Each part
+goes into nginx's config (upstream server, Host header, TLS name, path rewrite), so nothing else passes."""
 FORMS = {
     IMAGE_REF.pattern: "an image reference: [registry/]repository[:tag][@sha256:digest], lowercase, e.g. vllm/vllm-openai:v0.11.2",
     rf"^{REPOSITORY}$": "an image repository: registry/path, lowercase, no tag, e.g. registry.example/ml/vllm",
+    URL.pattern: "a base URL: http(s)://host[:port][/path] without query or user, e.g. http://model-runner.docker.internal/engines/v1",
 }
 """Patterns too long to show a reader, by what they mean (error messages and the configuration reference)."""
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
@@ -422,8 +428,9 @@ DEFAULT_GRAFANA_IMAGE = "grafana/grafana:13.2.0"
 
 
 class MonitoringConfig(Section):
-    dcgm: bool = True
-    """Run NVIDIA's DCGM exporter (skip on clusters whose GPU Operator already runs one)."""
+    dcgm: bool | None = None
+    """Run NVIDIA's DCGM exporter: on by default where the stack has NVIDIA GPUs (a docker stack without ``gpus`` has
+    none to watch); turn it off on clusters whose GPU Operator already runs one."""
     dcgm_image: Image = DEFAULT_DCGM_IMAGE
     """Pinned DCGM exporter image."""
     dcgm_port: Annotated[int, Field(ge=1, le=65535)] = 9400
@@ -517,6 +524,107 @@ class KubernetesConfig(Section):
     """Size limit of the /dev/shm emptyDir of model pods."""
 
 
+SECRET_CONFIG_KEY = r"^[a-z][A-Za-z0-9]{0,62}$"
+"""A Pulumi config key (camelCase) of this stack's namespace that holds a secret, e.g. ``openaiKey``."""
+OLLAMA_TAG = r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*(:[A-Za-z0-9._-]{1,128})?$"
+"""An Ollama model name with an optional tag (``llama3.2:3b``, ``hf.co/org/repo:Q4_K_M`` lowercased): safe in a shell word."""
+
+
+class EndpointModelConfig(Section):
+    name: str
+    """Served name (DNS-1123 label, unique across the stack): what clients put in ``model``, and in the path
+    ``/<name>/v1/...``."""
+    model: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+=~-]{0,255}$")] = None
+    """The model id the endpoint knows it by (``ai/smollm2``, ``gpt-4.1-mini``); the gateway puts it in the request's
+    ``model``. Defaults to ``name``."""
+    served_model_names: list[Annotated[str, Field(pattern=SERVED_NAME.pattern)]] = []
+    """Extra names the model answers to (aliases)."""
+    task: Literal["generate", "embed"] = "generate"
+    """``embed``: an embedding model, never offered to Open WebUI as a chat model."""
+    max_model_len: Annotated[int | None, Field(ge=16, le=10_000_000)] = None
+    """Its context length, listed in ``GET /v1/models`` (left out when unknown)."""
+
+
+class EndpointTlsConfig(Section):
+    ca_pem: Annotated[str | None, Field(min_length=1, max_length=1_000_000)] = None
+    """PEM certificates of the CAs the gateway trusts for this endpoint (a private CA); left out, the gateway image's system
+    bundle. Set it with ``pulumi config set --path 'vllm-stack:endpoints[0].tls.caPem' "$(cat ca.pem)"``."""
+    server_name: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9*](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")] = None
+    """Name sent in SNI and required in the endpoint's certificate; defaults to the URL's host."""
+
+
+class EndpointConfig(Section):
+    """A server the stack does not run: a Mac's Docker Model Runner, an Ollama box, another vLLM host, a hosted API."""
+
+    name: str
+    """DNS-1123 label naming the endpoint in the plan, logs and errors."""
+    url: Annotated[str, Field(pattern=URL.pattern)]
+    """Base URL of its OpenAI-compatible API, under which ``/chat/completions`` and ``/models`` live (Docker Model Runner from
+    a container: ``http://model-runner.docker.internal/engines/v1``; Ollama: ``http://host:11434/v1``; vLLM:
+    ``http://host:8000/v1``). https is verified against ``tls``."""
+    api_key_secret: Annotated[str | None, Field(pattern=SECRET_CONFIG_KEY)] = None
+    """Name of the config key holding this endpoint's key (set it with ``pulumi config set --secret vllm-stack:<name>
+    <key>``); the gateway sends it instead of the client's key. Left out, the endpoint gets no key."""
+    key_header: Literal["authorization", "x-api-key"] = "authorization"
+    """How the key is sent: ``Authorization: Bearer <key>`` (OpenAI-compatible servers) or ``x-api-key: <key>``
+    (Anthropic's API)."""
+    messages: bool = False
+    """The endpoint answers Anthropic's Messages API at ``<url>/messages`` and ``<url>/messages/count_tokens`` (vLLM,
+    Docker Model Runner, Ollama, Anthropic); the gateway routes ``/v1/messages`` for its models there."""
+    tls: EndpointTlsConfig = EndpointTlsConfig()
+    """Certificate verification for an https URL (always on)."""
+    connect_timeout_seconds: Annotated[int, Field(ge=1, le=600)] = 10
+    """Longest wait for a connection (and the TLS handshake)."""
+    read_timeout_seconds: Annotated[int | None, Field(ge=1, le=86_400)] = None
+    """Longest wait for data from the endpoint; defaults to ``gateway.readTimeoutSeconds``, which it may not exceed."""
+    models: Annotated[list[EndpointModelConfig], Field(min_length=1)]
+    """The models the gateway serves from this endpoint."""
+
+
+DEFAULT_OLLAMA_IMAGE = "ollama/ollama:0.32.15"
+"""ollama/ollama v0.32.15 (2026-08-19): Docker Hub tags are the release without its ``v`` (.github/workflows/release.yaml,
+docker/metadata-action ``type=semver,pattern={{version}}``). The settings below were read from that release's envconfig."""
+
+
+class OllamaModelConfig(Section):
+    name: str
+    """Served name (DNS-1123 label, unique across the stack)."""
+    model: Annotated[str, Field(pattern=OLLAMA_TAG)]
+    """The Ollama model to pull and serve, e.g. ``llama3.2:3b``."""
+    served_model_names: list[Annotated[str, Field(pattern=SERVED_NAME.pattern)]] = []
+    """Extra names the model answers to (aliases)."""
+    task: Literal["generate", "embed"] = "generate"
+    """``embed``: an embedding model (``nomic-embed-text``), never offered as a chat model."""
+    memory_gib: Annotated[float | None, Field(gt=0, le=2048)] = None
+    """GPU memory it holds once loaded at this stack's ``contextLength`` and ``numParallel`` (``ollama ps`` shows it);
+    left out, the plan estimates it for the tags it knows (file size plus KV cache)."""
+
+
+class OllamaConfig(Section):
+    """Ollama run by the stack (docker target): its models are served through the gateway like any other."""
+
+    image: Image = DEFAULT_OLLAMA_IMAGE
+    """Pinned ollama/ollama image."""
+    gpus: list[Annotated[int, Field(ge=0)]] = []
+    """Device indices from ``gpus`` it may use; empty: CPU only. On a GPU shared with vLLM servers the plan sets its memory aside."""
+    models: Annotated[list[OllamaModelConfig], Field(min_length=1)]
+    """Models pulled at start (when missing from the volume) and served."""
+    keep_alive: Annotated[str, Field(pattern=r"^(-1|[0-9]{1,9}|([0-9]{1,9}(\.[0-9]{1,6})?(h|m|s|ms))+)$")] = "5m"
+    """How long a model stays loaded after its last request (``OLLAMA_KEEP_ALIVE``: a duration like ``30m``, seconds, or
+    ``-1`` for ever)."""
+    num_parallel: Annotated[int, Field(ge=1, le=64)] = 1
+    """Requests each model serves at once (``OLLAMA_NUM_PARALLEL``); its KV cache holds contextLength x numParallel tokens."""
+    context_length: Annotated[int, Field(ge=256, le=1_048_576)] = 4096
+    """Context of every request (``OLLAMA_CONTEXT_LENGTH``; Ollama's own default depends on the GPU's memory, so the stack
+    always sets it)."""
+    max_loaded_models: Annotated[int | None, Field(ge=1, le=64)] = None
+    """Models loaded at once (``OLLAMA_MAX_LOADED_MODELS``); defaults to all of ``models``, which the plan reserves memory for."""
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    """KV cache precision (``OLLAMA_KV_CACHE_TYPE``); q8_0 halves it, q4_0 quarters it (flash attention is turned on for them)."""
+    startup_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
+    """Time allowed for pulling the models on first start."""
+
+
 class StackConfig(Section):
     """Everything a stack file says, secrets aside."""
 
@@ -532,10 +640,14 @@ class StackConfig(Section):
     """The vLLM image."""
     gpus: list[GpuConfig] = []
     """Docker target: the host's GPUs."""
-    models: Annotated[list[ModelConfig], Field(min_length=1)]
-    """The models to serve; drives servers, routes, Open WebUI and scrape targets."""
+    models: list[ModelConfig] = []
+    """The models vLLM serves on the stack's GPUs; drives servers, routes, Open WebUI and scrape targets."""
     swap_groups: dict[SwapGroupName, SwapGroupConfig] = {}
     """Settings of the swap groups that models join (``models[].swap.group``); a group not listed here takes the defaults."""
+    endpoints: list[EndpointConfig] = []
+    """Servers the stack does not run whose models the gateway serves too (external endpoints)."""
+    ollama: OllamaConfig | None = None
+    """Ollama run by the stack (docker target)."""
     gateway: GatewayConfig = GatewayConfig()
     """The NGINX gateway."""
     webui: WebuiConfig = WebuiConfig()
@@ -563,6 +675,11 @@ class StackConfig(Section):
     def runs_prometheus(self) -> bool:
         """``monitoring.prometheus``, defaulting to on for docker and off for kubernetes."""
         return self.monitoring.prometheus if self.monitoring.prometheus is not None else self.target == "docker"
+
+    @property
+    def runs_dcgm(self) -> bool:
+        """``monitoring.dcgm``, defaulting to on where there are NVIDIA GPUs: a kubernetes stack, or a docker stack listing ``gpus``."""
+        return self.monitoring.dcgm if self.monitoring.dcgm is not None else (self.target == "kubernetes" or bool(self.gpus))
 
     @property
     def grafana_dashboards(self) -> bool:

@@ -21,6 +21,10 @@ class ProbeError(Exception):
         self.fix = fix
 
 
+class KeyRefused(ProbeError):
+    """An endpoint answered 401 or 403: it wants a key the doctor did not send, or refused the one it sent."""
+
+
 @dataclass(frozen=True)
 class GpuInfo:
     index: int
@@ -117,9 +121,17 @@ class HostProbe(Protocol):
         ...
 
 
+class EndpointProbe(Protocol):
+    def models(self, url: str, headers: dict[str, str], ca_pem: str | None, server_name: str | None, timeout: float = 10.0) -> list[str]:
+        """The ids ``GET <url>/models`` lists, sent with ``headers`` (https verified with ``ca_pem`` as ``server_name``)."""
+        ...
+
+
 @dataclass
 class Probes:
     gpu: GpuProbe
     docker: DockerProbe
     kube: KubeProbe
     host: HostProbe
+    endpoints: EndpointProbe | None = None
+    """Endpoints the stack does not run (None: no such checks, as before the stack had any)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stacks.doctor.docker_checks import daemon_check, gpu_runtime_check
+from stacks.doctor.endpoint_checks import endpoint_checks
 from stacks.doctor.gpu_checks import DEPENDENT, gpu_checks
 from stacks.doctor.host_checks import disk_check, port_checks, published, pvc_check, token_check
 from stacks.doctor.kube_checks import kube_checks
@@ -24,7 +25,13 @@ def doctor(plan: StackPlan, probes: Probes, *, hf_token_set: bool) -> list[Check
         out.append(pvc_check(plan, plan.kubernetes))
         out += kube_checks(plan, plan.kubernetes, probes.kube)
     out.append(token_check(plan, hf_token_set))
+    if probes.endpoints is not None:
+        out += endpoint_checks(plan, probes.endpoints)
     return out
+
+
+def _uses_gpus(plan: StackPlan) -> bool:
+    return bool(plan.models) or bool(plan.ollama and plan.ollama.gpus)
 
 
 def _docker_host(plan: StackPlan, probes: Probes) -> list[Check]:
@@ -42,11 +49,14 @@ def _docker_host(plan: StackPlan, probes: Probes) -> list[Check]:
             *(skipped("host", ["host memory"], away, fix) if plan.swap_groups else []),
             *skipped("ports", [s.name for s in published(plan)], away, fix),
         ]
-    if info is not None:
+    if not _uses_gpus(plan):
+        out += skipped("gpu", ["NVIDIA driver", *DEPENDENT], "the stack uses no NVIDIA GPU (no vLLM; Ollama, if any, on the CPU)")
+    elif info is not None:
         out.append(gpu_runtime_check(info, probes.host))
+        out += gpu_checks(plan, probes.gpu)
     else:
         out += skipped("docker", ["GPU access"], "needs the Docker daemon")
-    out += gpu_checks(plan, probes.gpu)
+        out += gpu_checks(plan, probes.gpu)
     out.append(disk_check(plan, probes.host, info))
     out += host_memory_check(plan, probes.host)
     out += port_checks(plan, probes.host, probes.docker if info is not None else None)

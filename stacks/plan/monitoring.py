@@ -23,7 +23,7 @@ def _gpu_thresholds(config: StackConfig, models: list[ModelPlan], gpus: list[Gpu
         # a pod's GPUs are the scheduler's choice: one threshold covering the fullest pod
         assert config.kubernetes is not None
         gib = config.kubernetes.gpu.memory_gib
-        fullest = max(m.memory.fraction + CUDA_CONTEXT_GIB / gib for m in models)
+        fullest = max((m.memory.fraction + CUDA_CONTEXT_GIB / gib for m in models), default=0.0)  # none: endpoints only
         return max(base, min(GPU_ALERT_MAX, round(fullest + GPU_ALERT_MARGIN, 3))), {}
     by_gpu = {}
     for g in gpus:

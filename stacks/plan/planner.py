@@ -14,6 +14,7 @@ from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackCon
 from stacks.errors import ConfigError, Problem
 from stacks.plan import swap as swapping_plan
 from stacks.plan import topology as net
+from stacks.plan.endpoints import external_plans, ollama_plan
 from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args, tool_call_parser, worker_args
 from stacks.plan.memory import DTYPE_BYTES, GIB, SAFETY_FRACTION, KvLayout
 from stacks.plan.monitoring import monitoring_plan
@@ -36,6 +37,8 @@ from stacks.plan.types import (
     DcgmPlan,
     DockerPlan,
     EncoderPlan,
+    EndpointPlan,
+    ExternalModelPlan,
     GatewayPlan,
     GpuPlan,
     ImagePlan,
@@ -44,6 +47,7 @@ from stacks.plan.types import (
     KubernetesPlan,
     MemoryFigures,
     ModelPlan,
+    OllamaPlan,
     PrometheusPlan,
     Route,
     ScrapeTarget,
@@ -254,7 +258,8 @@ def _image(config: StackConfig, version: Version, problems: list[Problem]) -> Im
         base=base,
         timezone=config.timezone,
         apt_packages=list(img.apt_packages),
-        build=config.target == "docker" or bool(img.apt_packages),
+        # no vLLM runs without models (a stack serving endpoints only): nothing to build
+        build=bool(config.models) and (config.target == "docker" or bool(img.apt_packages)),
         vllm_version=version_text(version),
         registry=img.registry,
         run_as_non_root=non_root,
@@ -273,6 +278,16 @@ def plan(config: StackConfig) -> StackPlan:
     docker = config.target == "docker"
     gpus = _gpus(config, models)
     notes: list[str] = []
+    ollama = ollama_plan(config, {g for md in models for g in md.server.gpus}, problems)
+    if problems:
+        raise ConfigError(problems)
+    if ollama is not None:
+        for g in ollama.shared_gpus:
+            # vLLM servers are planned around what Ollama's models hold once loaded, as around any other reservation
+            gpus[g] = replace(gpus[g], reserved=gpus[g].reserved + ollama.reserved_gib)
+            notes.append(
+                f"GPU {g}: {ollama.reserved_gib:.2f} GiB set aside for Ollama ({', '.join(f'{m.model} {m.memory_gib:.2f}' for m in ollama.models)} GiB)"
+            )
     gpu_key = "models[{i}].gpus" if docker else "models[{i}].tensorParallel"
     # swap groups first: their members' KV is settled and their reservation taken before the other servers share the rest
     swapping, swap_problems = swapping_plan.prepare(config, [(md.config, md.server) for md in models], gpus, version, exact)
@@ -284,6 +299,14 @@ def plan(config: StackConfig) -> StackPlan:
     if problems:
         raise ConfigError(problems)
     share(swapping.gpus, [md.server for md in standalone], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key)
+    if problems and ollama is not None and ollama.shared_gpus:
+        problems.append(
+            Problem(
+                "ollama",
+                f"its models hold {ollama.reserved_gib:.2f} GiB of GPU {', '.join(map(str, ollama.shared_gpus))} once loaded, which the vLLM "
+                "servers there are planned around; lower contextLength, numParallel or maxLoadedModels, or give Ollama a GPU of its own",
+            )
+        )
     if problems:
         raise ConfigError(problems)
     if not docker:
@@ -459,7 +482,9 @@ def plan(config: StackConfig) -> StackPlan:
                     headroom_gib=round(headroom, 3),
                 )
             )
+    endpoints, externals = external_plans(config)
     embedders = [n for p in plans if p.task == "embed" for n in p.served_names]
+    embedders += [n for em in externals if em.task == "embed" for n in em.served_names]
     wanted = config.webui.embedding_model
     if wanted and wanted not in embedders:
         problems.append(
@@ -469,7 +494,7 @@ def plan(config: StackConfig) -> StackPlan:
         raise ConfigError(problems)
     startup = {p.name: p.startup_seconds for p in plans}
     groups = swapping_plan.group_plans(config, swapping, gpus, members, startup, group_after)
-    return _stack(config, image, plans, gpu_plans, notes, groups)
+    return _stack(config, image, plans, gpu_plans, notes, groups, (endpoints, externals, ollama))
 
 
 def _stage_figures(md: _Model, heaviest_footprint: float) -> list[StageMemory]:
@@ -585,15 +610,22 @@ def _fixed_problem(s: Server, total: float) -> Problem | None:
 
 
 def _stack(
-    config: StackConfig, image: ImagePlan, models: list[ModelPlan], gpu_plans: list[GpuPlan], notes: list[str], swap_groups: list[SwapGroupPlan]
+    config: StackConfig,
+    image: ImagePlan,
+    models: list[ModelPlan],
+    gpu_plans: list[GpuPlan],
+    notes: list[str],
+    swap_groups: list[SwapGroupPlan],
+    served_elsewhere: tuple[list[EndpointPlan], list[ExternalModelPlan], OllamaPlan | None],
 ) -> StackPlan:
+    endpoints, externals, ollama = served_elsewhere
     target = config.target
     kube = config.kubernetes
     namespace = kube.namespace if kube else None
     gw_cfg, ui_cfg, mon = config.gateway, config.webui, config.monitoring
     gateway = net.service(target, namespace, net.GATEWAY, net.GATEWAY_PORT, gw_cfg.port, metrics_path=net.METRICS_PATH, metrics_port=net.GATEWAY_METRICS_PORT)
     webui = net.service(target, namespace, net.WEBUI, net.WEBUI_PORT, ui_cfg.port) if ui_cfg.enabled else None
-    dcgm = net.service(target, namespace, net.DCGM, net.DCGM_PORT, mon.dcgm_port, metrics_path=net.METRICS_PATH) if mon.dcgm else None
+    dcgm = net.service(target, namespace, net.DCGM, net.DCGM_PORT, mon.dcgm_port, metrics_path=net.METRICS_PATH) if config.runs_dcgm else None
     prometheus = net.service(target, namespace, net.PROMETHEUS, net.PROMETHEUS_PORT, mon.prometheus_port, health_path=None) if config.runs_prometheus else None
 
     scrape = [ScrapeTarget(net.JOB_VLLM, m.address, m.metrics_path, labels={"model": m.name}, service=m.service) for m in models]
@@ -653,6 +685,8 @@ def _stack(
         )
 
     routes = [Route(s, mp.name, mp.service, mp.port) for mp in models for s in mp.served_names]
+    routes += [Route(s, em.name, em.service, 0, kind="external") for em in externals for s in em.served_names]
+    tasks = {mp.name: mp.task for mp in models} | {em.name: em.task for em in externals}
     models_by_name = {mp.name: mp for mp in models}
     return StackPlan(
         target=target,
@@ -691,13 +725,17 @@ def _stack(
                 database_url=ui_cfg.database_url,
                 storage_size=ui_cfg.storage_size,
                 startup_seconds=WEBUI_STARTUP_SECONDS,
-                chat_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate"],
-                vision_models=[r.served_name for r in routes if models_by_name[r.model].task == "generate" and _takes_images(models_by_name[r.model])],
+                chat_models=[r.served_name for r in routes if tasks[r.model] == "generate"],
+                vision_models=[
+                    r.served_name for r in routes if r.model in models_by_name and tasks[r.model] == "generate" and _takes_images(models_by_name[r.model])
+                ],
                 embedding_model=ui_cfg.embedding_model,
+                # Open WebUI's own (legacy) tool calling where vLLM has no parser, and for models served elsewhere (whose
+                # tool support the stack cannot know): never vLLM's 400 for a browser chat
                 function_calling={
-                    r.served_name: "native" if models_by_name[r.model].tool_call_parser else "legacy"
+                    r.served_name: "native" if r.model in models_by_name and models_by_name[r.model].tool_call_parser else "legacy"
                     for r in routes
-                    if models_by_name[r.model].task == "generate"
+                    if tasks[r.model] == "generate"
                 },
                 model_access=ui_cfg.model_access,
                 oidc=_oidc_env(ui_cfg.oidc),
@@ -714,4 +752,7 @@ def _stack(
         notes=notes,
         monitoring=monitoring,
         swap_groups=swap_groups,
+        endpoints=endpoints,
+        externals=externals,
+        ollama=ollama,
     )

@@ -32,6 +32,8 @@ SWAP_ENGINE_PORT = 18001
 answer without a key (vLLM 0.26.0 vllm/entrypoints/serve/utils/server_utils.py: the key guards /v1, /v2 and
 /inference only), so nothing outside the swapper may reach them."""
 """Grafana's image serves on 3000 (``EXPOSE 3000`` in grafana/grafana's Dockerfile)."""
+OLLAMA_PORT = 11434
+"""ollama/ollama's image: ``ENV OLLAMA_HOST=0.0.0.0:11434``, ``EXPOSE 11434`` (Dockerfile, v0.32.15)."""
 
 VLLM_MASTER_PORT = 29501
 """``vllm serve --master-port`` of a server spanning nodes: the torch.distributed store on the leader that every node's
@@ -53,6 +55,8 @@ WEBUI = "open-webui"
 DCGM = "dcgm-exporter"
 PROMETHEUS = "prometheus"
 GRAFANA = "grafana"
+OLLAMA = "ollama"
+"""The stack's Ollama: its service, and the endpoint name its models are served under."""
 
 # Prometheus job names of the stack's scrape targets (docker scrape config; ServiceMonitor relabelling on kubernetes).
 JOB_VLLM = "vllm"
@@ -81,11 +85,17 @@ def swap_service(group: str) -> str:
     return f"swap-{group}"
 
 
+def external_service(model: str) -> str:
+    """The gateway's upstream for an endpoint's model (an internal server of the gateway that speaks to the endpoint)."""
+    return f"ext-{model}"
+
+
 # Logical data volumes: docker named volumes, Kubernetes PVCs (or folders in one).
 MODEL_CACHE = "model-cache"
 VLLM_CACHE = "vllm-cache"
 WEBUI_DATA = "webui-data"
 PROMETHEUS_DATA = "prometheus-data"
+OLLAMA_DATA = "ollama-data"
 RETAIN_LABEL = "vllm-stack/retain-on-destroy"
 """Label on every data volume, PVC and the namespace: ``"true"`` where ``pulumi destroy`` keeps it.
 Written from the same flag as the resource's ``retainOnDelete`` option, which policy packs cannot see

@@ -225,11 +225,91 @@ class GpuPlan:
 
 
 @dataclass(frozen=True)
+class EndpointPlan:
+    """A server whose models the gateway serves but whose GPUs the plan does not own: an external endpoint (another
+    vLLM, a Mac's Docker Model Runner, an Ollama box, a hosted API) or the Ollama the stack runs."""
+
+    name: str
+    kind: Literal["external", "ollama"]
+    url: str
+    """Base URL of its OpenAI-compatible API, as configured."""
+    scheme: Literal["http", "https"]
+    host: str
+    port: int
+    base_path: str
+    """The URL's path (``/engines/v1``), where the gateway's ``/v1`` goes; empty for the server's root."""
+    messages: bool
+    """It answers Anthropic's Messages API at ``<url>/messages``."""
+    count_tokens: bool
+    """It counts tokens at ``<url>/messages/count_tokens``."""
+    key_secret: str | None
+    """Config key holding its key (a Pulumi secret, written into the gateway's keys.conf); None: it gets no key."""
+    key_header: Literal["authorization", "x-api-key"]
+    tls_name: str | None
+    """https: the name sent in SNI and required in its certificate."""
+    ca_pem: str | None
+    """https: the CAs trusted for it; None: the gateway image's system bundle."""
+    connect_timeout_seconds: int
+    read_timeout_seconds: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ExternalModelPlan:
+    """A model served by an endpoint, routed by the gateway like any other (no GPU is planned for it)."""
+
+    name: str
+    endpoint: str
+    upstream_model: str
+    """The id the endpoint knows it by; the gateway writes it into the request's ``model``."""
+    served_names: list[str]
+    task: Literal["generate", "embed"]
+    max_model_len: int | None
+    service: str
+    """The gateway's upstream for it (an internal server that speaks to the endpoint)."""
+
+
+@dataclass(frozen=True)
+class OllamaModelPlan:
+    name: str
+    model: str
+    """The Ollama model pulled and served (``llama3.2:3b``)."""
+    memory_gib: float
+    """GPU memory it holds once loaded (declared, or estimated: weights, KV of contextLength x numParallel, runtime)."""
+    memory_source: Literal["declared", "catalog", "none"]
+    """``none``: a CPU-only Ollama, which holds no GPU memory."""
+
+
+@dataclass(frozen=True)
+class OllamaPlan:
+    """The Ollama the stack runs (docker target); its models are served through the gateway as endpoint ``ollama``."""
+
+    service: Service
+    image: str
+    gpus: list[int]
+    """Docker device indices; empty: CPU only."""
+    env: dict[str, str]
+    models: list[OllamaModelPlan]
+    pull: list[str]
+    """Models pulled at start when the volume lacks them."""
+    reserved_gib: float
+    """Memory set aside on each of its GPUs that vLLM servers share (the largest ``maxLoadedModels`` models loaded at once)."""
+    shared_gpus: list[int]
+    """Its GPUs that vLLM servers use too (the plan holds ``reserved_gib`` back on each)."""
+    startup_seconds: int
+
+
+@dataclass(frozen=True)
 class Route:
     served_name: str
     model: str
     service: str
     port: int
+    kind: Literal["vllm", "external"] = "vllm"
+    """``external``: ``model`` names an ``ExternalModelPlan`` (an endpoint's model, or the stack's Ollama's)."""
 
 
 @dataclass(frozen=True)
@@ -469,6 +549,9 @@ class StackPlan:
     monitoring: MonitoringPlan
     swap_groups: list[SwapGroupPlan] = field(default_factory=list)
     """Models on shared GPUs that take turns being awake (``models[].swap``)."""
+    endpoints: list[EndpointPlan] = field(default_factory=list)
+    externals: list[ExternalModelPlan] = field(default_factory=list)
+    ollama: OllamaPlan | None = None
 
     @property
     def webui_api_base(self) -> str:
@@ -485,3 +568,9 @@ class StackPlan:
     def servers(self) -> list[ModelPlan]:
         """Models with a server of their own; swap-group members run in their group's."""
         return [m for m in self.models if m.swap is None]
+
+    def external(self, name: str) -> ExternalModelPlan:
+        return next(m for m in self.externals if m.name == name)
+
+    def endpoint(self, name: str) -> EndpointPlan:
+        return next(e for e in self.endpoints if e.name == name)

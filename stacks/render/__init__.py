@@ -10,7 +10,8 @@ from stacks.render.monitoring import cluster
 
 def render_all(plan: StackPlan) -> dict[str, str]:
     """Every rendered file, keyed ``<component>/<file>``; a kubernetes stack adds its manifests under ``kubernetes/``."""
-    out = {f"vllm/{k}": v for k, v in dockerfile.render(plan.image).items()}
+    # no vLLM image for a stack whose models are all served elsewhere
+    out = {f"vllm/{k}": v for k, v in dockerfile.render(plan.image).items()} if plan.models else {}
     out |= {f"gateway/{k}": v for k, v in gateway.render(plan).items()}
     out |= {f"swap/{g.name}/{k}": v for g in plan.swap_groups for k, v in swap.render(plan, g).items()}
     if plan.prometheus:

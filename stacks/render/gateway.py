@@ -8,18 +8,23 @@
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from stacks.keys import ApiKey, with_key
+from stacks.keys import ApiKey, check_key, with_key
 from stacks.plan import StackPlan
 from stacks.plan.topology import GATEWAY_METRICS_PORT, GATEWAY_PORT, HEALTH_PATH, KEYS_FILE, METRICS_PATH
 from stacks.plan.types import GatewayPlan
-from stacks.render import nginx_hash
+from stacks.render import anthropic, endpoints, nginx_hash
+from stacks.render.nginx_text import json_text as _json_text
+from stacks.render.nginx_text import nginx_string
 
 ROUTER_JS = Path(__file__).with_name("router.js")
+GATEWAY_CONF_DIR = "/etc/nginx"
+"""The official nginx image's configuration folder (the layout of its files, keys.conf and CA bundles below it)."""
 ERROR_PREFIX = "/.gateway-error/"
 """Error pages are internal URIs, not named locations: nginx cannot redirect a request whose request line it
 could not parse (no URI) to a named location and answers its own HTML 500 instead."""
@@ -43,6 +48,10 @@ SHARED_DICT = "vllm_stack_gateway"
 USAGE_PATTERN = r'~(?s)^.*"usage"\s*:\s*\{[^}]*?"prompt_tokens"\s*:\s*(?<gw_up>[0-9]{1,18})[^}]*?"completion_tokens"\s*:\s*(?<gw_uc>[0-9]{1,18})'
 """The last ``usage`` object's tokens; vLLM's UsageInfo lists prompt_tokens before completion_tokens
 (vllm/entrypoints/openai/engine/protocol.py, 0.26.0)."""
+ANTHROPIC_USAGE_PATTERN = r'~(?s)^.*"usage"\s*:\s*\{[^}]*?"input_tokens"\s*:\s*(?<gw_ai>[0-9]{1,18})[^}]*?"output_tokens"\s*:\s*(?<gw_ao>[0-9]{1,18})'
+"""The same in a Messages API answer: vLLM's AnthropicUsage lists input_tokens before output_tokens, and its streams end
+with a message_delta event carrying the whole request's usage (vllm/entrypoints/anthropic/protocol.py and serving.py,
+0.26.0, where every such stream asks for usage)."""
 INCLUDE_USAGE = r'~"include_usage"\s*:\s*true'
 """A request asking for usage in its stream (``stream_options.include_usage``; continuous stats need it too)."""
 FORCE_INCLUDE_USAGE = "--enable-force-include-usage"
@@ -65,13 +74,20 @@ class Layout:
     user: str | None = "nginx"
     temp_dir: str | None = None
     upstream_addresses: dict[str, str] = field(default_factory=dict)
-    """service -> host:port, replacing the plan's service DNS names (tests point these at 127.0.0.1)."""
+    """service (or an endpoint's upstream, ``ep-<name>``) -> host:port, replacing the plan's DNS names (tests point these at 127.0.0.1)."""
     worker_processes: int | None = None
     """None: the plan's ``gateway.workerProcesses``."""
     shared_dict: bool = True
     """``js_shared_dict_zone`` for the metrics' counters: njs 0.8+ (the pinned image); Debian 12's njs 0.7.9 lacks it."""
     js_engine: str | None = None
     """None: the plan's ``gateway.jsEngine``; tests name the engine of the njs they load (Debian 12's has only ``njs``)."""
+    endpoint_listen: dict[str, str] = field(default_factory=dict)
+    """Endpoint model service -> its internal server's ``127.0.0.1:port`` (``endpoints.PORT_BASE`` onwards when absent)."""
+    ca_dir: str = f"{GATEWAY_CONF_DIR}/ca"
+    """Where the endpoints' own CA bundles are (``endpoints.ca_files``)."""
+    system_ca: str = "/etc/ssl/certs/ca-certificates.crt"
+    """The image's CA bundle: nginx:1.30.0 (Debian trixie) keeps ca-certificates (stable/debian/Dockerfile of
+    nginx/docker-nginx removes only gnupg1 after installing both)."""
 
     @property
     def metrics_address(self) -> str:
@@ -112,37 +128,21 @@ ROUTE_ERRORS: dict[str, tuple[int, str, str]] = {
 """Body routing's verdicts (router.js returns them after a space) -> status, code, message; {model}: the echoed name."""
 
 
-def _json_text(obj: object) -> str:
-    """JSON for an nginx single-quoted string: no ``$`` (variables) and escaped quotes."""
-    text = json.dumps(obj, separators=(",", ":")).replace("$", "\\u0024")
-    return text.replace("\\", "\\\\").replace("'", "\\'")
-
-
-def nginx_string(s: str) -> str:
-    """``s`` double-quoted for nginx.conf: backslashes and quotes escaped, which nginx's parser undoes."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def upstream_block_name(service: str) -> str:
     return f"up-{service}"
 
 
-def models_json(plan: StackPlan) -> dict[str, object]:
+def models_json(plan: StackPlan) -> dict[str, Any]:
     """The ``GET /v1/models`` body: every served name, OpenAI list format."""
-    data = []
+    data: list[dict[str, object]] = []
     for r in plan.routes:
-        m = plan.model(r.model)
-        data.append(
-            {
-                "id": r.served_name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "vllm-stack",
-                "root": m.model,
-                "parent": None,
-                "max_model_len": m.max_model_len,
-            }
-        )
+        if r.kind == "external":
+            em = plan.external(r.model)
+            root, max_len, owner = em.upstream_model, em.max_model_len, f"vllm-stack:{em.endpoint}"
+        else:
+            m = plan.model(r.model)
+            root, max_len, owner = m.model, m.max_model_len, "vllm-stack"
+        data.append({"id": r.served_name, "object": "model", "created": 0, "owned_by": owner, "root": root, "parent": None, "max_model_len": max_len})
     return {"object": "list", "data": data}
 
 
@@ -154,6 +154,12 @@ def _error_body(status: int, code: str, message: str, etype: str | None = None) 
 def _body(status: int) -> str:
     etype, code, message = ERRORS[status]
     return f"'{_json_text(_error_body(status, code, message, etype))}\\n'"
+
+
+def _anthropic_body(status: int, message: str | None = None) -> str:
+    """The same error in Anthropic's shape, for Messages API requests ($gw_anthropic)."""
+    text = message or (anthropic.AUTH_MESSAGE if status == 401 else ERRORS[status][2])
+    return f"'{_json_text(anthropic.error_body(status, text))}\\n'"
 
 
 # Every variable the access log writes comes from the client only after a check that keeps it printable ASCII:
@@ -196,7 +202,15 @@ def _maps(plan: StackPlan) -> list[str]:
         '    "~^[\\x20-\\x7e]{0,2048}\\z" $request_uri;',
         "}",
         "",
-        # $gw_key is the name of the request's key, set once the Authorization header matched its key byte for byte
+        # the client's key as keys.conf matches it: Anthropic clients send x-api-key (the anthropic SDK before 2.0, an
+        # ANTHROPIC_API_KEY), others Authorization: Bearer; x-api-key, when sent, is the one checked
+        "map $http_x_api_key $gw_credential {",
+        '    "" $http_authorization;',
+        '    default "Bearer $http_x_api_key";',
+        "}",
+        *anthropic.map_lines(),
+        "",
+        # $gw_key is the name of the request's key, set once the credential matched its key byte for byte
         "map $gw_key $gw_key_label {",
         '    "" "-";',
         "    default $gw_key;",
@@ -226,11 +240,13 @@ def _maps(plan: StackPlan) -> list[str]:
     retry = {n: math.ceil(60 / lim.requests_per_minute) for n, lim in cfg.key_limits.items() if lim.requests_per_minute}
     lines += ["map $gw_key $gw_key_retry {", "    default 1;", *(f"    {nginx_string(n)} {s};" for n, s in retry.items()), "}"]
     lines += ["map $limit_req_status $gw_retry_after {", "    REJECTED $gw_key_retry;", "    default 1;", "}"]
-    lines += ["map $limit_req_status $gw_429_body {", f"    REJECTED '{_json_text(_error_body(429, RATE_LIMITED[1], RATE_LIMITED[2], RATE_LIMITED[0]))}\\n';"]
+    lines += ['map "$limit_req_status:$gw_anthropic" $gw_429_body {']
+    lines += [f"    REJECTED: '{_json_text(_error_body(429, RATE_LIMITED[1], RATE_LIMITED[2], RATE_LIMITED[0]))}\\n';"]
+    lines += [f"    REJECTED:1 {_anthropic_body(429, RATE_LIMITED[2])};", f'    "~:1$" {_anthropic_body(429)};']
     lines += [f"    default {_body(429)};", "}"]
     # no max_conns left (max_concurrent_per_model) shows as "no live upstreams": $upstream_addr is then the group's name
     lines += ['map "$upstream_addr" $gw_upstream_full {', '    "~(^|, )up-" 1;', "    default 0;", "}"]
-    lines += ["", *_routing_maps(plan), "", *_usage_maps(plan)]
+    lines += ["", *_routing_maps(plan), "", *_usage_maps(plan), "", *_shaped_errors(plan)]
     if cfg.cors_allow_origins:
         origins = cfg.cors_allow_origins
         lines += ["map $http_origin $gw_cors_origin {", '    default "";']
@@ -342,6 +358,7 @@ def _usage_maps(plan: StackPlan) -> list[str]:
         "map $gw_usage $gw_usage_pc {",
         '    default "";',
         f'    {nginx_string(USAGE_PATTERN)} "$gw_up $gw_uc";',
+        f'    {nginx_string(ANTHROPIC_USAGE_PATTERN)} "$gw_ai $gw_ao";',
         "}",
         "map $gw_usage_pc $gw_prompt_tokens {",
         "    default null;",
@@ -355,8 +372,9 @@ def _usage_maps(plan: StackPlan) -> list[str]:
     if plan.gateway.token_usage:
         forced = any(FORCE_INCLUDE_USAGE in m.args for m in plan.models)
         lines += [
-            "# a stream whose request did not ask for usage carries none: router.usage stops filtering it at once",
-            "map $upstream_http_content_type $gw_usage_off {",
+            "# a stream whose request did not ask for usage carries none: router.usage stops filtering it at once (a Messages",
+            "# API stream always carries it: $gw_anthropic puts a 1 before its content type)",
+            'map "$gw_anthropic$upstream_http_content_type" $gw_usage_off {',
             '    default "";',
             *([] if forced else ['    "~^text/event-stream" $gw_stream_usage_off;']),
             "}",
@@ -458,6 +476,11 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         f"    js_path {nginx_string(layout.njs_dir)};",
         "    js_import router from router.js;",
         *(["    js_set $gw_js_route router.route;"] if cfg.routing == "model" else []),
+        *(
+            ["    # an endpoint model's body, its model set to the id the endpoint knows", "    js_set $gw_ext_body router.upstreamBody;"]
+            if plan.externals
+            else []
+        ),
         "    # the answer's tail, from router.usage (empty without the filter)",
         "    js_var $gw_usage;",
     ]
@@ -475,10 +498,12 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         "",
         *(f"    {ln}" if ln else "" for ln in _maps(plan)),
         "",
+        *(f"    {ln}" for ln in (endpoints.maps(plan) if plan.externals else [])),
     ]
     max_conns = f" max_conns={cfg.max_concurrent_per_model}" if cfg.max_concurrent_per_model else ""
+    internal = endpoints.listen_addresses(plan, layout)
     for service, port in services.items():
-        addr = layout.upstream_addresses.get(service, f"{service}:{port}")
+        addr = layout.upstream_addresses.get(service) or internal.get(service) or f"{service}:{port}"
         lines += [
             f"    upstream {upstream_block_name(service)} {{",
             # shared by the workers, so max_conns counts the whole gateway's connections to this model
@@ -496,6 +521,8 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         "proxy_set_header Host $proxy_host;",
         "proxy_set_header X-Request-ID $req_id;",
         "proxy_set_header Authorization $upstream_authorization;",
+        # a client's x-api-key is its gateway key: never passed on
+        'proxy_set_header X-Api-Key "";',
         "proxy_buffering off;",
         "proxy_cache off;",
         "proxy_connect_timeout 5s;",
@@ -506,7 +533,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         proxy.append("js_body_filter router.usage;")
     # keys.conf names the key the Authorization header matches ignoring case ($gw_key_candidate, a map) and gives
     # that name's exact header ($gw_key_expected); "=" in an if compares bytes, and only then is the key named
-    auth = ["if ($http_authorization != $gw_key_expected) { return 401; }", "set $gw_key $gw_key_candidate;"]
+    auth = ["if ($gw_credential != $gw_key_expected) { return 401; }", "set $gw_key $gw_key_candidate;"]
     lines += [
         "",
         "    server {",
@@ -542,6 +569,8 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         "        location = /v1/models {",
         *(f"            {a}" for a in auth),
         "            if ($request_method !~ ^(GET|HEAD)$) { return 405; }",
+        # Anthropic's clients send anthropic-version and read Anthropic's list
+        f"            if ($http_anthropic_version) {{ return 200 '{_json_text(anthropic.models_json(models_json(plan)['data']))}\\n'; }}",
         f"            return 200 '{_json_text(models_json(plan))}\\n';",
         "        }",
         "",
@@ -550,7 +579,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         lines += [
             "        location /v1/ {",
             *(f"            {a}" for a in auth),
-            f"            if ($request_method != POST) {{ return 405 '{_json_text(_error_body(405, NOT_POST[1], NOT_POST[2], NOT_POST[0]))}\\n'; }}",
+            "            if ($request_method != POST) { return 405 $gw_not_post; }",
             *(f"            {d}" for d in _limits(cfg)),
             # the mirror module reads the body in the precontent phase, so proxy_pass (content phase) routes on it:
             # no redirect, one location, and what router.js keeps about the request stays with it
@@ -573,7 +602,7 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         "        location ~ ^/(?<path_model>[A-Za-z0-9][A-Za-z0-9._:-]*)/v1/ {",
         *(f"            {a}" for a in auth),
         '            if ($gw_path_upstream = "") {',
-        f"                return 404 '{_json_text(_error_body(404, 'model_not_found', 'Unknown model in path; GET /v1/models lists the served models.'))}\\n';",
+        "                return 404 $gw_path_unknown;",
         "            }",
         *(f"            {d}" for d in _limits(cfg)),
         "            rewrite ^/[^/]+(/v1/.*)$ $1 break;",
@@ -595,13 +624,18 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
                 "            return 429 $gw_429_body;",
             ]
         elif code == 502:
-            lines += [f"            if ($gw_upstream_full) {{ return 503 {_body(503)}; }}", f"            return 502 {_body(502)};"]
+            lines += [
+                "            if ($gw_upstream_full) { return 503 $gw_503_body; }",
+                f"            if ($gw_anthropic) {{ return 502 {_anthropic_body(502)}; }}",
+                f"            return 502 {_body(502)};",
+            ]
         else:
-            lines.append(f"            return {code} {_body(code)};")
+            lines += [f"            if ($gw_anthropic) {{ return {code} {_anthropic_body(code)}; }}", f"            return {code} {_body(code)};"]
         lines.append("        }")
+    lines += ["    }", ""]
+    if plan.externals:
+        lines += [*endpoints.servers(plan, layout), *endpoints.upstreams(plan, layout), ""]
     lines += [
-        "    }",
-        "",
         "    # Prometheus: internal only (never published), no client key",
         "    server {",
         f"        listen {layout.metrics_listen};",
@@ -628,44 +662,74 @@ def _route_error_location() -> list[str]:
         "        location /v1/ {",
         f"            if ($remote_addr != 127.0.0.1) {{ return 404 {_body(404)}; }}",
     ]
-    for verdict, (status, code, message) in ROUTE_ERRORS.items():
+    for verdict, (status, _, _) in ROUTE_ERRORS.items():
         if verdict != "model_not_found":
-            body = _json_text(_error_body(status, code, message))
-            lines.append(f"            if ($http_x_gateway_route_error = {verdict}) {{ return {status} '{body}\\n'; }}")
-    status, code, message = ROUTE_ERRORS["model_not_found"]
-    named = _json_text(_error_body(status, code, message.format(model="`MODEL` "))).replace("MODEL", "$http_x_gateway_model")
-    lines.append(f"            if ($http_x_gateway_model) {{ return {status} '{named}\\n'; }}")
-    lines += [f"            return {status} '{_json_text(_error_body(status, code, message.format(model='')))}\\n';", "        }"]
+            lines.append(f"            if ($http_x_gateway_route_error = {verdict}) {{ return {status} $gw_route_{verdict}; }}")
+    status = ROUTE_ERRORS["model_not_found"][0]
+    lines.append(f"            if ($http_x_gateway_model) {{ return {status} $gw_route_named; }}")
+    lines += [f"            return {status} $gw_route_unnamed;", "        }"]
     return lines
 
 
-def keys_conf(plan: StackPlan, api_keys: list[ApiKey], vllm_api_key: str | None) -> str:
-    """The secret include: which client keys pass under which name, and the key the gateway sends to vLLM.
+def _shaped(variable: str, status: int, openai: dict[str, object], message: str, echo: tuple[str, str] | None = None) -> list[str]:
+    """A map choosing an error's body by the request's API: Anthropic's shape for the Messages API ($gw_anthropic), else OpenAI's.
+    ``echo``: a placeholder in the message and the variable that replaces it in both bodies."""
+    bodies = {"1": _json_text(anthropic.error_body(status, message)), "default": _json_text(openai)}
+    if echo:
+        bodies = {k: v.replace(echo[0], echo[1]) for k, v in bodies.items()}
+    return [f"map $gw_anthropic {variable} {{", *(f"    {k} '{v}\\n';" for k, v in bodies.items()), "}"]
+
+
+def _shaped_errors(plan: StackPlan) -> list[str]:
+    """Bodies of the errors the gateway answers in either API's shape, where a plain ``if`` cannot choose (a body in a
+    variable, or an answer given from inside another ``if``)."""
+    lines = [*_shaped("$gw_503_body", 503, _error_body(503, ERRORS[503][1], ERRORS[503][2]), ERRORS[503][2])]
+    unknown = "Unknown model in path; GET /v1/models lists the served models."
+    lines += _shaped("$gw_path_unknown", 404, _error_body(404, "model_not_found", unknown), unknown)
+    if plan.gateway.routing == "model":
+        lines += _shaped("$gw_not_post", 405, _error_body(405, NOT_POST[1], NOT_POST[2], NOT_POST[0]), NOT_POST[2])
+        for verdict, (status, code, message) in ROUTE_ERRORS.items():
+            if verdict != "model_not_found":
+                lines += _shaped(f"$gw_route_{verdict}", status, _error_body(status, code, message), message)
+        status, code, message = ROUTE_ERRORS["model_not_found"]
+        named = message.format(model="`MODEL` ")
+        lines += _shaped("$gw_route_named", status, _error_body(status, code, named), named, ("MODEL", "$http_x_gateway_model"))
+        lines += _shaped("$gw_route_unnamed", status, _error_body(status, code, message.format(model="")), message.format(model=""))
+    return lines
+
+
+def keys_conf(plan: StackPlan, api_keys: list[ApiKey], vllm_api_key: str | None, endpoint_keys: Mapping[str, str] | None = None) -> str:
+    """The secret include: which client keys pass under which name, the key the gateway sends to vLLM, and each
+    endpoint's key (``endpoint_keys``: endpoint name -> the whole header value it gets, ``Bearer <key>`` or the key).
 
     With no client keys the gateway is open (every request authorized, key name ``-``). nginx.conf lets a request in
-    when its Authorization header equals ``$gw_key_expected`` byte for byte. It starts with the map hash's size, for
-    the keys of its own maps and of nginx.conf's (nginx.conf includes it before its first map): nginx_hash.py.
+    when its credential (``$gw_credential``: the Authorization header, or ``Bearer`` and its x-api-key) equals
+    ``$gw_key_expected`` byte for byte. It starts with the map hash's size, for the keys of its own maps and of
+    nginx.conf's (nginx.conf includes it before its first map): nginx_hash.py.
     """
     keys = with_key(api_keys)
     if vllm_api_key is not None:
         with_key([ApiKey("vllm", vllm_api_key)])  # the same character rules
+    for name, value in (endpoint_keys or {}).items():
+        check_key(value.removeprefix("Bearer "), f"the key of endpoint {name!r}")
     maps = [
         "# nginx compares map strings ignoring case: the name of the key the header matches so, and that key's exact header",
-        "map $http_authorization $gw_key_candidate {",
+        "map $gw_credential $gw_key_candidate {",
         '    default "";',
         *(f'    "Bearer {k.key}" "{k.name}";' for k in keys),
         "}",
         "map $gw_key_candidate $gw_key_expected {",
         # no keys: any header is the expected one; else a newline, which no header value holds
-        '    default "\\n";' if keys else "    default $http_authorization;",
+        '    default "\\n";' if keys else "    default $gw_credential;",
         *(f'    "{k.name}" "Bearer {k.key}";' for k in keys),
         "}",
         # a map needs a source: a short, constant one (the server's port) costs nothing to look up
         "map $server_port $upstream_authorization {",
         f'    default "Bearer {vllm_api_key}";' if vllm_api_key else '    default "";',
         "}",
-        "",
     ]
+    for name, value in sorted((endpoint_keys or {}).items()):
+        maps += [f"map $server_port {endpoints.key_variable(name)} {{", f'    default "{value}";', "}"]
     hashed = nginx_hash.map_keys(nginx_conf(plan)) + nginx_hash.map_keys("\n".join(maps))
     lines = [
         "# secret: API keys of the vllm-stack gateway",
@@ -673,7 +737,7 @@ def keys_conf(plan: StackPlan, api_keys: list[ApiKey], vllm_api_key: str | None)
         *nginx_hash.directives(hashed),
         *maps,
     ]
-    return "\n".join(lines)
+    return "\n".join([*lines, ""])
 
 
 # Memory of nginx + njs per request in flight, measured with benchmarks/gateway_memory.py (README, Gateway memory).
@@ -696,6 +760,13 @@ event (vLLM's chat chunk: about 250 bytes; more with logprobs) copied into the r
 call (measured: 330-440 bytes per 130-byte event, njs 0.7.9). QuickJS holds nothing per token."""
 
 
+ENDPOINT_BODY_COPIES = 2
+"""An endpoint model's large body is also held by its internal server (one buffer) and by njs, which writes it out with
+the endpoint's model id: two more copies (an estimate from how nginx and njs hold bodies, not measured)."""
+UNKNOWN_ANSWER_TOKENS = 32768
+"""The longest answer assumed of an endpoint model whose maxModelLen the stack does not know."""
+
+
 def memory_mib(plan: StackPlan) -> tuple[int, int]:
     """(request, limit) of one gateway replica's memory in MiB: at most ``max_concurrent_requests`` in flight,
     of which ``max_concurrent_large_requests`` large ones of up to ``max_body_mib``; nginx refuses the rest with 429.
@@ -705,13 +776,17 @@ def memory_mib(plan: StackPlan) -> tuple[int, int]:
     large = min(cfg.max_concurrent_large_requests, cfg.max_concurrent_requests)
     small = SMALL_REQUEST_MIB
     if cfg.js_engine == "njs" and cfg.token_usage:
-        small += max(m.max_model_len for m in plan.models) * NJS_BYTES_PER_TOKEN / 2**20
-    worst = idle + (cfg.max_concurrent_requests - large) * small + large * LARGE_REQUEST_FACTOR * cfg.max_body_mib
+        lengths = [m.max_model_len for m in plan.models] + [e.max_model_len or UNKNOWN_ANSWER_TOKENS for e in plan.externals]
+        small += max(lengths) * NJS_BYTES_PER_TOKEN / 2**20
+    factor = LARGE_REQUEST_FACTOR + (ENDPOINT_BODY_COPIES if plan.externals else 0)
+    worst = idle + (cfg.max_concurrent_requests - large) * small + large * factor * cfg.max_body_mib
     limit = math.ceil(worst * 1.2 / 16) * 16  # 20% headroom for allocator fragmentation
     # typical: idle, a few dozen small requests in flight
     return math.ceil((idle + 32 * SMALL_REQUEST_MIB) / 16) * 16, limit
 
 
 def render(plan: StackPlan, layout: Layout = Layout()) -> dict[str, str]:
-    """The non-secret gateway files (``keys.conf`` is rendered at deploy time from secrets)."""
-    return {"nginx.conf": nginx_conf(plan, layout), "router.js": ROUTER_JS.read_text()}
+    """The non-secret gateway files (``keys.conf`` is rendered at deploy time from secrets), and the endpoints' own CA
+    bundles under ``ca/``."""
+    files = {"nginx.conf": nginx_conf(plan, layout), "router.js": ROUTER_JS.read_text()}
+    return files | {f"ca/{name}": pem for name, pem in endpoints.ca_files(plan).items()}

@@ -11,6 +11,8 @@
 // account: read in the log phase with gateway.requestMetrics: adds the finished request to the metrics in the
 //          js_shared_dict_zone (njs >= 0.8; without it only the in-flight gauge is served).
 // metrics: js_content of the internal metrics server, Prometheus text format.
+// upstreamBody, endpointError: only for models served elsewhere (endpoints.py): an endpoint model's body with the
+//          endpoint's model id, and an https endpoint's 502 answered after its TCP probe.
 //
 // Cost: njs builds the module's top level again for every request (the njs engine clones a VM per request),
 // so the top level holds these functions and a few variables, nothing else. Every property access and call
@@ -41,7 +43,8 @@ function route(r) {
     }
     if (!parsed) {
         try {
-            model = scanModel(text);
+            var span = modelSpan(text);
+            model = span === undefined || span === null ? span : JSON.parse(text.slice(span[0], span[1]));
         } catch (e) {
             model = undefined;
         }
@@ -53,121 +56,143 @@ function route(r) {
         return ' missing_model';
     }
     return model;
+}
 
-    // The top-level "model" of a JSON object without building the object (any depth, any size): the value,
-    // null when there is none, undefined when the text is not one JSON object. Like JSON.parse, the last
-    // "model" wins. Values nested inside are skipped, not validated: vLLM validates the body it gets.
-    function scanModel(t) {
-        var STRUCT = /["{}\[\]]/g;
-        var SCALAR = /^(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|true|false|null)$/;
+// Where the top-level "model" of a JSON object is, without building the object (any depth, any size): [start, end]
+// of its value, null when there is none, undefined when the text is not one JSON object. Like JSON.parse, the last
+// "model" wins. Values nested inside are skipped, not validated: the server validates the body it gets.
+function modelSpan(t) {
+    var STRUCT = /["{}\[\]]/g;
+    var SCALAR = /^(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|true|false|null)$/;
 
-        function skipWs(i) {
-            var c = t.charCodeAt(i);
-            while (c === 32 || c === 10 || c === 13 || c === 9) {
-                c = t.charCodeAt(++i);
-            }
-            return i;
+    function skipWs(i) {
+        var c = t.charCodeAt(i);
+        while (c === 32 || c === 10 || c === 13 || c === 9) {
+            c = t.charCodeAt(++i);
         }
+        return i;
+    }
 
-        // index after the string starting at t[i] === '"', or -1
-        function stringEnd(i) {
-            var j = i + 1;
+    // index after the string starting at t[i] === '"', or -1
+    function stringEnd(i) {
+        var j = i + 1;
+        for (;;) {
+            var q = t.indexOf('"', j);
+            if (q < 0) {
+                return -1;
+            }
+            var n = 0;
+            while (t.charCodeAt(q - 1 - n) === 92) {
+                n++;
+            }
+            if (n % 2 === 0) {
+                return q + 1;
+            }
+            j = q + 1;
+        }
+    }
+
+    // index after the JSON value starting at t[i], or -1; nested values are skipped by counting brackets
+    function valueEnd(i) {
+        var c = t[i];
+        if (c === '"') {
+            return stringEnd(i);
+        }
+        if (c === '{' || c === '[') {
+            var depth = 0;
+            STRUCT.lastIndex = i;
             for (;;) {
-                var q = t.indexOf('"', j);
-                if (q < 0) {
+                var m = STRUCT.exec(t);
+                if (m === null) {
                     return -1;
                 }
-                var n = 0;
-                while (t.charCodeAt(q - 1 - n) === 92) {
-                    n++;
-                }
-                if (n % 2 === 0) {
-                    return q + 1;
-                }
-                j = q + 1;
-            }
-        }
-
-        // index after the JSON value starting at t[i], or -1; nested values are skipped by counting brackets
-        function valueEnd(i) {
-            var c = t[i];
-            if (c === '"') {
-                return stringEnd(i);
-            }
-            if (c === '{' || c === '[') {
-                var depth = 0;
-                STRUCT.lastIndex = i;
-                for (;;) {
-                    var m = STRUCT.exec(t);
-                    if (m === null) {
+                var ch = m[0];
+                if (ch === '"') {
+                    var end = stringEnd(m.index);
+                    if (end < 0) {
                         return -1;
                     }
-                    var ch = m[0];
-                    if (ch === '"') {
-                        var end = stringEnd(m.index);
-                        if (end < 0) {
-                            return -1;
-                        }
-                        STRUCT.lastIndex = end;
-                    } else if (ch === '{' || ch === '[') {
-                        depth++;
-                    } else if (--depth === 0) {
-                        return m.index + 1;
-                    }
+                    STRUCT.lastIndex = end;
+                } else if (ch === '{' || ch === '[') {
+                    depth++;
+                } else if (--depth === 0) {
+                    return m.index + 1;
                 }
             }
-            var j = i;
-            while (j < t.length && ',}] \n\r\t'.indexOf(t[j]) < 0) {
-                j++;
-            }
-            return j > i && SCALAR.test(t.slice(i, j)) ? j : -1;
         }
+        var j = i;
+        while (j < t.length && ',}] \n\r\t'.indexOf(t[j]) < 0) {
+            j++;
+        }
+        return j > i && SCALAR.test(t.slice(i, j)) ? j : -1;
+    }
 
-        var i = skipWs(0);
-        if (t[i] !== '{') {
+    var i = skipWs(0);
+    if (t[i] !== '{') {
+        return undefined;
+    }
+    i = skipWs(i + 1);
+    var found = null;
+    if (t[i] === '}') {
+        return skipWs(i + 1) === t.length ? null : undefined;
+    }
+    for (;;) {
+        if (t[i] !== '"') {
+            return undefined;
+        }
+        var keyEnd = stringEnd(i);
+        if (keyEnd < 0) {
+            return undefined;
+        }
+        var key = t.slice(i, keyEnd);
+        i = skipWs(keyEnd);
+        if (t[i] !== ':') {
             return undefined;
         }
         i = skipWs(i + 1);
-        var found = null;
-        if (t[i] === '}') {
-            return skipWs(i + 1) === t.length ? null : undefined;
-        }
-        for (;;) {
-            if (t[i] !== '"') {
-                return undefined;
-            }
-            var keyEnd = stringEnd(i);
-            if (keyEnd < 0) {
-                return undefined;
-            }
-            var key = t.slice(i, keyEnd);
-            i = skipWs(keyEnd);
-            if (t[i] !== ':') {
-                return undefined;
-            }
-            i = skipWs(i + 1);
-            var start = i;
-            i = valueEnd(i);
-            if (i < 0) {
-                return undefined;
-            }
-            if (key === '"model"' || (key.indexOf('\\') >= 0 && JSON.parse(key) === 'model')) {
-                found = t.slice(start, i);
-            }
-            i = skipWs(i);
-            if (t[i] === ',') {
-                i = skipWs(i + 1);
-            } else if (t[i] === '}') {
-                break;
-            } else {
-                return undefined;
-            }
-        }
-        if (skipWs(i + 1) !== t.length) {
+        var start = i;
+        i = valueEnd(i);
+        if (i < 0) {
             return undefined;
         }
-        return found === null ? null : JSON.parse(found);
+        if (key === '"model"' || (key.indexOf('\\') >= 0 && JSON.parse(key) === 'model')) {
+            found = [start, i];
+        }
+        i = skipWs(i);
+        if (t[i] === ',') {
+            i = skipWs(i + 1);
+        } else if (t[i] === '}') {
+            break;
+        } else {
+            return undefined;
+        }
     }
+    if (skipWs(i + 1) !== t.length) {
+        return undefined;
+    }
+    return found;
+}
+
+// js_set of an endpoint model's internal server (proxy_set_body): the body with its top-level "model" set to the id
+// the endpoint knows it by ($gw_ext_model); a body without one (a GET, or not a JSON object) passes as it is.
+function upstreamBody(r) {
+    var text = r.requestText || '';
+    var span;
+    try {
+        span = modelSpan(text);
+    } catch (e) {
+        span = undefined;
+    }
+    if (!span) {
+        return text;
+    }
+    return text.slice(0, span[0]) + JSON.stringify(r.variables.gw_ext_model) + text.slice(span[1]);
+}
+
+// js_content of an https endpoint's 502 page: answered in the content phase, once the TCP probe (auth_request, the
+// access phase) has said whether the host answers at all ($gw_ep_502 names the cause)
+function endpointError(r) {
+    r.return(502, r.variables.gw_ep_502);
 }
 
 // The filter's state, for the request `owner` (QuickJS hands a reused context the next request): the last
@@ -325,4 +350,4 @@ function metrics(r) {
     r.return(200, out.join('\n') + '\n');
 }
 
-export default {route, usage, account, metrics};
+export default {route, usage, account, metrics, upstreamBody, endpointError};

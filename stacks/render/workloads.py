@@ -41,7 +41,7 @@ VLLM_USER = (2000, 0)
 """The vllm-openai image's ``vllm`` user and group (docker/Dockerfile from 0.22.0: useradd --uid 2000 --gid 0)."""
 VLLM_USER_CACHE = "/home/vllm/.cache"
 """Its HOME is /home/vllm (/etc/passwd), so Hugging Face and vLLM cache under /home/vllm/.cache."""
-GATEWAY_CONF_DIR = "/etc/nginx"
+GATEWAY_CONF_DIR = gateway_files.GATEWAY_CONF_DIR
 WEBUI_DATA_DIR = "/app/backend/data"
 WEBUI_MODELS_PROGRAM = "/app/backend/vllm_stack_models.py"
 """Where stacks/render/open_webui_models.py goes in the Open WebUI container: the image runs Open WebUI from its working
@@ -53,6 +53,20 @@ PROMETHEUS_CONFIG = f"{PROMETHEUS_DIR}/prometheus.yml"
 PROMETHEUS_DATA_DIR = "/prometheus"
 DCGM_COUNTERS = "/etc/dcgm-exporter/vllm-stack-counters.csv"
 """Beside the image's own counters files (the image copies etc/ to /etc/dcgm-exporter/)."""
+OLLAMA_HOME = "/root/.ollama"
+"""Ollama keeps models under $HOME/.ollama/models (envconfig.Models, v0.32.15); the ollama/ollama image runs as root."""
+OLLAMA_PULLED = "/tmp/vllm-stack-models-pulled"
+OLLAMA_START = f"""rm -f {OLLAMA_PULLED}
+/bin/ollama serve & server=$!
+trap 'kill -TERM "$server"; wait "$server"; exit 0' TERM INT
+until /bin/ollama list >/dev/null 2>&1; do kill -0 "$server" 2>/dev/null || exit 1; sleep 1; done
+for model in "$@"; do /bin/ollama show "$model" >/dev/null 2>&1 || /bin/ollama pull "$model" || exit 1; done
+touch {OLLAMA_PULLED}
+wait "$server"
+"""
+"""Ollama's start (``sh -c`` with the models as arguments): the server, then each model pulled unless the volume has it
+(a restart works offline), then a marker the health check waits for. The image's entrypoint is /bin/ollama (``serve``),
+and it has no curl or python for a health probe: ``ollama list`` asks the server itself."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,8 @@ class Workload:
     bind_address: str | None = None
     """Docker: host address the published port binds to; ``docker.bindAddress`` when None."""
     health_path: str | None = None
+    health_command: list[str] | None = None
+    """A command that exits 0 once it is healthy, for images without python (docker's CMD healthcheck)."""
     startup_seconds: int = 60
     """Budget for the first healthy answer (model download and load for vLLM)."""
     metrics_path: str | None = None
@@ -221,8 +237,12 @@ def swap_group(plan: StackPlan, g: SwapGroupPlan, image: Ref) -> Workload:
 
 def gateway(plan: StackPlan, image: Ref) -> Workload:
     rendered = gateway_files.render(plan)
+    files: dict[str, Ref] = {f"{GATEWAY_CONF_DIR}/nginx.conf": rendered["nginx.conf"], f"{GATEWAY_CONF_DIR}/njs/router.js": rendered["router.js"]}
+    # the endpoints' own CA bundles (public certificates)
+    files |= {f"{gateway_files.Layout().ca_dir}/{name.removeprefix('ca/')}": text for name, text in rendered.items() if name.startswith("ca/")}
     gw = plan.gateway
     memory_request, memory_limit = gateway_files.memory_mib(plan)
+    ollama_service = [plan.ollama.service.name] if plan.ollama else []
     return Workload(
         name=gw.service.name,
         component="gateway",
@@ -234,10 +254,10 @@ def gateway(plan: StackPlan, image: Ref) -> Workload:
         health_path=gw.service.health_path,
         metrics_path=gw.service.metrics_path,
         metrics_port=gw.service.metrics_port,
-        files={f"{GATEWAY_CONF_DIR}/nginx.conf": rendered["nginx.conf"], f"{GATEWAY_CONF_DIR}/njs/router.js": rendered["router.js"]},
+        files=files,
         secret_files={f"{GATEWAY_CONF_DIR}/secrets/{net.KEYS_FILE}": net.GATEWAY_KEYS},
         # nginx resolves upstream names once, at start (a swap group's members are its server's names)
-        upstreams=Upstreams(services=[m.service for m in plan.models], marker=f"{GATEWAY_CONF_DIR}/upstream-ids.txt"),
+        upstreams=Upstreams(services=[m.service for m in plan.models] + ollama_service, marker=f"{GATEWAY_CONF_DIR}/upstream-ids.txt"),
         # the official image's nginx master runs as root: it chowns its temp folders and drops to the nginx user
         cap_add=["CHOWN", "SETGID", "SETUID"],
         replicas=gw.replicas,
@@ -318,6 +338,28 @@ def _vision_metadata(chat_models: list[str], vision_models: list[str]) -> dict[s
     if not chat_models or (vision_models and len(vision_models) < len(chat_models)):
         return {}
     return {"DEFAULT_MODEL_METADATA": json.dumps({"capabilities": {"vision": bool(vision_models)}}, separators=(",", ":"))}
+
+
+def ollama(plan: StackPlan, image: Ref) -> Workload:
+    """The stack's Ollama: its models pulled at start into a kept volume, served on the stack's network only."""
+    o = plan.ollama
+    assert o is not None, "built only when the stack runs Ollama"
+    return Workload(
+        name=o.service.name,
+        component="model-server",
+        image=image,
+        entrypoint=["/bin/sh", "-c", OLLAMA_START, "ollama-start"],
+        args=list(o.pull),
+        env=dict(o.env),
+        port=o.service.port,
+        health_command=["/bin/sh", "-c", f"test -f {OLLAMA_PULLED} && /bin/ollama list >/dev/null"],
+        startup_seconds=o.startup_seconds,
+        gpus=list(o.gpus) or None,
+        exclusive=True,
+        volumes={net.OLLAMA_DATA: OLLAMA_HOME},
+        wait_healthy=True,
+        labels={"vllm-stack.component": "ollama"},
+    )
 
 
 def dcgm_exporter(plan: StackPlan, image: Ref) -> Workload:
@@ -410,6 +452,7 @@ class StackWorkloads:
     servers: list[Workload]
     """One per model outside swap groups (``plan.servers``)."""
     gateway: Workload
+    ollama: Workload | None
     webui: Workload | None
     dcgm: Workload | None
     prometheus: Workload | None
@@ -418,7 +461,7 @@ class StackWorkloads:
     """One per swap group (``plan.swap_groups``): its members and the swapper."""
 
     def all(self) -> list[Workload]:
-        return [w for w in (*self.servers, *self.swap_groups, self.gateway, self.webui, self.dcgm, self.prometheus, self.grafana) if w is not None]
+        return [w for w in (*self.servers, *self.swap_groups, self.ollama, self.gateway, self.webui, self.dcgm, self.prometheus, self.grafana) if w is not None]
 
     def secret_refs(self) -> list[SecretRef]:
         """Every stack secret value the workloads read, once each (what to create by hand for rendered YAML)."""
@@ -437,19 +480,27 @@ def image_refs(plan: StackPlan) -> dict[str, str]:
     """
     vllm = f"{plan.image.registry}:{content_tag(plan.image)}" if plan.image.build and plan.image.registry else plan.image.base
     refs = {"vllm": vllm, "gateway": plan.gateway.image}
-    for key, service in (("webui", plan.webui), ("dcgm", plan.dcgm), ("prometheus", plan.prometheus), ("grafana", plan.monitoring.grafana)):
+    services = (("ollama", plan.ollama), ("webui", plan.webui), ("dcgm", plan.dcgm), ("prometheus", plan.prometheus), ("grafana", plan.monitoring.grafana))
+    for key, service in services:
         if service:
             refs[key] = service.image
     return refs
 
 
 def stack_workloads(plan: StackPlan, image: Callable[[str], Ref]) -> StackWorkloads:
-    """The stack's workloads; ``image(key)`` gives each service's image, asked once and only for the services that run."""
-    vllm = image("vllm")
+    """The stack's workloads; ``image(key)`` gives each service's image, asked once and only for the services that run
+    (no vLLM image for a stack whose models are all served elsewhere)."""
+    servers: list[Workload] = []
+    swap_groups: list[Workload] = []
+    if plan.models:
+        vllm = image("vllm")
+        servers = [vllm_server(plan, m, vllm) for m in plan.servers]
+        swap_groups = [swap_group(plan, g, vllm) for g in plan.swap_groups]
     return StackWorkloads(
-        servers=[vllm_server(plan, m, vllm) for m in plan.servers],
-        swap_groups=[swap_group(plan, g, vllm) for g in plan.swap_groups],
+        servers=servers,
+        swap_groups=swap_groups,
         gateway=gateway(plan, image("gateway")),
+        ollama=ollama(plan, image("ollama")) if plan.ollama else None,
         webui=open_webui(plan, image("webui")) if plan.webui else None,
         dcgm=dcgm_exporter(plan, image("dcgm")) if plan.dcgm else None,
         prometheus=prometheus(plan, image("prometheus")) if plan.prometheus else None,
