@@ -358,7 +358,8 @@ class MonitoringConfig(Section):
     bind_address: str = "127.0.0.1"
     """Docker target: host address the metrics ports (Prometheus, Grafana, DCGM exporter) bind to; 127.0.0.1 keeps them on the host."""
     grafana: bool | None = None
-    """Grafana dashboards: docker runs Grafana with them (on by default); kubernetes renders them as ConfigMaps for the cluster's Grafana sidecar."""
+    """Grafana dashboards: docker runs Grafana with them, reading the stack's Prometheus (on by default when Prometheus runs);
+    kubernetes renders them as ConfigMaps for the cluster's Grafana sidecar."""
     grafana_image: str = DEFAULT_GRAFANA_IMAGE
     """Pinned Grafana image (docker target)."""
     grafana_port: Annotated[int, Field(ge=1, le=65535)] = 3001
@@ -480,8 +481,8 @@ class StackConfig(Section):
 
     @property
     def grafana_dashboards(self) -> bool:
-        """``monitoring.grafana``, defaulting to on for docker and off for kubernetes."""
-        return self.monitoring.grafana if self.monitoring.grafana is not None else self.target == "docker"
+        """``monitoring.grafana``, defaulting to on for docker when the stack runs Prometheus (its Grafana reads that one) and off for kubernetes."""
+        return self.monitoring.grafana if self.monitoring.grafana is not None else self.target == "docker" and self.runs_prometheus
 
 
 def _scalar(annotation: object) -> bool:
