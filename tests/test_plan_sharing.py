@@ -131,11 +131,14 @@ def test_tensor_parallel_replicates_kv_heads_like_vllm() -> None:
 
 
 def test_a_quantized_looking_model_without_a_method_is_refused() -> None:
-    arch = {"parametersB": 7, "layers": 28, "kvHeads": 4, "headDim": 128, "contextLength": 32768}
+    arch = {"parametersB": 7, "layers": 28, "attentionHeads": 28, "kvHeads": 4, "hiddenSize": 3584, "intermediateSize": 18944, "vocabSize": 152064}
+    arch |= {"contextLength": 32768, "tiedEmbeddings": False}
     err = _error(24.0, {"name": "q", "model": "acme/Coder-7B-AWQ", "arch": arch, "maxModelLen": 4096})
     assert err.keys == ["models[0].quantization"] and "AWQ" in err.problems[0].message
     ok = _plan(24.0, {"name": "q", "model": "acme/Coder-7B-AWQ", "arch": arch, "maxModelLen": 4096, "quantization": "awq"})
-    assert ok.models[0].memory.weights_gib < 7e9 * 0.6 / GIB + 0.2
+    # 4-bit layers, with the untied embeddings and LM head (2 x 152,064 x 3,584) at bfloat16
+    embeddings = 2 * 152064 * 3584
+    assert ok.models[0].memory.weights_gib == pytest.approx((embeddings * 2 + (7e9 - embeddings) * (0.5 + 2.5 / 128)) / GIB, abs=0.05)
     # a catalog checkpoint's own quantization_config is taken without a key
     fp8 = _plan(48.0, {"name": "f", "model": "Qwen/Qwen3-32B-FP8", "maxModelLen": 4096})
     assert fp8.models[0].memory.weights_gib < 32.8e9 * 1.1 / GIB

@@ -121,6 +121,9 @@ class ArchConfig(Section):
     """Intermediate size of one expert (``moe_intermediate_size``)."""
     encoder_only: bool | None = None
     """A bidirectional encoder (BERT-style embedding model): vLLM keeps no KV cache for it."""
+    qk_norm: bool | None = None
+    """Per-head RMSNorm on queries and keys (Qwen3, Gemma 3: config.json's ``model_type`` qwen3* or gemma3*): more activation
+    memory per token. Taken as true for a model outside the catalog when left out (the safe side)."""
 
 
 class LoraModule(Section):

@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stacks.catalog import Arch, quantized_by_name, resolve
+from stacks.catalog import CONFIG_NAMES, Arch, quantized_by_name, resolve
 from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackConfig
 from stacks.errors import ConfigError, Problem
 from stacks.plan import topology as net
@@ -96,6 +96,16 @@ def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int) -> list[Prob
     return out
 
 
+def _describe_problem(i: int, m: ModelConfig, missing: list[str]) -> Problem:
+    """A model outside the catalog: the ``arch`` keys its memory figure still needs, each with its config.json name."""
+    where = "; ".join(f"{k}: {CONFIG_NAMES[k]}" for k in missing)
+    return Problem(
+        f"models[{i}].arch",
+        f"{m.model!r} is not in the catalog; add arch: {{{', '.join(f'{k}: ...' for k in missing)}}} from its config.json "
+        f"(huggingface.co/{m.model}/blob/main/config.json for a Hub model) so its weights, activation and KV are planned at their real size ({where})",
+    )
+
+
 def _quantization(i: int, m: ModelConfig, arch: Arch, problems: list[Problem]) -> str | None:
     """The checkpoint's method: configured, else the catalog's config.json; a quantized-looking id nobody describes is refused."""
     if m.quantization:
@@ -121,11 +131,9 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
     out = []
     for i, m in enumerate(config.models):
         problems += extra_arg_problems(i, m, version)
-        arch = resolve(m.model, m.arch)
+        arch = resolve(m.model, m.arch, quantized=bool(m.quantization or quantized_by_name(m.model)))
         if isinstance(arch, list):
-            problems.append(
-                Problem(f"models[{i}].arch", f"{m.model!r} is not in the catalog; add arch: {{{', '.join(f'{k}: ...' for k in arch)}}} from its config.json")
-            )
+            problems.append(_describe_problem(i, m, arch))
             continue
         if docker:
             ids = m.gpus if m.gpus is not None else [config.gpus[0].index]
@@ -254,7 +262,7 @@ def plan(config: StackConfig) -> StackPlan:
     exact = version >= KV_CACHE_MEMORY_BYTES_SINCE
     docker = config.target == "docker"
     gpus = _gpus(config, models)
-    notes: list[str] = []
+    notes: list[str] = [f"models[{md.index}] ({md.config.name}): {a}" for md in models for a in md.arch.assumptions]
     gpu_key = "models[{i}].gpus" if docker else "models[{i}].tensorParallel"
     share(gpus, [md.server for md in models], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key)
     if problems:
