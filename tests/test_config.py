@@ -48,7 +48,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("tp mismatch", _model(0, gpus=[0, 1], tensorParallel=1), "models[0].tensorParallel", "must equal"),
     ("fraction > 1", _model(0, gpuMemoryUtilization=1.5), "models[0].gpuMemoryUtilization", "less than or equal"),
     ("fraction word", _model(0, gpuMemoryUtilization="half"), "models[0].gpuMemoryUtilization", ""),
-    ("fraction too small", _model(0, gpuMemoryUtilization=0.05), "models[0].gpuMemoryUtilization", "raise it to at least"),
+    ("fraction too small", _model(0, gpuMemoryUtilization=0.05), "models[0].gpuMemoryUtilization", "raise models[0].gpuMemoryUtilization from 0.050 to"),
     ("len over context", _model(0, maxModelLen=8192), "models[0].maxModelLen", "context length"),
     ("unknown model", _model(0, model="acme/unknown-7b"), "models[0].arch", "parametersB"),
     ("removed flag", _model(0, extraArgs=["--use-v2-block-manager"]), "models[0].extraArgs[0]", "removed in vLLM"),

@@ -5,14 +5,15 @@ The only place that reads the config; everything downstream reads the plan.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from stacks.catalog import CONFIG_NAMES, Arch, quantized_by_name, resolve
+from stacks.config.rules import cross_field_problems
 from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackConfig
 from stacks.errors import ConfigError, Problem
 from stacks.plan import topology as net
+from stacks.plan.fixes import with_fixes
 from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args
 from stacks.plan.memory import (
     DTYPE_BYTES,
@@ -39,7 +40,7 @@ from stacks.plan.releases import (
     uses_v2_model_runner,
     version_text,
 )
-from stacks.plan.sharing import Gpu, Server, share
+from stacks.plan.sharing import Gpu, GpuShortfall, Server, gpu_name, share
 from stacks.plan.types import (
     Autoscaling,
     DcgmPlan,
@@ -252,7 +253,34 @@ def _image(config: StackConfig, version: Version, problems: list[Problem]) -> Im
 
 
 def plan(config: StackConfig) -> StackPlan:
-    """Plan a validated config, or raise ConfigError listing every problem."""
+    """Plan a validated config, or raise ConfigError listing every problem; a GPU that cannot hold its models is one
+    problem, with the fixes that work (each checked by planning the stack with it)."""
+    try:
+        return _plan(config)
+    except ConfigError as err:
+        problems = err.problems
+    if not any(isinstance(p, GpuShortfall) for p in problems):
+        raise ConfigError(problems)
+    raise ConfigError([_explained(config, p, problems) if isinstance(p, GpuShortfall) else p for p in problems]) from None
+
+
+def _explained(config: StackConfig, p: GpuShortfall, problems: list[Problem]) -> Problem:
+    """The problem with the fixes that make the stack plan (what else was wrong may stay wrong)."""
+    others = [o for o in problems if o is not p]
+    total = config.kubernetes.gpu.memory_gib if config.kubernetes else next(g.memory_gib for g in config.gpus if g.index == p.gpu)
+    return with_fixes(config, p, total, lambda candidate: _works(candidate, others))
+
+
+def _works(candidate: StackConfig, others: list[Problem]) -> bool:
+    """The candidate plans, or fails only with problems the stack had besides the one being fixed (or outside the models)."""
+    try:
+        _plan(candidate)
+    except ConfigError as err:
+        return all(p in others or not p.key.startswith("models[") for p in err.problems)
+    return not any(p.key.startswith("models[") for p in cross_field_problems(candidate))
+
+
+def _plan(config: StackConfig) -> StackPlan:
     problems: list[Problem] = []
     version = image_vllm_version(config.image.base)
     image = _image(config, version, problems)
@@ -264,7 +292,7 @@ def plan(config: StackConfig) -> StackPlan:
     gpus = _gpus(config, models)
     notes: list[str] = [f"models[{md.index}] ({md.config.name}): {a}" for md in models for a in md.arch.assumptions]
     gpu_key = "models[{i}].gpus" if docker else "models[{i}].tensorParallel"
-    share(gpus, [md.server for md in models], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key)
+    share(gpus, [md.server for md in models], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key, pods=not docker)
     if problems:
         raise ConfigError(problems)
     if not docker:
@@ -287,15 +315,19 @@ def plan(config: StackConfig) -> StackPlan:
         footprint = s.footprint(total, exact)
         free_at_start = min(gpus[g].total - used[g] - o.context for g in s.gpus)
         if s.fixed is not None or not exact:
-            problem = _fixed_problem(s, total)
+            problem = _fixed_problem(s, gpus[s.gpus[0]], not docker)
             if problem:
                 problems.append(problem)
         if free_at_start + 1e-9 < s.fraction * total and not any(g in overcommitted for g in s.gpus):
+            tight = min(s.gpus, key=lambda g: gpus[g].total - used[g])
             problems.append(
-                Problem(
+                GpuShortfall(
                     f"models[{s.index}].gpuMemoryUtilization",
-                    f"when {s.name} starts, {free_at_start:.2f} GiB are free on its GPU but vLLM wants {s.fraction:.3f} x {total} = "
-                    f"{s.fraction * total:.2f} GiB free; lower it, set it to auto, or move a model to another GPU",
+                    f"when {s.name} starts, {free_at_start:.2f} GiB are free on {gpu_name(gpus[tight], not docker)} but vLLM wants "
+                    f"{s.fraction:.3f} x {total} = {s.fraction * total:.2f} GiB free (the servers before it hold the rest)",
+                    gpu=tight,
+                    models=tuple(md.index for md in models if tight in md.server.gpus),
+                    short_gib=s.fraction * total - free_at_start,
                 )
             )
         for g in s.gpus:
@@ -417,12 +449,15 @@ def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, prob
             out.add(g)
             last = fixed[-1]
             problems.append(
-                Problem(
+                GpuShortfall(
                     f"models[{last.index}].gpuMemoryUtilization",
                     f"GPU {g} ({gpu.name}, {gpu.total} GiB) is over-committed: "
                     + ", ".join(f"models[{s.index}] {s.fraction:.3f}" for s in here)
                     + f" need {need:.2f} GiB with what each holds outside its budget (CUDA contexts, graphs) but {room:.2f} GiB "
-                    f"are there after the reservation and safety margin; lower models[{last.index}].gpuMemoryUtilization or set it to auto",
+                    f"are there after the reservation and safety margin",
+                    gpu=g,
+                    models=tuple(s.index for s in here),
+                    short_gib=need - room,
                 )
             )
     return out
@@ -454,20 +489,21 @@ def _kv_bytes_per_token(md: _Model) -> int:
     return 0 if a.encoder_only else int(2 * a.layers * a.kv_heads * a.head_dim * md.kv_dtype_bytes)
 
 
-def _fixed_problem(s: Server, total: float) -> Problem | None:
+def _fixed_problem(s: Server, gpu: Gpu, pods: bool) -> GpuShortfall | None:
     """A configured fraction (or any fraction where KV follows it) that cannot hold one maxModelLen sequence."""
     if s.layout is None:
         return None
     per_seq = s.layout.blocks_per_sequence(s.max_model_len)
     if s.kv_bytes // s.layout.block_bytes >= per_seq:
         return None
-    need = math.ceil((s.base + s.sequence_gib) / total * 1000) / 1000
-    return Problem(
+    kv = max(s.kv_bytes / GIB, 0)
+    return GpuShortfall(
         f"models[{s.index}].gpuMemoryUtilization",
-        f"{s.fraction:.3f} of {total} GiB leaves {max(s.kv_bytes / GIB, 0):.2f} GiB for KV cache after {s.overhead.weights:.2f} GiB of weights and "
-        f"{s.overhead.in_budget:.2f} GiB of runtime overhead, but one maxModelLen={s.max_model_len} sequence needs {s.sequence_gib:.2f} GiB; "
-        f"raise it to at least {need:.3f}, lower models[{s.index}].maxModelLen (at most {s.longest_len(s.fraction * total - s.base)} fits), "
-        "or set kvCacheDtype: fp8",
+        f"{s.fraction:.3f} of {gpu_name(gpu, pods)} leaves {kv:.2f} GiB for KV cache after {s.overhead.weights:.2f} GiB of weights and "
+        f"{s.overhead.in_budget:.2f} GiB of runtime overhead, but one maxModelLen={s.max_model_len} sequence needs {s.sequence_gib:.2f} GiB",
+        gpu=gpu.index,
+        models=(s.index,),
+        short_gib=s.base + s.sequence_gib - s.fraction * gpu.total,
     )
 
 
