@@ -6,7 +6,7 @@ from stacks.doctor.docker_checks import daemon_check, gpu_runtime_check
 from stacks.doctor.gpu_checks import DEPENDENT, gpu_checks
 from stacks.doctor.host_checks import disk_check, port_checks, published, pvc_check, token_check
 from stacks.doctor.kube_checks import kube_checks
-from stacks.doctor.probes import Probes
+from stacks.doctor.probes import Probes, is_remote
 from stacks.doctor.result import Check, skipped
 from stacks.plan.types import StackPlan
 
@@ -29,16 +29,17 @@ def doctor(plan: StackPlan, probes: Probes, *, hf_token_set: bool) -> list[Check
 def _docker_host(plan: StackPlan, probes: Probes) -> list[Check]:
     daemon, info = daemon_check(probes.docker, "it runs every container of the stack")
     out = [daemon]
-    if info is not None and info.remote:
-        away = f"the Docker daemon is remote ({info.host}): this machine's GPUs, disk and ports are not the ones that count"
+    if is_remote(probes.docker.host):
+        # answering or not, the daemon is on another machine: this one's GPUs, disk and ports say nothing about it
+        away = f"the Docker daemon is remote ({probes.docker.host}): this machine's GPUs, disk and ports are not the ones that count"
         fix = "run `python -m stacks doctor STACK` on that host"
-        out.append(gpu_runtime_check(info, probes.host))
+        out += [gpu_runtime_check(info, probes.host)] if info is not None else skipped("docker", ["GPU access"], "needs the Docker daemon")
         names = ["NVIDIA driver", *DEPENDENT]
         return [
             *out,
             *skipped("gpu", names, away, fix),
             *skipped("disk", ["model cache"], away, fix),
-            *skipped("ports", [s.name for s in published(plan)], away, fix),
+            *skipped("ports", [p.name for p in published(plan)], away, fix),
         ]
     if info is not None:
         out.append(gpu_runtime_check(info, probes.host))
