@@ -85,9 +85,11 @@ class GpuProbe(Protocol):
 
 
 class DockerProbe(Protocol):
-    host: str
-    """The daemon's address it talks to (``DOCKER_HOST`` or the stack's ``docker:host``); empty for the local socket.
-    Known whether or not the daemon answers."""
+    @property
+    def host(self) -> str:
+        """The daemon's address it talks to (``DOCKER_HOST`` or the stack's ``docker:host``); empty for the local socket.
+        Known whether or not the daemon answers."""
+        ...
 
     def info(self) -> DockerInfo: ...
 
