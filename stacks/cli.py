@@ -26,6 +26,7 @@ from stacks.render import kubernetes as kube_manifests
 
 def _print_plan(p: StackPlan, console: Console) -> None:
     console.print(f"[bold]target[/] {p.target}   [bold]image[/] {p.image.base} (vLLM {p.image.vllm_version}, TZ {p.image.timezone})")
+    console.print(f"[bold]planned with[/] {p.image.vllm_rules}")
     groups: list[tuple[str, list[str]]]
     if p.gpus:
         groups = [(f"GPU {g.index}: {g.name}, {g.memory_gib} GiB", g.models) for g in p.gpus]
@@ -64,7 +65,7 @@ def _print_plan(p: StackPlan, console: Console) -> None:
             table.caption_justify = "left"
         console.print(table)
     for note in p.notes:
-        console.print(f"[dim]- {note}[/]")
+        console.print(f"[yellow]- {note}[/]" if note.startswith("warning: ") else f"[dim]- {note}[/]")
 
 
 def render_files(p: StackPlan) -> dict[str, str]:

@@ -117,13 +117,20 @@ def test_all_problems_reported_at_once() -> None:
 
 
 def test_unpinned_allowed_when_asked() -> None:
-    p = plan(parse(docker_raw(image={"base": "vllm/vllm-openai:latest"}, allowUnpinnedImages=True)))
-    assert p.image.base.endswith(":latest")
+    p = plan(parse(docker_raw(image={"base": "vllm/vllm-openai:latest", "vllmVersion": "0.26.0"}, allowUnpinnedImages=True)))
+    assert p.image.base.endswith(":latest") and p.image.vllm_version == "0.26.0"
 
 
-def test_digest_pin_accepted() -> None:
+def test_digest_pin_accepted_once_it_says_its_release() -> None:
+    """A digest says nothing of the release, whose rules the plan follows: it used to plan silently as 0.11.2."""
     digest = "vllm/vllm-openai@sha256:" + "a" * 64
-    assert plan(parse(docker_raw(image={"base": digest}))).image.base == digest
+    with pytest.raises(ConfigError) as err:
+        plan(parse(docker_raw(image={"base": digest})))
+    assert err.value.keys == ["image.base"] and "set image.vllmVersion" in str(err.value)
+    p = plan(parse(docker_raw(image={"base": digest, "vllmVersion": "0.26.0"})))
+    assert (p.image.base, p.image.vllm_version, p.image.vllm_rules) == (digest, "0.26.0", "vLLM 0.26's rules (read from its source)")
+    tagged = "vllm/vllm-openai:v0.26.0@sha256:" + "a" * 64
+    assert plan(parse(docker_raw(image={"base": tagged}))).image.vllm_version == "0.26.0"
 
 
 def test_secure_secret_accepted_and_dropped() -> None:

@@ -18,7 +18,7 @@ from stacks.doctor.host_checks import quantity_gib, weights_gib
 from stacks.doctor.probes import DockerInfo, GpuInfo, GpuInventory, KubeNode
 from stacks.gated import is_gated
 from stacks.plan import StackPlan, plan
-from stacks.plan.releases import image_cuda, min_compute_capability
+from stacks.plan.releases import image_cuda, image_vllm_version, min_compute_capability
 from tests.conftest import docker_raw, kube_raw
 
 MIB = 2**20
@@ -386,6 +386,20 @@ def test_ports() -> None:
     assert [n for n in run(no_ui) if "port" in n] == ["gateway port 8000"]
 
 
+@pytest.mark.parametrize("monitoring", [{}, {"bindAddress": "10.1.1.1"}, {"prometheus": False}, {"dcgm": False, "grafana": False}])
+def test_the_doctor_checks_the_ports_the_program_publishes_where_it_binds_them(monitoring: dict[str, Any]) -> None:
+    from stacks.doctor.host_checks import published
+    from stacks.render.workloads import stack_workloads
+
+    p = docker_plan(monitoring=monitoring, docker={"bindAddress": "192.168.1.20"})
+    ws = stack_workloads(p, lambda key: key)
+    assert p.docker is not None
+    program = [
+        (w.name, w.publish, w.bind_address or p.docker.bind_address) for w in (ws.gateway, ws.webui, ws.dcgm, ws.prometheus, ws.grafana) if w and w.publish
+    ]
+    assert [(x.service, x.port, x.address) for x in published(p)] == program
+
+
 def test_each_port_is_checked_on_the_address_it_binds_to() -> None:
     """The metrics ports bind to monitoring.bindAddress (127.0.0.1 by default), the rest to docker.bindAddress; Grafana's is checked too."""
     host = FakeHost()
@@ -529,11 +543,15 @@ def test_memory_is_rounded_down() -> None:
         ("vllm/vllm-openai:v0.26.0-cu129-ubuntu2404", (12, 9)),
         ("vllm/vllm-openai:v0.33.0", (13, 0)),
         ("mirror.example:5000/vllm/vllm-openai:v0.30.0", (13, 0)),
-        ("vllm/vllm-openai@sha256:" + "a" * 64, (12, 9)),
+        ("vllm/vllm-openai:v0.34.0", (13, 0)),
+        ("vllm/vllm-openai:v0.26.0@sha256:" + "a" * 64, (13, 0)),
     ],
 )
 def test_image_cuda(base: str, cuda: tuple[int, int]) -> None:
-    assert image_cuda(base) == cuda
+    version = image_vllm_version(base)
+    assert version and image_cuda(base, version) == cuda
+    # a digest alone: the release the stack states (image.vllmVersion)
+    assert image_cuda("vllm/vllm-openai@sha256:" + "a" * 64, (0, 19, 1)) == (12, 9)
 
 
 def test_min_compute_capability() -> None:

@@ -54,12 +54,15 @@ class Section(BaseModel):
 
 
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.26.0"
-"""The release the planner was calibrated on (an H100, 2026-11-23); the per-release rules cover 0.11.2-0.33.0."""
+"""The release the planner was calibrated on (an H100, 2026-11-23); the per-release rules cover 0.11.2-0.34.x."""
 
 
 class ImageConfig(Section):
     base: Image = DEFAULT_VLLM_IMAGE
     """Pinned vllm/vllm-openai base image (version tag or digest)."""
+    vllm_version: Annotated[str | None, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")] = None
+    """The vLLM release ``base`` is, e.g. ``0.26.0``, when its reference does not say it (pinned by digest alone, or a
+    tag of your own); the plan follows that release's rules."""
     apt_packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$")]] = []
     """Extra Debian packages installed into the image."""
     registry: Repository | None = None

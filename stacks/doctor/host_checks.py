@@ -11,7 +11,6 @@ from stacks.doctor.result import Check
 from stacks.gated import is_gated
 from stacks.plan.memory import GIB
 from stacks.plan.types import KubernetesPlan, StackPlan
-from stacks.render.workloads import stack_workloads
 
 _QUANTITY = {"Mi": 1 / 1024, "Gi": 1.0, "Ti": 1024.0}
 
@@ -80,17 +79,19 @@ class Published:
 
 
 def published(plan: StackPlan) -> list[Published]:
-    """Every published port, as the program publishes them (the workloads): the gateway and Open WebUI on
+    """Every published port where the program publishes it (``render.workloads``): the gateway and Open WebUI on
     ``docker.bindAddress``; the DCGM exporter, Prometheus and Grafana on ``monitoring.bindAddress``."""
     if plan.docker is None:
         return []
-    ws = stack_workloads(plan, lambda key: key)
-    out = []
-    for w in (ws.gateway, ws.webui, ws.dcgm, ws.prometheus, ws.grafana):
-        if w is not None and w.publish is not None:
-            key = "docker.bindAddress" if w.bind_address is None else "monitoring.bindAddress"
-            out.append(Published(w.name, w.publish, w.bind_address or plan.docker.bind_address, key))
-    return out
+    metrics = plan.monitoring.bind_address or plan.docker.bind_address
+    grafana = plan.monitoring.grafana.service if plan.monitoring.grafana else None
+    on_host = [(plan.gateway.service, False), *((s.service, False) for s in (plan.webui,) if s)]
+    on_host += [(s, True) for s in (plan.dcgm.service if plan.dcgm else None, plan.prometheus.service if plan.prometheus else None, grafana) if s]
+    return [
+        Published(s.name, s.published, metrics if m else plan.docker.bind_address, "monitoring.bindAddress" if m else "docker.bindAddress")
+        for s, m in on_host
+        if s.published is not None
+    ]
 
 
 def port_checks(plan: StackPlan, host: HostProbe, docker: DockerProbe | None) -> list[Check]:

@@ -5,13 +5,14 @@ The only place that reads the config; everything downstream reads the plan.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from stacks.catalog import CONFIG_NAMES, Arch, quantized_by_name, resolve
 from stacks.config.rules import cross_field_problems
-from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackConfig
-from stacks.errors import ConfigError, Problem
+from stacks.config.schema import DEFAULT_VLLM_IMAGE, DockerConfig, ImageConfig, ModelConfig, OidcConfig, StackConfig
+from stacks.errors import ConfigError, Problem, shown
 from stacks.plan import topology as net
 from stacks.plan.fixes import with_fixes
 from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args
@@ -31,12 +32,16 @@ from stacks.plan.monitoring import monitoring_plan
 from stacks.plan.releases import (
     CU129_RELEASES,
     KV_CACHE_MEMORY_BYTES_SINCE,
+    NEWEST_CHECKED,
     NON_ROOT_SINCE,
     Version,
     batch_defaults,
     concurrent_batches,
     cudagraphs_in_budget,
     image_vllm_version,
+    kv_block_tokens,
+    parse_version,
+    release_rules,
     uses_v2_model_runner,
     version_text,
 )
@@ -61,6 +66,8 @@ from stacks.plan.types import (
     WebuiPlan,
 )
 
+OFFICIAL_IMAGE = re.compile(r"(^|/)vllm/vllm-openai[:@]")
+"""vLLM's own images, whose tag is the release (a mirror keeps the path); another repository's tag may be anything."""
 WEBUI_STARTUP_SECONDS = 300
 """Open WebUI's first start (database migrations) before its health check counts."""
 
@@ -164,7 +171,7 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
         pp = m.pipeline_parallel
         v2 = uses_v2_model_runner(version, moe=arch.experts > 0, pooling=pooling)
         batches = concurrent_batches(version, pp=pp, v2_runner=v2, pooling=pooling)
-        layout = kv_layout(arch, tp=tp, pp=pp, kv_bytes=kv_bytes, in_flight_tokens=batches * batched)
+        layout = kv_layout(arch, tp=tp, pp=pp, kv_bytes=kv_bytes, in_flight_tokens=batches * batched, block_tokens=kv_block_tokens(version))
         overhead = Overhead(
             weights=weights_gib(arch, dtype_bytes, quant, tp, pp),
             activation=activation_gib(arch, batched, m.max_num_seqs, tp, sampler=not pooling),
@@ -217,7 +224,38 @@ def _gpus(config: StackConfig, models: list[_Model]) -> dict[int, Gpu]:
     return gpus
 
 
-def _image(config: StackConfig, version: Version, problems: list[Problem]) -> ImagePlan:
+def _release(img: ImageConfig, problems: list[Problem]) -> tuple[Version, str, str | None]:
+    """The vLLM release the image is, whose rules plan it: the tag's, else ``image.vllmVersion``; (version, which rules,
+    a warning). A release the rules do not cover, or an image that does not say its release, is a problem."""
+    tagged = image_vllm_version(img.base)
+    stated = parse_version(img.vllm_version) if img.vllm_version else None
+    if stated and tagged and stated != tagged and OFFICIAL_IMAGE.search(img.base):
+        problems.append(
+            Problem(
+                "image.vllmVersion", f"says {img.vllm_version} but image.base is tagged {version_text(tagged)}; make them agree or remove image.vllmVersion"
+            )
+        )
+    version = stated or tagged
+    if version is None:
+        example = version_text(image_vllm_version(DEFAULT_VLLM_IMAGE) or NEWEST_CHECKED)
+        problems.append(
+            Problem(
+                "image.base",
+                f"{shown(img.base)!r} does not say which vLLM release it is (a digest alone, or a tag of your own), and the "
+                f"plan follows each release's memory rules and flags; set image.vllmVersion to its release (e.g. {example}), "
+                f"or put the version tag before the digest (vllm/vllm-openai:v{example}@sha256:...)",
+            )
+        )
+        return NEWEST_CHECKED, "", None
+    try:
+        rules, warning = release_rules(version)
+    except ValueError as err:
+        problems.append(Problem("image.vllmVersion" if stated else "image.base", str(err)))
+        return version, "", None
+    return version, rules, warning
+
+
+def _image(config: StackConfig, version: Version, rules: str, problems: list[Problem]) -> ImagePlan:
     img = config.image
     base = img.base
     if img.cuda == "12.9":
@@ -247,6 +285,7 @@ def _image(config: StackConfig, version: Version, problems: list[Problem]) -> Im
         apt_packages=list(img.apt_packages),
         build=config.target == "docker" or bool(img.apt_packages),
         vllm_version=version_text(version),
+        vllm_rules=rules,
         registry=img.registry,
         run_as_non_root=non_root,
     )
@@ -282,15 +321,16 @@ def _works(candidate: StackConfig, others: list[Problem]) -> bool:
 
 def _plan(config: StackConfig) -> StackPlan:
     problems: list[Problem] = []
-    version = image_vllm_version(config.image.base)
-    image = _image(config, version, problems)
+    version, rules, warning = _release(config.image, problems)
+    image = _image(config, version, rules, problems)
     models = _models(config, version, problems)
     if problems:
         raise ConfigError(problems)
     exact = version >= KV_CACHE_MEMORY_BYTES_SINCE
     docker = config.target == "docker"
     gpus = _gpus(config, models)
-    notes: list[str] = [f"models[{md.index}] ({md.config.name}): {a}" for md in models for a in md.arch.assumptions]
+    notes: list[str] = [f"warning: {warning}"] if warning else []
+    notes += [f"models[{md.index}] ({md.config.name}): {a}" for md in models for a in md.arch.assumptions]
     gpu_key = "models[{i}].gpus" if docker else "models[{i}].tensorParallel"
     share(gpus, [md.server for md in models], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key, pods=not docker)
     if problems:
