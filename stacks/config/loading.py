@@ -7,6 +7,7 @@ rules) and the translation of pydantic's errors into key paths with fixes all ha
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from stacks.config import strict_yaml
 from stacks.config.rules import cross_field_problems
 from stacks.config.schema import BOOLEAN_KEYS, FORMS, SCALAR_KEYS, STRUCTURED_KEYS, StackConfig
-from stacks.config.strict_yaml import YamlProblem
+from stacks.config.strict_yaml import LongNumber, YamlProblem, number_or_long
 from stacks.errors import ConfigError, Problem, shown
 
 NAMESPACE = "vllm-stack"
@@ -47,6 +48,7 @@ _EXPECTS = {
     "dict_type": "a mapping",
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
+    "finite_number": "a finite number",
 }
 
 
@@ -56,6 +58,8 @@ def _got(value: Any) -> str:
         return f"the boolean {str(value).lower()}"
     if value is None:
         return "nothing (null)"
+    if isinstance(value, LongNumber):
+        return repr(value)
     if isinstance(value, int | float):
         return f"the number {value}"
     if isinstance(value, str):
@@ -198,6 +202,15 @@ def from_pulumi(get: Callable[[str], str | None], get_object: Callable[[str], An
             # the value itself never goes further than this line
             raw[key] = {"secure": "set"} if is_secret(f"{NAMESPACE}:{key}") else value
     return parse(raw)
+
+
+def config_json(text: str) -> Any:
+    """A structured key as Pulumi holds it (JSON text): its value, with numbers too long for any setting kept as
+    LongNumber (Python would refuse to convert them); text that is no JSON stays a string, which the schema refuses."""
+    try:
+        return json.loads(text, parse_int=lambda t: number_or_long(t, int), parse_float=lambda t: number_or_long(t, float))
+    except ValueError:
+        return text
 
 
 def strip_namespace(config_block: dict[str, Any]) -> dict[str, Any]:

@@ -50,6 +50,7 @@ class Section(BaseModel):
         extra="forbid",
         frozen=True,
         use_attribute_docstrings=True,
+        allow_inf_nan=False,  # .nan and .inf are no setting's value (and NaN passes no bound check)
     )
 
 
