@@ -164,14 +164,14 @@ def test_each_refusal_the_docs_show_is_the_stacks(block: Block) -> None:
 
 
 def _doc_commands() -> list[tuple[str, str]]:
-    """``python -m stacks ...`` lines of the docs' shell blocks (no placeholders), with where they are."""
+    """``python -m stacks ...`` and ``vllm-stack ...`` lines of the docs' shell blocks (no placeholders), with where they are."""
     out = []
     for b in BLOCKS:
         if b.lang != "sh":
             continue
         for line in b.body.splitlines():
             cmd = line.split(" #", 1)[0].strip()
-            if cmd.startswith("python -m stacks ") and "<" not in cmd and "|" not in cmd:
+            if cmd.startswith(("python -m stacks ", "vllm-stack ", ".venv/bin/vllm-stack ")) and "<" not in cmd and "|" not in cmd:
                 out.append((b.where, cmd))
     return out
 

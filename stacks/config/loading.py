@@ -7,8 +7,11 @@ rules) and the translation of pydantic's errors into key paths with fixes all ha
 from __future__ import annotations
 
 import difflib
+import errno
 import json
+import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
@@ -163,10 +166,36 @@ def _secret_problems(raw: dict[str, Any]) -> list[Problem]:
     return problems
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Control characters no setting can carry into a command line, an environment variable or a rendered file (a NUL ends
+a C string); tabs and line breaks stay (a multi-line PromQL query is fine)."""
+
+
+def _control_problems(value: Any, path: tuple[int | str, ...] = ()) -> list[Problem]:
+    """Every key and string value that holds a control character, by key path."""
+    out: list[Problem] = []
+    if isinstance(value, str):
+        if m := _CONTROL.search(value):
+            out.append(Problem(_path(path), f"holds the control character U+{ord(m.group()):04X}; remove it"))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and (m := _CONTROL.search(k)):
+                out.append(Problem(_path(path), f"key {k!r} holds the control character U+{ord(m.group()):04X}; remove it"))
+            else:
+                out += _control_problems(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _control_problems(v, (*path, i))
+    return out
+
+
 def parse(raw: dict[str, Any]) -> StackConfig:
     """Validate an un-namespaced mapping (``{"models": [...], ...}``) fully, or raise ConfigError."""
     secrets_set = {key for key in SECRET_KEYS if key in raw}
     problems = _secret_problems(raw)
+    control = _control_problems(raw)
+    if control:
+        raise ConfigError(problems + control)
     try:
         # strict: a boolean is no number (``maxNumSeqs: true``), a number no string; camelCase keys only
         config = StackConfig.model_validate(raw, strict=True, by_name=False)
@@ -231,11 +260,25 @@ def strip_namespace(config_block: dict[str, Any]) -> dict[str, Any]:
 
 
 def stack_file(stack: str, root: Path = ROOT) -> Path:
-    """A stack name (``dev`` -> ``Pulumi.dev.yaml`` at the repo root) or a path to a stack file."""
+    """A stack name (``dev`` -> ``Pulumi.dev.yaml`` in the current folder, else at the repo root) or a path to a stack file."""
     p = Path(stack)
-    if p.suffix in {".yaml", ".yml"} or _stat(p, Path.exists):
+    if p.suffix in {".yaml", ".yml"} or _stat(p, Path.exists) or _stat(p, Path.is_symlink):
         return p
-    return root / f"Pulumi.{stack}.yaml"
+    here = Path.cwd() / f"Pulumi.{stack}.yaml"
+    return here if _stat(here, Path.exists) else root / f"Pulumi.{stack}.yaml"
+
+
+def _stacks_near(path: Path, root: Path = ROOT) -> str:
+    """The stacks a user could have meant: Pulumi.<name>.yaml in the file's folder, the current one and the repo root."""
+    names = sorted({f.name[len("Pulumi.") : -len(".yaml")] for d in {path.parent, Path.cwd(), root} for f in _listing(d)})
+    return f"the stacks here are {', '.join(names)}" if names else "there is no Pulumi.<name>.yaml here"
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return [f for f in folder.glob("Pulumi.*.yaml") if f.name.count(".") == 2 and f.is_file()]
+    except OSError:
+        return []
 
 
 def _stat(path: Path, test: Callable[[Path], bool]) -> bool:
@@ -245,6 +288,28 @@ def _stat(path: Path, test: Callable[[Path], bool]) -> bool:
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise ConfigError([Problem("", f"cannot use {shown(path)} as a stack file: {reason}")]) from None
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def _not_a_stack_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a stack file (without opening it: a FIFO would block), or None when it is a file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if _stat(path, Path.is_symlink):
+            return f"{shown(path)} is a symbolic link to {shown(os.readlink(path))}, which does not exist; fix the link or name the file itself"
+        return f"no stack file at {shown(path)}; {_stacks_near(path)} (or name a stack file's path)"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"{shown(path)} is a symbolic link that loops (it leads back to itself); name the stack file itself"
+        return f"cannot use {shown(path)} as a stack file: {err.strerror or err}"
+    if stat.S_ISDIR(mode):
+        return f"{shown(path)} is a folder; name a stack file such as Pulumi.dev.yaml"
+    if not stat.S_ISREG(mode):
+        return f"{shown(path)} is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a stack file; name a YAML file such as Pulumi.dev.yaml"
+    return None
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -265,10 +330,9 @@ def _yaml_problem(path: Path, p: YamlProblem) -> Problem:
 
 def read_stack_file(path: Path) -> dict[str, Any]:
     """The un-namespaced config mapping of a stack file."""
-    if _stat(path, Path.is_dir):
-        raise ConfigError([Problem("", f"{shown(path)} is a folder; name a stack file such as Pulumi.dev.yaml")])
-    if not _stat(path, Path.is_file):
-        raise ConfigError([Problem("", f"no stack file at {shown(path)}; create it or name an existing stack")])
+    why = _not_a_stack_file(path)
+    if why:
+        raise ConfigError([Problem("", why)])
     try:
         data = path.read_bytes()
     except OSError as err:

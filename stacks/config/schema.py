@@ -34,6 +34,13 @@ FORMS = {
 }
 """Patterns too long to show a reader, by what they mean (error messages and the configuration reference)."""
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
+MODEL_REF = r"^[A-Za-z0-9_./][A-Za-z0-9_./-]{0,255}$"
+"""A Hugging Face repository id (``namespace/name``) or a path inside the model cache: it goes into vLLM's command line,
+the plan and logs, so no whitespace, control or non-ASCII character, and no leading ``-`` (vLLM would read a flag)."""
+ModelRef = Annotated[str, Field(pattern=MODEL_REF)]
+FORMS[MODEL_REF] = "a Hugging Face id such as Qwen/Qwen3-8B, or a path inside the model cache: ASCII letters, digits and . _ - /"
+GPU_NAME = r"^[A-Za-z0-9][ -~]{0,63}$"
+FORMS[GPU_NAME] = "a GPU name such as RTX 5090: printable ASCII, at most 64 characters"
 
 
 def yaml_key(field: str) -> str:
@@ -79,7 +86,7 @@ class ImageConfig(Section):
 class GpuConfig(Section):
     index: Annotated[int, Field(ge=0, le=63)]
     """CUDA device index on the docker host (as ``nvidia-smi`` lists it)."""
-    name: str = "GPU"
+    name: Annotated[str, Field(pattern=GPU_NAME)] = "GPU"
     """Human name, e.g. ``RTX 5090``."""
     memory_gib: Annotated[float, Field(gt=0, le=1024)]
     """Total memory of the GPU in GiB as CUDA reports it, which is what vLLM's fraction multiplies: nvidia-smi's
@@ -133,7 +140,7 @@ class ArchConfig(Section):
 class LoraModule(Section):
     name: Annotated[str, Field(pattern=SERVED_NAME.pattern)]
     """Served name of the adapter."""
-    path: str
+    path: ModelRef
     """HF id or path of the adapter."""
 
 
@@ -160,7 +167,7 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 class ModelConfig(Section):
     name: str
     """DNS-1123 label, unique; also the served model name."""
-    model: str
+    model: ModelRef
     """HF model id or a path inside the model cache."""
     served_model_names: list[Annotated[str, Field(pattern=SERVED_NAME.pattern)]] = []
     """Extra names the model answers to (aliases)."""
@@ -404,7 +411,7 @@ class Toleration(Section):
 
 
 class KubeGpu(Section):
-    name: str
+    name: Annotated[str, Field(pattern=GPU_NAME)]
     """GPU type of the cluster's GPU nodes, e.g. ``NVIDIA L40S``."""
     memory_gib: Annotated[float, Field(gt=0, le=1024)]
     """Memory of one such GPU in GiB as CUDA reports it (nvidia-smi's memory.total less memory.reserved)."""

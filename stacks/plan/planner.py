@@ -88,15 +88,15 @@ class _Model:
 def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int) -> list[Problem]:
     """What vLLM refuses at start (ModelConfig.verify_with_parallel_config, QKVParallelLinear, vLLM 0.26)."""
     out = []
+    # the sizes vLLM takes: divisors of the attention heads that divide or are a multiple of the KV heads
+    fits = [d for d in range(1, min(arch.attention_heads, 64) + 1) if arch.attention_heads % d == 0 and (arch.kv_heads % d == 0 or d % arch.kv_heads == 0)]
     if arch.attention_heads % tp:
-        fits = [d for d in range(1, arch.attention_heads + 1) if arch.attention_heads % d == 0 and d <= 64]
         out.append(Problem(f"models[{i}].tensorParallel", f"{tp} does not divide {m.model}'s {arch.attention_heads} attention heads; use one of {fits}"))
     elif arch.kv_heads % tp and tp % arch.kv_heads:
         out.append(
             Problem(
                 f"models[{i}].tensorParallel",
-                f"{tp} neither divides {m.model}'s {arch.kv_heads} KV heads nor is a multiple of them (vLLM splits or replicates them); "
-                f"use a divisor or a multiple of {arch.kv_heads}",
+                f"{tp} neither divides {m.model}'s {arch.kv_heads} KV heads nor is a multiple of them (vLLM splits or replicates them); use one of {fits}",
             )
         )
     if m.pipeline_parallel > arch.layers:
