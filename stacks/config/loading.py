@@ -22,6 +22,7 @@ from stacks.config import strict_yaml
 from stacks.config.rules import cross_field_problems
 from stacks.config.schema import BOOLEAN_KEYS, FORMS, SCALAR_KEYS, STRUCTURED_KEYS, StackConfig
 from stacks.config.strict_yaml import LongNumber, YamlProblem, number_or_long
+from stacks.config.unsupported import unsupported
 from stacks.errors import ConfigError, Problem, shown
 
 NAMESPACE = "vllm-stack"
@@ -83,14 +84,20 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
-    """The keys the section at ``loc`` accepts (empty when ``loc`` leads nowhere)."""
+def _section(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The config section at ``loc`` (None when ``loc`` leads nowhere)."""
     model: type[BaseModel] | None = StackConfig
     for part in loc:
         if isinstance(part, int) or model is None:
             continue
         field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
         model = _model_in(field.annotation) if field else None
+    return model
+
+
+def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the section at ``loc`` accepts (empty when ``loc`` leads nowhere)."""
+    model = _section(loc)
     if model is None:
         return []
     keys = [f.alias or name for name, f in model.model_fields.items()]
@@ -98,8 +105,13 @@ def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
 
 
 def _unknown_key(loc: tuple[int | str, ...]) -> str:
-    """Did you mean: the same key in another spelling (``max_model_len``, ``MaxModelLen``), else the closest one."""
+    """A feature the stack lacks says so; else did you mean: the same key in another spelling (``max_model_len``,
+    ``MaxModelLen``), else the closest one."""
     key = str(loc[-1])
+    section = _section(loc[:-1])
+    lacking = unsupported(section.__name__, key) if section else None
+    if lacking:
+        return lacking
     keys = _section_keys(loc[:-1])
     folded = {k.lower(): k for k in keys}
     near = folded.get(key.lower().replace("_", "").replace("-", "")) or next(iter(difflib.get_close_matches(key, keys, n=1, cutoff=0.6)), None)
