@@ -8,9 +8,11 @@ PYTEST_ARGS ?=
 .PHONY: venv plan render docs test lint typecheck bench clean
 
 # the program's packages and the policy pack's (policy/ runs in this venv too)
-$(VENV)/.runtime: requirements.txt policy/requirements.txt
+$(VENV)/.runtime: requirements.txt policy/requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r policy/requirements.txt
+	# the repository itself, editable: the `vllm-stack` command and `python -m stacks` from any folder
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt

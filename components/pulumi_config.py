@@ -11,7 +11,7 @@ from typing import Any
 import pulumi
 
 from components.stack import StackSecrets
-from stacks.config import from_pulumi
+from stacks.config import config_json, from_pulumi
 from stacks.errors import ConfigError, debugging, internal_error
 from stacks.plan import StackPlan, plan
 
@@ -32,12 +32,10 @@ def clean_errors() -> Iterator[None]:
 
 
 def _object(cfg: pulumi.Config, key: str) -> Any:
-    """A structured key's value; one that is not JSON (``pulumi config set vllm-stack:gpus 0``) stays a string,
-    so the schema names the key and says what it should hold."""
-    try:
-        return cfg.get_object(key)
-    except pulumi.ConfigTypeError:
-        return cfg.get(key)
+    """A structured key's value (Pulumi hands it over as JSON text); one that is not JSON (``pulumi config set
+    vllm-stack:gpus 0``) stays a string, so the schema names the key and says what it should hold."""
+    text = cfg.get(key)
+    return None if text is None else config_json(text)
 
 
 def read_config(cfg: pulumi.Config) -> tuple[StackPlan, StackSecrets]:

@@ -25,10 +25,38 @@ from stacks.plan.types import SwapGroupPlan
 from stacks.render import endpoints, gateway, render_all
 from stacks.render import kubernetes as kube_manifests
 
+PLAN_COLUMNS = ("model", "fraction", "weights\nGiB", "KV\nGiB", "KV\ntokens", "maxNum\nSeqs", "full seqs\nin KV", "maxModel\nLen", "starts\nafter")
+"""The plan table's headers: the settings by their keys (maxNumSeqs, maxModelLen), beside what the plan computed (the
+full-length sequences the KV cache holds at once)."""
+TEXT_COLUMNS = {0, 8}
+"""Left-aligned; the others are figures."""
+
+
+def _plan_rows(p: StackPlan, names: list[str]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for name in names:
+        m = p.model(name)
+        f = m.memory
+        rows.append(
+            (
+                f"{m.name}" + _split(m),
+                f"{f.fraction:.3f}{'*' if m.fraction_source == 'auto' else ''}",
+                f"{f.weights_gib:.2f}",
+                f"{f.kv_gib:.2f}",
+                f"{f.kv_tokens:,}",
+                str(m.max_num_seqs),
+                str(f.max_full_sequences),
+                str(m.max_model_len),
+                f"swap group {m.swap.group}" if m.swap else ", ".join(m.start_after) or "-",
+            )
+        )
+    return rows
+
 
 def _print_plan(p: StackPlan, console: Console) -> None:
     if p.models:
         console.print(f"[bold]target[/] {p.target}   [bold]image[/] {p.image.base} (vLLM {p.image.vllm_version}, TZ {p.image.timezone})")
+        console.print(f"[bold]planned with[/] {p.image.vllm_rules}")
     else:
         console.print(f"[bold]target[/] {p.target}   no vLLM (every model is served elsewhere), TZ {p.timezone}")
     groups: list[tuple[str, list[str]]]
@@ -41,35 +69,30 @@ def _print_plan(p: StackPlan, console: Console) -> None:
         groups = [(f"per pod: {p.kubernetes.gpu_name}, {p.kubernetes.gpu_memory_gib} GiB per GPU", [m.name for m in p.models])]
     gpu_rows: list[GpuPlan | None] = list(p.gpus) or [None] * len(groups)
     for (title, names), gpu in zip(groups, gpu_rows, strict=True):
-        rows = []
-        for name in names:
-            m = p.model(name)
-            f = m.memory
-            rows.append(
-                (
-                    f"{m.name}" + _split(m),
-                    f"{f.fraction:.3f}{'*' if m.fraction_source == 'auto' else ''}",
-                    f"{f.weights_gib:.2f}",
-                    f"{f.kv_gib:.2f}",
-                    f"{f.kv_tokens:,}",
-                    str(f.max_full_sequences),
-                    str(m.max_model_len),
-                    f"swap group {m.swap.group}" if m.swap else ", ".join(m.start_after) or "-",
-                )
-            )
-        # light lines keep the table narrow; a terminal narrower still folds cells (nothing is cut off or ellipsised)
-        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for i, col in enumerate(("model", "fraction", "weights GiB", "KV GiB", "KV tokens", "max seqs", "max len", "starts after")):
-            table.add_column(col, justify="left" if i in (0, 7) else "right", overflow="fold")
+        rows = _plan_rows(p, names)
+        caption = (
+            f"sum {gpu.fraction_sum:.3f}; CUDA contexts + safety {gpu.overhead_gib:.2f} GiB; reserved {gpu.reserved_gib} GiB; "
+            f"headroom {gpu.headroom_gib:.2f} GiB   (* = auto)"
+            if gpu is not None
+            else "(* = auto)"
+        )
+        # light lines keep the table narrow; a terminal narrower than the whole table gets one line per model instead,
+        # wrapped between its figures: a number or a name is never cut or folded
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, caption=caption, caption_justify="left")
+        for i, col in enumerate(PLAN_COLUMNS):
+            table.add_column(col, justify="left" if i in TEXT_COLUMNS else "right", no_wrap=True)
         for row in rows:
             table.add_row(*row)
-        if gpu is not None:
-            table.caption = (
-                f"sum {gpu.fraction_sum:.3f}; CUDA contexts + safety {gpu.overhead_gib:.2f} GiB; reserved {gpu.reserved_gib} GiB; "
-                f"headroom {gpu.headroom_gib:.2f} GiB   (* = auto)"
+        if console.measure(table, options=console.options.update_width(UNWRAPPED)).maximum <= console.width:
+            console.print(table)
+            continue
+        console.print(title)
+        for name, fraction, weights, kv, tokens, seqs, full, length, after in rows:
+            console.print(
+                f"  {name}: fraction {fraction}, weights {weights} GiB, KV {kv} GiB ({tokens} tokens), maxNumSeqs {seqs} "
+                f"({full} full-length in KV), maxModelLen {length}, starts after {after}"
             )
-            table.caption_justify = "left"
-        console.print(table)
+        console.print(caption)
     for m in p.models:
         if m.memory.stages:
             console.print(_stages_table(m))
@@ -78,7 +101,7 @@ def _print_plan(p: StackPlan, console: Console) -> None:
     if p.externals:
         _print_elsewhere(p, console)
     for note in p.notes:
-        console.print(f"[dim]- {note}[/]")
+        console.print(f"[yellow]- {note}[/]" if note.startswith("warning: ") else f"[dim]- {note}[/]")
 
 
 def _split(m: ModelPlan) -> str:
@@ -240,13 +263,21 @@ STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "
 
 
 def _print_checks(checks: list[Check], console: Console) -> None:
-    table = Table(title="vllm-stack doctor", title_justify="left", show_lines=False)
-    for col in ("area", "check", "status", "found", "fix"):
-        table.add_column(col, overflow="fold")
-    for c in checks:
-        style = STATUS_STYLE[c.status]
-        table.add_row(c.area, c.name, f"[{style}]{c.status}[/]", c.detail, c.fix, style="dim" if c.status == "skip" else None)
-    console.print(table)
+    """A table on a terminal; piped or redirected, one line per check (and one per fix), prose never padded into a table
+    a thousand characters wide."""
+    if console.width >= UNWRAPPED:
+        for c in checks:
+            console.print(f"{c.status:<4}  {c.area}: {c.name}: {c.detail}", markup=False)
+            if c.fix:
+                console.print(f"      fix: {c.fix}", markup=False)
+    else:
+        table = Table(title="vllm-stack doctor", title_justify="left", show_lines=False)
+        for col in ("area", "check", "status", "found", "fix"):
+            table.add_column(col, overflow="fold")
+        for c in checks:
+            style = STATUS_STYLE[c.status]
+            table.add_row(c.area, c.name, f"[{style}]{c.status}[/]", c.detail, c.fix, style="dim" if c.status == "skip" else None)
+        console.print(table)
     counts = {s: sum(c.status == s for c in checks) for s in STATUS_STYLE}
     console.print("checks: " + ", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
 

@@ -50,7 +50,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("tp mismatch", _model(0, gpus=[0, 1], tensorParallel=1), "models[0].tensorParallel", "must equal"),
     ("fraction > 1", _model(0, gpuMemoryUtilization=1.5), "models[0].gpuMemoryUtilization", "less than or equal"),
     ("fraction word", _model(0, gpuMemoryUtilization="half"), "models[0].gpuMemoryUtilization", ""),
-    ("fraction too small", _model(0, gpuMemoryUtilization=0.05), "models[0].gpuMemoryUtilization", "raise it to at least"),
+    ("fraction too small", _model(0, gpuMemoryUtilization=0.05), "models[0].gpuMemoryUtilization", "raise models[0].gpuMemoryUtilization from 0.050 to"),
     ("len over context", _model(0, maxModelLen=8192), "models[0].maxModelLen", "context length"),
     ("unknown model", _model(0, model="acme/unknown-7b"), "models[0].arch", "parametersB"),
     ("removed flag", _model(0, extraArgs=["--use-v2-block-manager"]), "models[0].extraArgs[0]", "removed in vLLM"),
@@ -119,13 +119,20 @@ def test_all_problems_reported_at_once() -> None:
 
 
 def test_unpinned_allowed_when_asked() -> None:
-    p = plan(parse(docker_raw(image={"base": "vllm/vllm-openai:latest"}, allowUnpinnedImages=True)))
-    assert p.image.base.endswith(":latest")
+    p = plan(parse(docker_raw(image={"base": "vllm/vllm-openai:latest", "vllmVersion": "0.26.0"}, allowUnpinnedImages=True)))
+    assert p.image.base.endswith(":latest") and p.image.vllm_version == "0.26.0"
 
 
-def test_digest_pin_accepted() -> None:
+def test_digest_pin_accepted_once_it_says_its_release() -> None:
+    """A digest says nothing of the release, whose rules the plan follows: it used to plan silently as 0.11.2."""
     digest = "vllm/vllm-openai@sha256:" + "a" * 64
-    assert plan(parse(docker_raw(image={"base": digest}))).image.base == digest
+    with pytest.raises(ConfigError) as err:
+        plan(parse(docker_raw(image={"base": digest})))
+    assert err.value.keys == ["image.base"] and "set image.vllmVersion" in str(err.value)
+    p = plan(parse(docker_raw(image={"base": digest, "vllmVersion": "0.26.0"})))
+    assert (p.image.base, p.image.vllm_version, p.image.vllm_rules) == (digest, "0.26.0", "vLLM 0.26's rules (read from its source)")
+    tagged = "vllm/vllm-openai:v0.26.0@sha256:" + "a" * 64
+    assert plan(parse(docker_raw(image={"base": tagged}))).image.vllm_version == "0.26.0"
 
 
 def test_secure_secret_accepted_and_dropped() -> None:

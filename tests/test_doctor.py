@@ -18,7 +18,7 @@ from stacks.doctor.host_checks import quantity_gib, weights_gib
 from stacks.doctor.probes import DockerInfo, GpuInfo, GpuInventory, KubeNode
 from stacks.gated import is_gated
 from stacks.plan import StackPlan, plan
-from stacks.plan.releases import image_cuda, min_compute_capability
+from stacks.plan.releases import image_cuda, image_vllm_version, min_compute_capability
 from tests.conftest import docker_raw, kube_raw
 
 MIB = 2**20
@@ -62,6 +62,12 @@ class FakeDocker:
     info_value: DockerInfo | None = None
     error: ProbeError | None = None
     holders: dict[int, list[str]] = field(default_factory=dict)
+    address: str = ""
+    """The daemon's address when it does not answer (else its info's)."""
+
+    @property
+    def host(self) -> str:
+        return self.info_value.host if self.info_value else self.address
 
     def info(self) -> DockerInfo:
         if self.error:
@@ -100,12 +106,15 @@ class FakeHost:
     specs: list[str] = field(default_factory=list)
     measured: list[str] = field(default_factory=list)
     memory: int | None = 256 * GIB
+    bound: list[tuple[str, int]] = field(default_factory=list)
+    """Every (address, port) asked about."""
 
     def disk_free(self, path: str) -> tuple[str, int]:
         self.measured.append(path)
         return path, self.free
 
     def port_in_use(self, address: str, port: int) -> str | None:
+        self.bound.append((address, port))
         return self.busy.get(port)
 
     def which(self, program: str) -> str | None:
@@ -153,7 +162,13 @@ def test_a_fitting_docker_host_passes_every_check() -> None:
     for name in ("daemon", "GPU access", "NVIDIA driver", "GPUs", "driver for the image", "GPU 0 memory", "GPU 1 generation", "GPU 1 free memory"):
         assert name in names
     assert "model cache" in names and "hfToken" in names
-    assert [n for n in names if "port" in n] == ["gateway port 8000", "open-webui port 3000", "dcgm-exporter port 9400", "prometheus port 9090"]
+    assert [n for n in names if "port" in n] == [
+        "gateway port 8000",
+        "open-webui port 3000",
+        "dcgm-exporter port 9400",
+        "prometheus port 9090",
+        "grafana port 3001",
+    ]
 
 
 # ---- GPUs ----------------------------------------------------------------------------------------------------------
@@ -322,6 +337,20 @@ def test_a_remote_docker_daemon_skips_this_machines_gpus_disk_and_ports() -> Non
     assert all("on that host" in c.fix for c in checks if c.status == "skip")
 
 
+@pytest.mark.parametrize("address", ["ssh://gpu-box", "tcp://10.0.0.5:2376"])
+def test_an_unreachable_remote_daemon_still_skips_this_machines_gpus_disk_and_ports(address: str) -> None:
+    """The daemon's address says it is remote even when it does not answer: no NVIDIA driver or bindAddress advice for this machine."""
+    down = FakeDocker(error=ProbeError(f"Docker daemon at {address} not reachable: connection refused", "check the host"), address=address)
+    host = FakeHost(busy={8000: "0.0.0.0:8000 is in use"})
+    checks = doctor(docker_plan(), probes(docker=down, host=host, gpu_probe=FakeGpu(error=ProbeError("no NVIDIA driver", "install it"))), hf_token_set=False)
+    by_name = {c.name: c for c in checks}
+    assert_fixable(by_name["daemon"], "fail")
+    assert {c.status for c in checks if c.area in ("gpu", "disk", "ports")} == {"skip"}
+    assert by_name["GPU access"].status == "skip"
+    assert host.bound == [] and host.measured == [], "nothing of this machine was asked"
+    assert not any("driver" in c.fix or "bindAddress" in c.fix for c in checks)
+
+
 # ---- disk, ports, token --------------------------------------------------------------------------------------------
 
 
@@ -359,6 +388,31 @@ def test_ports() -> None:
     assert "bindAddress" in c.fix
     no_ui = docker_plan(webui={"enabled": False}, monitoring={"dcgm": False, "prometheus": False})
     assert [n for n in run(no_ui) if "port" in n] == ["gateway port 8000"]
+
+
+@pytest.mark.parametrize("monitoring", [{}, {"bindAddress": "10.1.1.1"}, {"prometheus": False}, {"dcgm": False, "grafana": False}])
+def test_the_doctor_checks_the_ports_the_program_publishes_where_it_binds_them(monitoring: dict[str, Any]) -> None:
+    from stacks.doctor.host_checks import published
+    from stacks.render.workloads import stack_workloads
+
+    p = docker_plan(monitoring=monitoring, docker={"bindAddress": "192.168.1.20"})
+    ws = stack_workloads(p, lambda key: key)
+    assert p.docker is not None
+    program = [
+        (w.name, w.publish, w.bind_address or p.docker.bind_address) for w in (ws.gateway, ws.webui, ws.dcgm, ws.prometheus, ws.grafana) if w and w.publish
+    ]
+    assert [(x.service, x.port, x.address) for x in published(p)] == program
+
+
+def test_each_port_is_checked_on_the_address_it_binds_to() -> None:
+    """The metrics ports bind to monitoring.bindAddress (127.0.0.1 by default), the rest to docker.bindAddress; Grafana's is checked too."""
+    host = FakeHost()
+    run(docker_plan(docker={"bindAddress": "192.168.1.20"}, monitoring={"grafanaPort": 3300}), probes(host=host))
+    assert host.bound == [("192.168.1.20", 8000), ("192.168.1.20", 3000), ("127.0.0.1", 9400), ("127.0.0.1", 9090), ("127.0.0.1", 3300)]
+    away = FakeHost(busy={3300: "10.9.9.9 is not an address of this host"})
+    c = run(docker_plan(monitoring={"bindAddress": "10.9.9.9", "grafanaPort": 3300}), probes(host=away))["grafana port 3300"]
+    assert_fixable(c, "fail")
+    assert "vllm-stack:monitoring.bindAddress" in c.fix
 
 
 def test_hf_token_for_gated_models() -> None:
@@ -493,11 +547,15 @@ def test_memory_is_rounded_down() -> None:
         ("vllm/vllm-openai:v0.26.0-cu129-ubuntu2404", (12, 9)),
         ("vllm/vllm-openai:v0.33.0", (13, 0)),
         ("mirror.example:5000/vllm/vllm-openai:v0.30.0", (13, 0)),
-        ("vllm/vllm-openai@sha256:" + "a" * 64, (12, 9)),
+        ("vllm/vllm-openai:v0.34.0", (13, 0)),
+        ("vllm/vllm-openai:v0.26.0@sha256:" + "a" * 64, (13, 0)),
     ],
 )
 def test_image_cuda(base: str, cuda: tuple[int, int]) -> None:
-    assert image_cuda(base) == cuda
+    version = image_vllm_version(base)
+    assert version and image_cuda(base, version) == cuda
+    # a digest alone: the release the stack states (image.vllmVersion)
+    assert image_cuda("vllm/vllm-openai@sha256:" + "a" * 64, (0, 19, 1)) == (12, 9)
 
 
 def test_min_compute_capability() -> None:
@@ -515,7 +573,7 @@ def test_cli_exit_code_follows_the_failures(monkeypatch: pytest.MonkeyPatch, cap
     monkeypatch.setattr(cli, "local_probes", lambda docker_host=None: probes(gpu_probe=FakeGpu(inventory(h100))))
     assert cli.main(["doctor", stack]) == 0
     out = capsys.readouterr().out
-    assert "GPU 0 memory" in out and "checks: 14 pass, 0 warn, 0 fail, 0 skip" in out
+    assert "GPU 0 memory" in out and "checks: 15 pass, 0 warn, 0 fail, 0 skip" in out
     assert cli.main(["doctor", stack, "--json"]) == 0
     assert {c["status"] for c in json.loads(capsys.readouterr().out)} == {"pass"}
 

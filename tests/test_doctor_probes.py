@@ -258,3 +258,17 @@ def test_nvml_probe_explains_a_driver_that_is_not_loaded(fake_libnvml: Callable[
     with pytest.raises(ProbeError) as e:
         NvmlProbe().inventory()
     assert "no NVIDIA driver" in e.value.message and "nvidia-smi" in e.value.fix
+
+
+def test_doctor_against_an_unreachable_remote_daemon_checks_nothing_of_this_machine(tmp_path: Path) -> None:
+    """The real docker CLI, told a `docker:host` where nothing listens (127.0.0.1 port 9, discard): the daemon fails with
+    its fix; GPUs, disk and ports are skipped, since they are that host's, not this machine's."""
+    require_program("docker")
+    stack = tmp_path / "Pulumi.remote.yaml"
+    stack.write_text((ROOT / "Pulumi.dev.yaml").read_text().replace("config:\n", "config:\n  docker:host: tcp://127.0.0.1:9\n", 1))
+    r = subprocess.run([sys.executable, "-m", "stacks", "doctor", str(stack), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    checks = {c["name"]: c for c in json.loads(r.stdout)}
+    assert checks["daemon"]["status"] == "fail" and "tcp://127.0.0.1:9" in checks["daemon"]["detail"]
+    assert {c["status"] for c in checks.values() if c["area"] in ("gpu", "disk", "ports")} == {"skip"}
+    assert "grafana port 3001" in checks and not any("NVIDIA driver" in c["fix"] or "bindAddress" in c["fix"] for c in checks.values())

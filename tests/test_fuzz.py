@@ -44,8 +44,13 @@ models = st.fixed_dictionaries(
             optional={
                 "parametersB": st.floats(0.1, 100),
                 "layers": st.integers(1, 100),
+                "attentionHeads": st.sampled_from([8, 16, 32]),
                 "kvHeads": st.integers(1, 16),
                 "headDim": st.sampled_from([64, 128]),
+                "hiddenSize": st.sampled_from([1024, 4096]),
+                "intermediateSize": st.sampled_from([4096, 14336]),
+                "vocabSize": st.sampled_from([32000, 152064]),
+                "tiedEmbeddings": st.booleans(),
                 "contextLength": st.integers(512, 65536),
             },
         ),

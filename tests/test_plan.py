@@ -148,9 +148,12 @@ def test_catalog_has_the_required_models_with_published_figures() -> None:
                  "meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B", "01-ai/Yi-6B", "mistralai/Mistral-7B-Instruct-v0.3",
                  "google/gemma-3-12b-it", "google/gemma-3-27b-it"]:  # fmt: skip
         assert lookup(name), name
-    assert resolve("acme/new-model", None) == ["parametersB", "layers", "kvHeads", "headDim", "contextLength"]
-    custom = resolve("acme/new-model", ArchConfig(parameters_b=2, layers=10, kv_heads=2, head_dim=64, context_length=4096))
-    assert not isinstance(custom, list) and custom.hidden_size == 128
+    every = ["parametersB", "layers", "attentionHeads", "kvHeads", "hiddenSize", "intermediateSize", "vocabSize", "contextLength"]
+    assert resolve("acme/new-model", None) == every
+    assert resolve("acme/new-model-AWQ", None, quantized=True) == [*every, "tiedEmbeddings"]
+    facts = {"parameters_b": 2, "layers": 10, "attention_heads": 8, "kv_heads": 2, "hidden_size": 512, "intermediate_size": 1024, "vocab_size": 32000}
+    custom = resolve("acme/new-model", ArchConfig(**facts, context_length=4096))
+    assert not isinstance(custom, list) and custom.head_dim == 64 and custom.qk_norm and custom.assumptions
     over = resolve("Qwen/Qwen3-8B", ArchConfig(context_length=131072))
     assert not isinstance(over, list) and over.context_length == 131072 and over.layers == 36
 

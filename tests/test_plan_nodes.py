@@ -115,7 +115,8 @@ def apply_fix(model: dict[str, Any], message: str) -> dict[str, Any]:
         ),
         (
             {**BIG, "model": "meta-llama/Llama-3.1-70B-Instruct", "maxModelLen": 8192},
-            {"name": "NVIDIA L40S", "memoryGiB": 44.52},
+            # nodes of one GPU each; without perNode the GPU's shortfall names a wider pod (tests/test_gpu_refusals.py)
+            {"name": "NVIDIA L40S", "memoryGiB": 44.52, "perNode": 1},
             "models[0].nodes",
             "nodes: 4 (",
         ),
@@ -138,7 +139,17 @@ def test_a_model_too_big_names_the_smallest_split_that_fits(model: dict[str, Any
 
 
 def test_a_model_that_fits_nowhere_says_so() -> None:
-    arch = {"parametersB": 2000, "layers": 4, "attentionHeads": 8, "kvHeads": 8, "headDim": 512, "hiddenSize": 4096, "contextLength": 4096, "vocabSize": 32000}
+    arch = {
+        "parametersB": 2000,
+        "layers": 4,
+        "attentionHeads": 8,
+        "kvHeads": 8,
+        "headDim": 512,
+        "hiddenSize": 4096,
+        "contextLength": 4096,
+        "vocabSize": 32000,
+        "intermediateSize": 14336,
+    }
     found = problems(kube({"name": "huge", "model": "example/huge", "arch": arch}, gpu={**L40S_NODE, "perNode": 1}))
     assert "it does not fit on up to 4 nodes of 1 such GPUs; use a quantized checkpoint" in found["models[0].nodes"]
 

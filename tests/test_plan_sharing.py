@@ -72,17 +72,21 @@ def test_weights_that_do_not_fit_say_so() -> None:
     err = _error(8, {"name": "y", "model": "01-ai/Yi-6B-Chat", "maxModelLen": 4096})
     assert err.keys == ["models[0].gpus"]
     assert "weights and runtime overhead alone do not fit" in err.problems[0].message
-    assert "tensorParallel" in err.problems[0].message and "quantized" in err.problems[0].message
+    assert "set models[0].quantization: fp8" in err.problems[0].message
+    assert "tensorParallel" not in err.problems[0].message, "one GPU: nothing to spread over"
+    assert _plan(8, {"name": "y", "model": "01-ai/Yi-6B-Chat", "maxModelLen": 4096, "quantization": "fp8"}).models[0].memory.max_full_sequences >= 1
 
 
 def test_one_sequence_that_does_not_fit_names_the_longest_that_does() -> None:
     big = {"name": "qwen", "model": "Qwen/Qwen3-8B", "maxModelLen": 40960, "maxNumSeqs": 4}
     err = _error(21.0, big)
     assert err.keys == ["models[0].maxModelLen"]
-    longest = int(re.search(r"the longest maxModelLen that fits is (\d+)", err.problems[0].message).group(1))  # type: ignore[union-attr]
+    longest = int(re.search(r"lower models\[0\]\.maxModelLen from 40960 to (\d+)", err.problems[0].message).group(1))  # type: ignore[union-attr]
     assert 1024 < longest < 40960 and "kvCacheDtype: fp8" in err.problems[0].message
     fitted = _plan(21.0, {**big, "maxModelLen": longest})
     assert fitted.models[0].memory.max_full_sequences >= 1
+    with pytest.raises(ConfigError):
+        _plan(21.0, {**big, "maxModelLen": longest + 16})
     assert _plan(21.0, {**big, "kvCacheDtype": "fp8"}).models[0].memory.max_full_sequences >= 1
 
 
@@ -90,8 +94,10 @@ def test_a_fraction_too_small_for_one_sequence_names_the_fraction_that_is_enough
     m = {"name": "t", "model": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "maxModelLen": 2048, "gpuMemoryUtilization": 0.05}
     err = _error(48.0, m)
     assert err.keys == ["models[0].gpuMemoryUtilization"]
-    need = float(re.search(r"raise it to at least ([\d.]+)", err.problems[0].message).group(1))  # type: ignore[union-attr]
+    need = float(re.search(r"raise models\[0\]\.gpuMemoryUtilization from 0.050 to ([\d.]+)", err.problems[0].message).group(1))  # type: ignore[union-attr]
     assert _plan(48.0, {**m, "gpuMemoryUtilization": need}).models[0].memory.max_full_sequences >= 1
+    with pytest.raises(ConfigError):
+        _plan(48.0, {**m, "gpuMemoryUtilization": need - 0.001})
 
 
 def test_an_overcommitted_gpu_names_the_last_fixed_model() -> None:
@@ -131,11 +137,14 @@ def test_tensor_parallel_replicates_kv_heads_like_vllm() -> None:
 
 
 def test_a_quantized_looking_model_without_a_method_is_refused() -> None:
-    arch = {"parametersB": 7, "layers": 28, "kvHeads": 4, "headDim": 128, "contextLength": 32768}
+    arch = {"parametersB": 7, "layers": 28, "attentionHeads": 28, "kvHeads": 4, "hiddenSize": 3584, "intermediateSize": 18944, "vocabSize": 152064}
+    arch |= {"contextLength": 32768, "tiedEmbeddings": False}
     err = _error(24.0, {"name": "q", "model": "acme/Coder-7B-AWQ", "arch": arch, "maxModelLen": 4096})
     assert err.keys == ["models[0].quantization"] and "AWQ" in err.problems[0].message
     ok = _plan(24.0, {"name": "q", "model": "acme/Coder-7B-AWQ", "arch": arch, "maxModelLen": 4096, "quantization": "awq"})
-    assert ok.models[0].memory.weights_gib < 7e9 * 0.6 / GIB + 0.2
+    # 4-bit layers, with the untied embeddings and LM head (2 x 152,064 x 3,584) at bfloat16
+    embeddings = 2 * 152064 * 3584
+    assert ok.models[0].memory.weights_gib == pytest.approx((embeddings * 2 + (7e9 - embeddings) * (0.5 + 2.5 / 128)) / GIB, abs=0.05)
     # a catalog checkpoint's own quantization_config is taken without a key
     fp8 = _plan(48.0, {"name": "f", "model": "Qwen/Qwen3-32B-FP8", "maxModelLen": 4096})
     assert fp8.models[0].memory.weights_gib < 32.8e9 * 1.1 / GIB

@@ -222,7 +222,7 @@ def test_floats_take_whole_numbers_and_pulumi_strings_still_work() -> None:
     assert [g.memory_gib for g in plan(parse(raw)).gpus] == [24.0, 24.0]
     cfg, secrets = stack_config("dev")
     cfg["vllm-stack:allowUnpinnedImages"] = "true"  # Pulumi hands every scalar key over as a string
-    cfg["vllm-stack:image"] = json.dumps({"base": "vllm/vllm-openai:latest"})
+    cfg["vllm-stack:image"] = json.dumps({"base": "vllm/vllm-openai:latest", "vllmVersion": "0.26.0"})
     run_program("dev", secrets=dict.fromkeys(secrets, "x"), config=cfg)
     assert LAST[0].resources
 

@@ -64,6 +64,8 @@ class Arch:
     architecture: str = ""
     vision: VisionTower | None = None
     """The vision tower and projector of a multimodal checkpoint (``parameters_b`` counts them too)."""
+    assumptions: tuple[str, ...] = ()
+    """What the plan took on the safe side for a model described by ``arch`` alone (said in the plan's notes)."""
 
 
 TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -214,28 +216,66 @@ def lookup(model: str) -> Arch | None:
     return from_config(e["config"], e["parametersB"], e["task"], e.get("processor")) if e else None
 
 
-REQUIRED_FOR_UNKNOWN = ("parametersB", "layers", "kvHeads", "headDim", "contextLength")
+CONFIG_NAMES: dict[str, str] = {
+    "parametersB": "the parameter count in billions (the model card, or the safetensors total on the model page)",
+    "layers": "num_hidden_layers",
+    "attentionHeads": "num_attention_heads",
+    "kvHeads": "num_key_value_heads (num_attention_heads when absent)",
+    "hiddenSize": "hidden_size",
+    "intermediateSize": "intermediate_size",
+    "vocabSize": "vocab_size",
+    "contextLength": "max_position_embeddings",
+    "tiedEmbeddings": "tie_word_embeddings (false when absent)",
+    "expertsPerToken": "num_experts_per_tok",
+    "expertIntermediateSize": "moe_intermediate_size (intermediate_size when absent)",
+}
+"""Where each ``arch`` key a model outside the catalog needs is found in its config.json (for the refusal)."""
+REQUIRED_FOR_UNKNOWN = ("parametersB", "layers", "attentionHeads", "kvHeads", "hiddenSize", "intermediateSize", "vocabSize", "contextLength")
+"""Every field that moves the memory figure of any model: weights, embeddings and LM head, activation, sampler, KV."""
+REQUIRED_IF_QUANTIZED = ("tiedEmbeddings",)
+"""A quantized checkpoint keeps its embeddings and LM head at the model dtype: whether they are one matrix or two moves its weights."""
+REQUIRED_IF_MOE = ("expertsPerToken", "expertIntermediateSize")
 _ARCH_FIELDS = frozenset(ArchConfig.model_fields)
 """``arch`` keys override the Arch field of the same name (ArchConfig's fields are a subset of Arch's)."""
+ASSUMED_QK_NORM = (
+    "arch.qkNorm not given: planned with per-head query/key norms (Qwen3 and Gemma 3 have them; the larger activation); "
+    "set arch.qkNorm: false when its config.json's model_type is not qwen3* or gemma3*"
+)
 
 
-def resolve(model: str, override: ArchConfig | None) -> Arch | list[str]:
+def _given(override: ArchConfig | None) -> dict[str, Any]:
+    return {k: v for k, v in (override.model_dump(exclude_none=True) if override else {}).items() if k in _ARCH_FIELDS}
+
+
+def missing_arch(override: ArchConfig | None, *, quantized: bool) -> list[str]:
+    """The camelCase ``arch`` keys a model outside the catalog still needs (empty when described fully)."""
+    given = _given(override)
+    need = [*REQUIRED_FOR_UNKNOWN, *(REQUIRED_IF_QUANTIZED if quantized else ()), *(REQUIRED_IF_MOE if given.get("experts") else ())]
+    return [name for name in need if _snake(name) not in given]
+
+
+def resolve(model: str, override: ArchConfig | None, *, quantized: bool = False) -> Arch | list[str]:
     """Facts for a model: catalog entry with ``arch`` overrides applied.
 
-    Returns the camelCase names of the missing fields when the model is unknown and ``arch`` is incomplete.
+    A model outside the catalog is described by ``arch`` alone: every field that moves its memory figure must be
+    there (``quantized``: its embeddings too), else the camelCase names of the missing ones are returned. What is
+    left out is taken as its config.json would have it (head dim = hidden / heads, a window on every layer), or on
+    the safe side, said in ``Arch.assumptions`` (query/key norms).
     """
     base = lookup(model)
-    fields = {k: v for k, v in (override.model_dump(exclude_none=True) if override else {}).items() if k in _ARCH_FIELDS}
+    fields = _given(override)
     if override and override.vision:
         fields["vision"] = from_arch(override.vision)
     if base is None:
-        missing = [name for name in REQUIRED_FOR_UNKNOWN if _snake(name) not in fields]
+        missing = missing_arch(override, quantized=quantized)
         if missing:
             return missing
-        heads = fields.get("attention_heads", fields["kv_heads"])
-        hidden = fields.get("hidden_size", heads * fields["head_dim"])
-        fields = {"attention_heads": heads, "hidden_size": hidden, "intermediate_size": 4 * hidden, "vocab_size": 32000} | fields
-        return Arch(**fields)
+        fields.setdefault("head_dim", fields["hidden_size"] // fields["attention_heads"])
+        if "sliding_window" in fields:
+            fields.setdefault("sliding_layers", fields["layers"])
+        assumptions = () if "qk_norm" in fields else (ASSUMED_QK_NORM,)
+        fields.setdefault("qk_norm", True)
+        return Arch(**fields, assumptions=assumptions)
     if "sliding_window" in fields and "sliding_layers" not in fields:
         fields["sliding_layers"] = base.sliding_layers or base.layers
     return replace(base, **fields)

@@ -7,7 +7,11 @@ rules) and the translation of pydantic's errors into key paths with fixes all ha
 from __future__ import annotations
 
 import difflib
+import errno
+import json
+import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
@@ -17,7 +21,8 @@ from pydantic import BaseModel, ValidationError
 from stacks.config import strict_yaml
 from stacks.config.rules import cross_field_problems
 from stacks.config.schema import BOOLEAN_KEYS, FORMS, SCALAR_KEYS, STRUCTURED_KEYS, StackConfig
-from stacks.config.strict_yaml import YamlProblem
+from stacks.config.strict_yaml import LongNumber, YamlProblem, number_or_long
+from stacks.config.unsupported import unsupported
 from stacks.errors import ConfigError, Problem, shown
 
 NAMESPACE = "vllm-stack"
@@ -49,6 +54,7 @@ _EXPECTS = {
     "dict_type": "a mapping",
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
+    "finite_number": "a finite number",
 }
 
 
@@ -58,6 +64,8 @@ def _got(value: Any) -> str:
         return f"the boolean {str(value).lower()}"
     if value is None:
         return "nothing (null)"
+    if isinstance(value, LongNumber):
+        return repr(value)
     if isinstance(value, int | float):
         return f"the number {value}"
     if isinstance(value, str):
@@ -78,14 +86,20 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
-    """The keys the section at ``loc`` accepts (empty when ``loc`` leads nowhere)."""
+def _section(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The config section at ``loc`` (None when ``loc`` leads nowhere)."""
     model: type[BaseModel] | None = StackConfig
     for part in loc:
         if isinstance(part, int) or model is None:
             continue
         field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
         model = _model_in(field.annotation) if field else None
+    return model
+
+
+def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the section at ``loc`` accepts (empty when ``loc`` leads nowhere)."""
+    model = _section(loc)
     if model is None:
         return []
     keys = [f.alias or name for name, f in model.model_fields.items()]
@@ -93,8 +107,13 @@ def _section_keys(loc: tuple[int | str, ...]) -> list[str]:
 
 
 def _unknown_key(loc: tuple[int | str, ...]) -> str:
-    """Did you mean: the same key in another spelling (``max_model_len``, ``MaxModelLen``), else the closest one."""
+    """A feature the stack lacks says so; else did you mean: the same key in another spelling (``max_model_len``,
+    ``MaxModelLen``), else the closest one."""
     key = str(loc[-1])
+    section = _section(loc[:-1])
+    lacking = unsupported(section.__name__, key) if section else None
+    if lacking:
+        return lacking
     keys = _section_keys(loc[:-1])
     folded = {k.lower(): k for k in keys}
     near = folded.get(key.lower().replace("_", "").replace("-", "")) or next(iter(difflib.get_close_matches(key, keys, n=1, cutoff=0.6)), None)
@@ -178,10 +197,36 @@ def _secret_problems(raw: dict[str, Any]) -> list[Problem]:
     return problems
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""Control characters no setting can carry into a command line, an environment variable or a rendered file (a NUL ends
+a C string); tabs and line breaks stay (a multi-line PromQL query is fine)."""
+
+
+def _control_problems(value: Any, path: tuple[int | str, ...] = ()) -> list[Problem]:
+    """Every key and string value that holds a control character, by key path."""
+    out: list[Problem] = []
+    if isinstance(value, str):
+        if m := _CONTROL.search(value):
+            out.append(Problem(_path(path), f"holds the control character U+{ord(m.group()):04X}; remove it"))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and (m := _CONTROL.search(k)):
+                out.append(Problem(_path(path), f"key {k!r} holds the control character U+{ord(m.group()):04X}; remove it"))
+            else:
+                out += _control_problems(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _control_problems(v, (*path, i))
+    return out
+
+
 def parse(raw: dict[str, Any]) -> StackConfig:
     """Validate an un-namespaced mapping (``{"models": [...], ...}``) fully, or raise ConfigError."""
     secrets_set = {key for key in SECRET_KEYS if key in raw}
     problems = _secret_problems(raw)
+    control = _control_problems(raw)
+    if control:
+        raise ConfigError(problems + control)
     try:
         # strict: a boolean is no number (``maxNumSeqs: true``), a number no string; camelCase keys only
         config = StackConfig.model_validate(raw, strict=True, by_name=False)
@@ -219,6 +264,15 @@ def from_pulumi(get: Callable[[str], str | None], get_object: Callable[[str], An
     return parse(raw)
 
 
+def config_json(text: str) -> Any:
+    """A structured key as Pulumi holds it (JSON text): its value, with numbers too long for any setting kept as
+    LongNumber (Python would refuse to convert them); text that is no JSON stays a string, which the schema refuses."""
+    try:
+        return json.loads(text, parse_int=lambda t: number_or_long(t, int), parse_float=lambda t: number_or_long(t, float))
+    except ValueError:
+        return text
+
+
 def strip_namespace(config_block: dict[str, Any]) -> dict[str, Any]:
     """``{"vllm-stack:models": ...}`` -> ``{"models": ...}``; other namespaces (``docker:host``) are left out."""
     raw: dict[str, Any] = {}
@@ -237,11 +291,25 @@ def strip_namespace(config_block: dict[str, Any]) -> dict[str, Any]:
 
 
 def stack_file(stack: str, root: Path = ROOT) -> Path:
-    """A stack name (``dev`` -> ``Pulumi.dev.yaml`` at the repo root) or a path to a stack file."""
+    """A stack name (``dev`` -> ``Pulumi.dev.yaml`` in the current folder, else at the repo root) or a path to a stack file."""
     p = Path(stack)
-    if p.suffix in {".yaml", ".yml"} or _stat(p, Path.exists):
+    if p.suffix in {".yaml", ".yml"} or _stat(p, Path.exists) or _stat(p, Path.is_symlink):
         return p
-    return root / f"Pulumi.{stack}.yaml"
+    here = Path.cwd() / f"Pulumi.{stack}.yaml"
+    return here if _stat(here, Path.exists) else root / f"Pulumi.{stack}.yaml"
+
+
+def _stacks_near(path: Path, root: Path = ROOT) -> str:
+    """The stacks a user could have meant: Pulumi.<name>.yaml in the file's folder, the current one and the repo root."""
+    names = sorted({f.name[len("Pulumi.") : -len(".yaml")] for d in {path.parent, Path.cwd(), root} for f in _listing(d)})
+    return f"the stacks here are {', '.join(names)}" if names else "there is no Pulumi.<name>.yaml here"
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return [f for f in folder.glob("Pulumi.*.yaml") if f.name.count(".") == 2 and f.is_file()]
+    except OSError:
+        return []
 
 
 def _stat(path: Path, test: Callable[[Path], bool]) -> bool:
@@ -251,6 +319,28 @@ def _stat(path: Path, test: Callable[[Path], bool]) -> bool:
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise ConfigError([Problem("", f"cannot use {shown(path)} as a stack file: {reason}")]) from None
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def _not_a_stack_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a stack file (without opening it: a FIFO would block), or None when it is a file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if _stat(path, Path.is_symlink):
+            return f"{shown(path)} is a symbolic link to {shown(os.readlink(path))}, which does not exist; fix the link or name the file itself"
+        return f"no stack file at {shown(path)}; {_stacks_near(path)} (or name a stack file's path)"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"{shown(path)} is a symbolic link that loops (it leads back to itself); name the stack file itself"
+        return f"cannot use {shown(path)} as a stack file: {err.strerror or err}"
+    if stat.S_ISDIR(mode):
+        return f"{shown(path)} is a folder; name a stack file such as Pulumi.dev.yaml"
+    if not stat.S_ISREG(mode):
+        return f"{shown(path)} is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a stack file; name a YAML file such as Pulumi.dev.yaml"
+    return None
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -271,10 +361,9 @@ def _yaml_problem(path: Path, p: YamlProblem) -> Problem:
 
 def read_stack_file(path: Path) -> dict[str, Any]:
     """The un-namespaced config mapping of a stack file."""
-    if _stat(path, Path.is_dir):
-        raise ConfigError([Problem("", f"{shown(path)} is a folder; name a stack file such as Pulumi.dev.yaml")])
-    if not _stat(path, Path.is_file):
-        raise ConfigError([Problem("", f"no stack file at {shown(path)}; create it or name an existing stack")])
+    why = _not_a_stack_file(path)
+    if why:
+        raise ConfigError([Problem("", why)])
     try:
         data = path.read_bytes()
     except OSError as err:

@@ -52,6 +52,14 @@ def _target_problems(c: StackConfig) -> list[Problem]:
             out.append(Problem(f"webui.{yaml_key(key)}", "only applies to target kubernetes; remove it"))
         for key in _set_keys(c.monitoring, ("prometheus_operator", "operator_labels")):
             out.append(Problem(f"monitoring.{yaml_key(key)}", "only applies to target kubernetes (the docker target runs its own Prometheus); remove it"))
+        if c.monitoring.grafana and not c.runs_prometheus:
+            out.append(
+                Problem(
+                    "monitoring.grafana",
+                    "the docker target's Grafana reads the stack's own Prometheus, which monitoring.prometheus: false turns off; "
+                    "remove monitoring.grafana (or set it to false), or remove monitoring.prometheus: false",
+                )
+            )
         for i, m in enumerate(c.models):
             if m.replicas != 1:
                 out.append(Problem(f"models[{i}].replicas", "the docker target runs one server per model; remove it or use target kubernetes"))

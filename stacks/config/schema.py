@@ -40,6 +40,13 @@ FORMS = {
 }
 """Patterns too long to show a reader, by what they mean (error messages and the configuration reference)."""
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
+MODEL_REF = r"^[A-Za-z0-9_./][A-Za-z0-9_./-]{0,255}$"
+"""A Hugging Face repository id (``namespace/name``) or a path inside the model cache: it goes into vLLM's command line,
+the plan and logs, so no whitespace, control or non-ASCII character, and no leading ``-`` (vLLM would read a flag)."""
+ModelRef = Annotated[str, Field(pattern=MODEL_REF)]
+FORMS[MODEL_REF] = "a Hugging Face id such as Qwen/Qwen3-8B, or a path inside the model cache: ASCII letters, digits and . _ - /"
+GPU_NAME = r"^[A-Za-z0-9][ -~]{0,63}$"
+FORMS[GPU_NAME] = "a GPU name such as RTX 5090: printable ASCII, at most 64 characters"
 
 
 def yaml_key(field: str) -> str:
@@ -56,16 +63,20 @@ class Section(BaseModel):
         extra="forbid",
         frozen=True,
         use_attribute_docstrings=True,
+        allow_inf_nan=False,  # .nan and .inf are no setting's value (and NaN passes no bound check)
     )
 
 
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.26.0"
-"""The release the planner was calibrated on (an H100, 2026-11-23); the per-release rules cover 0.11.2-0.33.0."""
+"""The release the planner was calibrated on (an H100, 2026-11-23); the per-release rules cover 0.11.2-0.34.x."""
 
 
 class ImageConfig(Section):
     base: Image = DEFAULT_VLLM_IMAGE
     """Pinned vllm/vllm-openai base image (version tag or digest)."""
+    vllm_version: Annotated[str | None, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")] = None
+    """The vLLM release ``base`` is, e.g. ``0.26.0``, when its reference does not say it (pinned by digest alone, or a
+    tag of your own); the plan follows that release's rules."""
     apt_packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$")]] = []
     """Extra Debian packages installed into the image."""
     registry: Repository | None = None
@@ -81,7 +92,7 @@ class ImageConfig(Section):
 class GpuConfig(Section):
     index: Annotated[int, Field(ge=0, le=63)]
     """CUDA device index on the docker host (as ``nvidia-smi`` lists it)."""
-    name: str = "GPU"
+    name: Annotated[str, Field(pattern=GPU_NAME)] = "GPU"
     """Human name, e.g. ``RTX 5090``."""
     memory_gib: Annotated[float, Field(gt=0, le=1024)]
     """Total memory of the GPU in GiB as CUDA reports it, which is what vLLM's fraction multiplies: nvidia-smi's
@@ -128,7 +139,8 @@ class ArchConfig(Section):
     """Per-head dimension (``head_dim``, else hidden size / attention heads)."""
     hidden_size: Annotated[int | None, Field(gt=0, le=65536)] = None
     """Hidden size (``hidden_size``)."""
-    context_length: Annotated[int | None, Field(gt=0, le=10_000_000)] = None
+    # Llama 4 Scout's config.json has 10,485,760 positions: the bound leaves room for it and stays far below overflow
+    context_length: Annotated[int | None, Field(gt=0, le=16_777_216)] = None
     """Maximum context (``max_position_embeddings``)."""
     dtype: Literal["float16", "bfloat16", "float32"] | None = None
     """Checkpoint dtype (``torch_dtype``)."""
@@ -150,6 +162,9 @@ class ArchConfig(Section):
     """Intermediate size of one expert (``moe_intermediate_size``)."""
     encoder_only: bool | None = None
     """A bidirectional encoder (BERT-style embedding model): vLLM keeps no KV cache for it."""
+    qk_norm: bool | None = None
+    """Per-head RMSNorm on queries and keys (Qwen3, Gemma 3: config.json's ``model_type`` qwen3* or gemma3*): more activation
+    memory per token. Taken as true for a model outside the catalog when left out (the safe side)."""
     vision: VisionArchConfig | None = None
     """The vision tower of a multimodal checkpoint the catalog lacks (images only)."""
 
@@ -166,7 +181,7 @@ class MediaPerPrompt(Section):
 class LoraModule(Section):
     name: Annotated[str, Field(pattern=SERVED_NAME.pattern)]
     """Served name of the adapter."""
-    path: str
+    path: ModelRef
     """HF id or path of the adapter."""
 
 
@@ -224,7 +239,7 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 class ModelConfig(Section):
     name: str
     """DNS-1123 label, unique; also the served model name."""
-    model: str
+    model: ModelRef
     """HF model id or a path inside the model cache."""
     served_model_names: list[Annotated[str, Field(pattern=SERVED_NAME.pattern)]] = []
     """Extra names the model answers to (aliases)."""
@@ -239,7 +254,7 @@ class ModelConfig(Section):
     workers joining it), each with ``tensorParallel`` GPUs: tensor parallel within a node, pipeline parallel across nodes."""
     gpu_memory_utilization: Fraction | Literal["auto"] = "auto"
     """Fraction of each GPU's total memory this server may use, or ``auto`` to let the planner split."""
-    max_model_len: Annotated[int | None, Field(ge=16, le=10_000_000)] = None
+    max_model_len: Annotated[int | None, Field(ge=16, le=16_777_216)] = None
     """Longest sequence (prompt + output); defaults to the model's context length."""
     max_num_seqs: Annotated[int, Field(ge=1, le=4096)] = 16
     """Most sequences in one batch; ``auto`` sizes the KV cache to hold this many full sequences."""
@@ -446,7 +461,8 @@ class MonitoringConfig(Section):
     bind_address: str = "127.0.0.1"
     """Docker target: host address the metrics ports (Prometheus, Grafana, DCGM exporter) bind to; 127.0.0.1 keeps them on the host."""
     grafana: bool | None = None
-    """Grafana dashboards: docker runs Grafana with them (on by default); kubernetes renders them as ConfigMaps for the cluster's Grafana sidecar."""
+    """Grafana dashboards: docker runs Grafana with them, reading the stack's Prometheus (on by default when Prometheus runs);
+    kubernetes renders them as ConfigMaps for the cluster's Grafana sidecar."""
     grafana_image: str = DEFAULT_GRAFANA_IMAGE
     """Pinned Grafana image (docker target)."""
     grafana_port: Annotated[int, Field(ge=1, le=65535)] = 3001
@@ -484,7 +500,7 @@ class Toleration(Section):
 
 
 class KubeGpu(Section):
-    name: str
+    name: Annotated[str, Field(pattern=GPU_NAME)]
     """GPU type of the cluster's GPU nodes, e.g. ``NVIDIA L40S``."""
     memory_gib: Annotated[float, Field(gt=0, le=1024)]
     """Memory of one such GPU in GiB as CUDA reports it (nvidia-smi's memory.total less memory.reserved)."""
@@ -541,7 +557,7 @@ class EndpointModelConfig(Section):
     """Extra names the model answers to (aliases)."""
     task: Literal["generate", "embed"] = "generate"
     """``embed``: an embedding model, never offered to Open WebUI as a chat model."""
-    max_model_len: Annotated[int | None, Field(ge=16, le=10_000_000)] = None
+    max_model_len: Annotated[int | None, Field(ge=16, le=16_777_216)] = None
     """Its context length, listed in ``GET /v1/models`` (left out when unknown)."""
 
 
@@ -683,8 +699,8 @@ class StackConfig(Section):
 
     @property
     def grafana_dashboards(self) -> bool:
-        """``monitoring.grafana``, defaulting to on for docker and off for kubernetes."""
-        return self.monitoring.grafana if self.monitoring.grafana is not None else self.target == "docker"
+        """``monitoring.grafana``, defaulting to on for docker when the stack runs Prometheus (its Grafana reads that one) and off for kubernetes."""
+        return self.monitoring.grafana if self.monitoring.grafana is not None else self.target == "docker" and self.runs_prometheus
 
 
 def _scalar(annotation: object) -> bool:

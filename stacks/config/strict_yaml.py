@@ -15,6 +15,45 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 MAX_NODES = 100_000
 """A stack file has a few hundred values; aliases (``*name``) that expand beyond this are refused, not walked."""
 MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_DIGITS = 100
+"""No setting takes a number this long; longer ones are read as a LongNumber, which the schema then refuses by key
+(Python refuses to turn more than 4,300 decimal digits into an int, and would raise while reading the file)."""
+
+
+class LongNumber:
+    """A number in the input too long for any setting (YAML or JSON), kept as its text for the message."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @property
+    def digits(self) -> int:
+        return sum(c.isdigit() for c in self.text)
+
+    def __repr__(self) -> str:
+        return f"a {self.digits:,}-digit number (too long for any setting)"
+
+
+def number_or_long(text: str, read: Any) -> Any:
+    """``read(text)``, unless the number is too long for any setting."""
+    return LongNumber(text) if sum(c.isdigit() for c in text) > MAX_DIGITS else read(text)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose numbers are checked for length before Python converts them."""
+
+
+def _number(tag: str) -> Any:
+    base = yaml.SafeLoader.yaml_constructors[tag]
+
+    def construct(loader: yaml.SafeLoader, node: Node) -> Any:
+        return number_or_long(str(node.value), lambda _: base(loader, node))
+
+    return construct
+
+
+for _tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+    _Loader.add_constructor(_tag, _number(_tag))
 
 Path = tuple[str | int, ...]
 
@@ -101,7 +140,7 @@ def _check(root: Node) -> list[YamlProblem]:
 def load(text: str) -> Any:
     """The one document in ``text`` (None when empty), or YamlError listing what is wrong."""
     try:
-        loader = yaml.SafeLoader(text)  # reads (and checks) the first characters already
+        loader = _Loader(text)  # reads (and checks) the first characters already
     except yaml.YAMLError as err:
         raise YamlError([_syntax_problem(err, text)]) from None
     try:

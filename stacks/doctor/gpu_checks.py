@@ -8,7 +8,7 @@ from stacks.doctor.cuda import driver_branch, min_driver_branch
 from stacks.doctor.probes import GpuInfo, GpuInventory, GpuProbe, ProbeError
 from stacks.doctor.result import Check, skipped
 from stacks.plan.memory import CUDA_CONTEXT_GIB, GIB, SAFETY_FRACTION
-from stacks.plan.releases import CUDA_COMPAT_ENV, CUDA_COMPAT_ENV_SINCE, image_cuda, image_vllm_version, min_compute_capability, version_text
+from stacks.plan.releases import CUDA_COMPAT_ENV, CUDA_COMPAT_ENV_SINCE, image_cuda, min_compute_capability, parse_version, version_text
 from stacks.plan.types import GpuPlan, ModelPlan, StackPlan
 
 MEMORY_TOLERANCE = 0.01
@@ -64,9 +64,9 @@ def _count(plan: StackPlan, inv: GpuInventory) -> Check:
 
 
 def _driver(plan: StackPlan, inv: GpuInventory) -> Check:
-    need = image_cuda(plan.image.base)
+    need = image_cuda(plan.image.base, parse_version(plan.image.vllm_version))
     need_text = f"{need[0]}.{need[1]}"
-    assumed = " (pinned by digest: CUDA taken from the default vLLM release)" if "@" in plan.image.base else ""
+    assumed = f" (pinned by digest: CUDA taken from vLLM {plan.image.vllm_version}'s default image)" if "@" in plan.image.base else ""
     branch = driver_branch(inv.driver)
     floor = min_driver_branch(need[0])
     image = f"{plan.image.base} is built with CUDA {need_text}{assumed}"
@@ -82,7 +82,7 @@ def _driver(plan: StackPlan, inv: GpuInventory) -> Check:
         return Check("gpu", "driver for the image", "pass", f"{image}; driver {inv.driver} runs it (CUDA {need[0]}.x needs R{floor}+)")
     detail = f"{image}, which needs driver R{floor}+; this host has {inv.driver}"
     kinds = {g.kind for g in inv.gpus}
-    switch = image_vllm_version(plan.image.base) >= CUDA_COMPAT_ENV_SINCE
+    switch = parse_version(plan.image.vllm_version) >= CUDA_COMPAT_ENV_SINCE
     fixes = [f"update the driver to R{floor}+"]
     if need[0] >= 13:
         fixes.append(f"pin a CUDA 12.9 image (the default tag up to vLLM 0.19, the -cu129 tag for 0.20-0.32; R{min_driver_branch(12)}+)")
@@ -115,7 +115,7 @@ def _memory(gp: GpuPlan, g: GpuInfo) -> Check:
 def _generation(plan: StackPlan, gp: GpuPlan, g: GpuInfo, models: list[ModelPlan]) -> Check:
     cc = g.compute_capability
     name = f"GPU {gp.index} generation"
-    version = image_vllm_version(plan.image.base)
+    version = parse_version(plan.image.vllm_version)
     floor = min_compute_capability(version)
     detail = f"{g.name}: compute capability {cc[0]}.{cc[1]}"
     if cc < floor:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 from stacks.doctor.probes import DockerInfo, DockerProbe, HostProbe
 from stacks.doctor.result import Check
 from stacks.gated import is_gated
 from stacks.plan.memory import GIB
-from stacks.plan.types import KubernetesPlan, Service, StackPlan
+from stacks.plan.types import KubernetesPlan, StackPlan
 
 _QUANTITY = {"Mi": 1 / 1024, "Gi": 1.0, "Ti": 1024.0}
 
@@ -63,34 +64,56 @@ def pvc_check(plan: StackPlan, kube: KubernetesPlan) -> Check:
     return Check("disk", "model cache", "pass", detail)
 
 
-def published(plan: StackPlan) -> list[Service]:
-    services = [plan.gateway.service, *(s.service for s in (plan.webui, plan.dcgm, plan.prometheus) if s)]
-    return [s for s in services if s.published]
+@dataclass(frozen=True)
+class Published:
+    """A port the stack publishes on the docker host, where it binds it and the key that decides the address."""
+
+    service: str
+    port: int
+    address: str
+    address_key: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.service} port {self.port}"
+
+
+def published(plan: StackPlan) -> list[Published]:
+    """Every published port where the program publishes it (``render.workloads``): the gateway and Open WebUI on
+    ``docker.bindAddress``; the DCGM exporter, Prometheus and Grafana on ``monitoring.bindAddress``."""
+    if plan.docker is None:
+        return []
+    metrics = plan.monitoring.bind_address or plan.docker.bind_address
+    grafana = plan.monitoring.grafana.service if plan.monitoring.grafana else None
+    on_host = [(plan.gateway.service, False), *((s.service, False) for s in (plan.webui,) if s)]
+    on_host += [(s, True) for s in (plan.dcgm.service if plan.dcgm else None, plan.prometheus.service if plan.prometheus else None, grafana) if s]
+    return [
+        Published(s.name, s.published, metrics if m else plan.docker.bind_address, "monitoring.bindAddress" if m else "docker.bindAddress")
+        for s, m in on_host
+        if s.published is not None
+    ]
 
 
 def port_checks(plan: StackPlan, host: HostProbe, docker: DockerProbe | None) -> list[Check]:
     assert plan.docker is not None, "ports are published on the docker target"
-    address = plan.docker.bind_address
     out = []
     for s in published(plan):
-        port = s.published
-        assert port is not None
-        name = f"{s.name} port {port}"
+        address, port, name = s.address, s.port, s.name
         problem = host.port_in_use(address, port)
         if problem is None:
             out.append(Check("ports", name, "pass", f"{address}:{port} is free"))
             continue
         holders = docker.port_holders(port) if docker else []
-        if any(h.endswith(f"-{s.name}") for h in holders):
+        if any(h.endswith(f"-{s.service}") for h in holders):
             out.append(
-                Check("ports", name, "warn", f"{problem}: container {', '.join(holders)}, this stack's own {s.name}", "nothing, if the stack is already up")
+                Check("ports", name, "warn", f"{problem}: container {', '.join(holders)}, this stack's own {s.service}", "nothing, if the stack is already up")
             )
         elif "not an address" in problem:
-            out.append(Check("ports", name, "fail", problem, "set vllm-stack:docker.bindAddress to an address of this host (or 0.0.0.0)"))
+            out.append(Check("ports", name, "fail", problem, f"set vllm-stack:{s.address_key} to an address of this host (or 0.0.0.0)"))
         else:
             owner = f" (container {', '.join(holders)})" if holders else ""
             out.append(
-                Check("ports", name, "fail", problem + owner, f"stop what listens there (`ss -ltnp 'sport = :{port}'`) or publish {s.name} on another port")
+                Check("ports", name, "fail", problem + owner, f"stop what listens there (`ss -ltnp 'sport = :{port}'`) or publish {s.service} on another port")
             )
     return out
 

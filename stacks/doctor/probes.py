@@ -68,7 +68,12 @@ class DockerInfo:
 
     @property
     def remote(self) -> bool:
-        return self.host.startswith(("tcp://", "ssh://", "http://", "https://"))
+        return is_remote(self.host)
+
+
+def is_remote(docker_host: str) -> bool:
+    """A daemon on another machine (``ssh://``, ``tcp://``): this machine's GPUs, disk and ports are not the stack's."""
+    return docker_host.startswith(("tcp://", "ssh://", "http://", "https://"))
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,12 @@ class GpuProbe(Protocol):
 
 
 class DockerProbe(Protocol):
+    @property
+    def host(self) -> str:
+        """The daemon's address it talks to (``DOCKER_HOST`` or the stack's ``docker:host``); empty for the local socket.
+        Known whether or not the daemon answers."""
+        ...
+
     def info(self) -> DockerInfo: ...
 
     def port_holders(self, port: int) -> list[str]:

@@ -7,7 +7,7 @@ from stacks.doctor.endpoint_checks import endpoint_checks
 from stacks.doctor.gpu_checks import DEPENDENT, gpu_checks
 from stacks.doctor.host_checks import disk_check, port_checks, published, pvc_check, token_check
 from stacks.doctor.kube_checks import kube_checks
-from stacks.doctor.probes import Probes
+from stacks.doctor.probes import Probes, is_remote
 from stacks.doctor.result import Check, skipped
 from stacks.doctor.swap_checks import host_memory_check
 from stacks.plan.types import StackPlan
@@ -37,17 +37,18 @@ def _uses_gpus(plan: StackPlan) -> bool:
 def _docker_host(plan: StackPlan, probes: Probes) -> list[Check]:
     daemon, info = daemon_check(probes.docker, "it runs every container of the stack")
     out = [daemon]
-    if info is not None and info.remote:
-        away = f"the Docker daemon is remote ({info.host}): this machine's GPUs, disk and ports are not the ones that count"
+    if is_remote(probes.docker.host):
+        # answering or not, the daemon is on another machine: this one's GPUs, disk and ports say nothing about it
+        away = f"the Docker daemon is remote ({probes.docker.host}): this machine's GPUs, disk and ports are not the ones that count"
         fix = "run `python -m stacks doctor STACK` on that host"
-        out.append(gpu_runtime_check(info, probes.host))
+        out += [gpu_runtime_check(info, probes.host)] if info is not None else skipped("docker", ["GPU access"], "needs the Docker daemon")
         names = ["NVIDIA driver", *DEPENDENT]
         return [
             *out,
             *skipped("gpu", names, away, fix),
             *skipped("disk", ["model cache"], away, fix),
             *(skipped("host", ["host memory"], away, fix) if plan.swap_groups else []),
-            *skipped("ports", [s.name for s in published(plan)], away, fix),
+            *skipped("ports", [p.name for p in published(plan)], away, fix),
         ]
     if not _uses_gpus(plan):
         out += skipped("gpu", ["NVIDIA driver", *DEPENDENT], "the stack uses no NVIDIA GPU (no vLLM; Ollama, if any, on the CPU)")

@@ -21,8 +21,8 @@ from stacks.catalog import Arch
 
 GIB = 1024**3
 BLOCK_TOKENS = 16
-"""KV block size on CUDA for full and sliding-window attention (CacheConfig.DEFAULT_BLOCK_SIZE; FlashAttention and
-FlashInfer keep 16, vLLM 0.26 Platform.update_block_size_for_backend)."""
+"""KV block size on CUDA for full and sliding-window attention up to vLLM 0.33 (CacheConfig.DEFAULT_BLOCK_SIZE; FlashAttention and
+FlashInfer keep 16, vLLM 0.26 Platform.update_block_size_for_backend); ``releases.kv_block_tokens`` gives each release's."""
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 
@@ -77,12 +77,14 @@ class KvLayout:
     """
 
     page_bytes: int
-    """One block of one layer on one GPU: 16 tokens x 2 (K and V) x KV heads per GPU x head dim x dtype bytes."""
+    """One block of one layer on one GPU: block tokens x 2 (K and V) x KV heads per GPU x head dim x dtype bytes."""
     group_size: int
     windows: tuple[int | None, ...]
     """Per group: None for full attention, else its sliding window."""
     in_flight_tokens: int
     """Tokens scheduled but not settled (concurrent batches x batched tokens): sliding layers keep their blocks."""
+    block_tokens: int = BLOCK_TOKENS
+    """Tokens per block (the release's)."""
 
     @property
     def block_bytes(self) -> int:
@@ -92,10 +94,10 @@ class KvLayout:
         blocks = 0
         for window in self.windows:
             if window is None:
-                blocks += math.ceil(max_model_len / BLOCK_TOKENS)
+                blocks += math.ceil(max_model_len / self.block_tokens)
             else:
                 # SlidingWindowSpec.max_admission_blocks_per_request
-                blocks += math.ceil(min(window - 1 + self.in_flight_tokens, max_model_len) / BLOCK_TOKENS) + 1
+                blocks += math.ceil(min(window - 1 + self.in_flight_tokens, max_model_len) / self.block_tokens) + 1
         return blocks
 
     def sequence_bytes(self, max_model_len: int) -> int:
@@ -107,22 +109,22 @@ class KvLayout:
         return int(blocks / per_seq * max_model_len) if per_seq else 0
 
 
-def kv_layout(arch: Arch, *, tp: int, pp: int, kv_bytes: float, in_flight_tokens: int) -> KvLayout | None:
+def kv_layout(arch: Arch, *, tp: int, pp: int, kv_bytes: float, in_flight_tokens: int, block_tokens: int = BLOCK_TOKENS) -> KvLayout | None:
     """None for models without a KV cache (bidirectional encoders)."""
     if arch.encoder_only:
         return None
     kv_heads = max(1, arch.kv_heads // tp)  # ModelConfig.get_num_kv_heads: replicated when tp > kv heads
-    page = int(BLOCK_TOKENS * 2 * kv_heads * arch.head_dim * kv_bytes)
+    page = int(block_tokens * 2 * kv_heads * arch.head_dim * kv_bytes)
     full = arch.layers - arch.sliding_layers
     if arch.sliding_layers == 0 or full == 0:
         layers = math.ceil(arch.layers / pp)
-        return KvLayout(page, layers, (None if full else arch.sliding_window,), in_flight_tokens)
+        return KvLayout(page, layers, (None if full else arch.sliding_window,), in_flight_tokens, block_tokens)
     # _get_kv_cache_groups_uniform_page_size: the smaller type's layer count is the group size, unless the larger is
     # under 1.5 times it; every type's layers are split into groups of that size (the last one padded)
     small, large = min(full, arch.sliding_layers), max(full, arch.sliding_layers)
     size = large if large < 1.5 * small else small
     windows = (None,) * math.ceil(full / size) + (arch.sliding_window,) * math.ceil(arch.sliding_layers / size)
-    return KvLayout(page, math.ceil(size / pp), windows, in_flight_tokens)
+    return KvLayout(page, math.ceil(size / pp), windows, in_flight_tokens, block_tokens)
 
 
 @dataclass(frozen=True)

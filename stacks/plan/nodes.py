@@ -49,6 +49,10 @@ def too_big(i: int, m: ModelConfig, arch: Arch, spec: Model, s: Sizing, max_mode
     total = gpu.memory_gib
     if m.gpu_memory_utilization != "auto" or s.fits(total, max_model_len):
         return None
+    if not gpu.per_node and m.nodes == 1:
+        # how many GPUs a node has is unknown: the GPU's shortfall is explained with the fixes that work (wider pods
+        # first, stacks.plan.fixes); nodes are suggested where kubernetes.gpu.perNode says a pod cannot grow
+        return None
     widths = list(range(s.tp, gpu.per_node + 1)) if gpu.per_node and gpu.per_node >= s.tp else [s.tp]
     better = smallest_split(spec, total, max_model_len, widths, lambda tp: tp_accepted(arch, tp))
     o = s.overhead

@@ -5,16 +5,18 @@ The only place that reads the config; everything downstream reads the plan.
 
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from stacks.catalog import Arch, quantized_by_name, resolve
-from stacks.config.schema import DockerConfig, ModelConfig, OidcConfig, StackConfig
-from stacks.errors import ConfigError, Problem
+from stacks.catalog import CONFIG_NAMES, Arch, quantized_by_name, resolve
+from stacks.config.rules import cross_field_problems
+from stacks.config.schema import DEFAULT_VLLM_IMAGE, DockerConfig, ImageConfig, ModelConfig, OidcConfig, StackConfig
+from stacks.errors import ConfigError, Problem, shown
 from stacks.plan import swap as swapping_plan
 from stacks.plan import topology as net
 from stacks.plan.endpoints import external_plans, ollama_plan
+from stacks.plan.fixes import with_fixes
 from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args, tool_call_parser, worker_args
 from stacks.plan.memory import DTYPE_BYTES, GIB, SAFETY_FRACTION, KvLayout
 from stacks.plan.monitoring import monitoring_plan
@@ -23,14 +25,17 @@ from stacks.plan.nodes import node_problems, too_big
 from stacks.plan.releases import (
     CU129_RELEASES,
     KV_CACHE_MEMORY_BYTES_SINCE,
+    NEWEST_CHECKED,
     NON_ROOT_SINCE,
     V2_RUNNER_ENV,
     Version,
     batch_defaults,
     image_vllm_version,
+    parse_version,
+    release_rules,
     version_text,
 )
-from stacks.plan.sharing import Gpu, Server, share
+from stacks.plan.sharing import Gpu, GpuShortfall, Server, gpu_name, share
 from stacks.plan.stages import Model, Sizing, size
 from stacks.plan.types import (
     Autoscaling,
@@ -59,6 +64,8 @@ from stacks.plan.types import (
     WebuiPlan,
 )
 
+OFFICIAL_IMAGE = re.compile(r"(^|/)vllm/vllm-openai[:@]")
+"""vLLM's own images, whose tag is the release (a mirror keeps the path); another repository's tag may be anything."""
 WEBUI_STARTUP_SECONDS = 300
 """Open WebUI's first start (database migrations) before its health check counts."""
 
@@ -87,21 +94,31 @@ class _Model:
 def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int, pp: int) -> list[Problem]:
     """What vLLM refuses at start (ModelConfig.verify_with_parallel_config, QKVParallelLinear, vLLM 0.26)."""
     out = []
+    # the sizes vLLM takes: divisors of the attention heads that divide or are a multiple of the KV heads
+    fits = [d for d in range(1, min(arch.attention_heads, 64) + 1) if arch.attention_heads % d == 0 and (arch.kv_heads % d == 0 or d % arch.kv_heads == 0)]
     if arch.attention_heads % tp:
-        fits = [d for d in range(1, arch.attention_heads + 1) if arch.attention_heads % d == 0 and d <= 64]
         out.append(Problem(f"models[{i}].tensorParallel", f"{tp} does not divide {m.model}'s {arch.attention_heads} attention heads; use one of {fits}"))
     elif arch.kv_heads % tp and tp % arch.kv_heads:
         out.append(
             Problem(
                 f"models[{i}].tensorParallel",
-                f"{tp} neither divides {m.model}'s {arch.kv_heads} KV heads nor is a multiple of them (vLLM splits or replicates them); "
-                f"use a divisor or a multiple of {arch.kv_heads}",
+                f"{tp} neither divides {m.model}'s {arch.kv_heads} KV heads nor is a multiple of them (vLLM splits or replicates them); use one of {fits}",
             )
         )
     if pp > arch.layers:
         key = f"models[{i}].nodes" if m.nodes > 1 else f"models[{i}].pipelineParallel"
         out.append(Problem(key, f"{pp} stages for {arch.layers} layers; use at most {arch.layers}"))
     return out
+
+
+def _describe_problem(i: int, m: ModelConfig, missing: list[str]) -> Problem:
+    """A model outside the catalog: the ``arch`` keys its memory figure still needs, each with its config.json name."""
+    where = "; ".join(f"{k}: {CONFIG_NAMES[k]}" for k in missing)
+    return Problem(
+        f"models[{i}].arch",
+        f"{m.model!r} is not in the catalog; add arch: {{{', '.join(f'{k}: ...' for k in missing)}}} from its config.json "
+        f"(huggingface.co/{m.model}/blob/main/config.json for a Hub model) so its weights, activation and KV are planned at their real size ({where})",
+    )
 
 
 def _quantization(i: int, m: ModelConfig, arch: Arch, problems: list[Problem]) -> str | None:
@@ -130,11 +147,9 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
     for i, m in enumerate(config.models):
         problems += extra_arg_problems(i, m, version)
         problems += node_problems(i, m, version)
-        arch = resolve(m.model, m.arch)
+        arch = resolve(m.model, m.arch, quantized=bool(m.quantization or quantized_by_name(m.model)))
         if isinstance(arch, list):
-            problems.append(
-                Problem(f"models[{i}].arch", f"{m.model!r} is not in the catalog; add arch: {{{', '.join(f'{k}: ...' for k in arch)}}} from its config.json")
-            )
+            problems.append(_describe_problem(i, m, arch))
             continue
         # across nodes, one pipeline stage per node (config rules)
         pp = m.nodes if m.nodes > 1 else m.pipeline_parallel
@@ -230,7 +245,38 @@ def _gpus(config: StackConfig, models: list[_Model]) -> dict[int, Gpu]:
     return gpus
 
 
-def _image(config: StackConfig, version: Version, problems: list[Problem]) -> ImagePlan:
+def _release(img: ImageConfig, problems: list[Problem]) -> tuple[Version, str, str | None]:
+    """The vLLM release the image is, whose rules plan it: the tag's, else ``image.vllmVersion``; (version, which rules,
+    a warning). A release the rules do not cover, or an image that does not say its release, is a problem."""
+    tagged = image_vllm_version(img.base)
+    stated = parse_version(img.vllm_version) if img.vllm_version else None
+    if stated and tagged and stated != tagged and OFFICIAL_IMAGE.search(img.base):
+        problems.append(
+            Problem(
+                "image.vllmVersion", f"says {img.vllm_version} but image.base is tagged {version_text(tagged)}; make them agree or remove image.vllmVersion"
+            )
+        )
+    version = stated or tagged
+    if version is None:
+        example = version_text(image_vllm_version(DEFAULT_VLLM_IMAGE) or NEWEST_CHECKED)
+        problems.append(
+            Problem(
+                "image.base",
+                f"{shown(img.base)!r} does not say which vLLM release it is (a digest alone, or a tag of your own), and the "
+                f"plan follows each release's memory rules and flags; set image.vllmVersion to its release (e.g. {example}), "
+                f"or put the version tag before the digest (vllm/vllm-openai:v{example}@sha256:...)",
+            )
+        )
+        return NEWEST_CHECKED, "", None
+    try:
+        rules, warning = release_rules(version)
+    except ValueError as err:
+        problems.append(Problem("image.vllmVersion" if stated else "image.base", str(err)))
+        return version, "", None
+    return version, rules, warning
+
+
+def _image(config: StackConfig, version: Version, rules: str, problems: list[Problem]) -> ImagePlan:
     img = config.image
     base = img.base
     if img.cuda == "12.9":
@@ -261,23 +307,52 @@ def _image(config: StackConfig, version: Version, problems: list[Problem]) -> Im
         # no vLLM runs without models (a stack serving endpoints only): nothing to build
         build=bool(config.models) and (config.target == "docker" or bool(img.apt_packages)),
         vllm_version=version_text(version),
+        vllm_rules=rules,
         registry=img.registry,
         run_as_non_root=non_root,
     )
 
 
 def plan(config: StackConfig) -> StackPlan:
-    """Plan a validated config, or raise ConfigError listing every problem."""
+    """Plan a validated config, or raise ConfigError listing every problem; a GPU that cannot hold its models is one
+    problem, with the fixes that work (each checked by planning the stack with it)."""
+    try:
+        return _plan(config)
+    except ConfigError as err:
+        problems = err.problems
+    if not any(isinstance(p, GpuShortfall) for p in problems):
+        raise ConfigError(problems)
+    raise ConfigError([_explained(config, p, problems) if isinstance(p, GpuShortfall) else p for p in problems]) from None
+
+
+def _explained(config: StackConfig, p: GpuShortfall, problems: list[Problem]) -> Problem:
+    """The problem with the fixes that make the stack plan (what else was wrong may stay wrong)."""
+    others = [o for o in problems if o is not p]
+    total = config.kubernetes.gpu.memory_gib if config.kubernetes else next(g.memory_gib for g in config.gpus if g.index == p.gpu)
+    return with_fixes(config, p, total, lambda candidate: _works(candidate, others))
+
+
+def _works(candidate: StackConfig, others: list[Problem]) -> bool:
+    """The candidate plans, or fails only with problems the stack had besides the one being fixed (or outside the models)."""
+    try:
+        _plan(candidate)
+    except ConfigError as err:
+        return all(p in others or not p.key.startswith("models[") for p in err.problems)
+    return not any(p.key.startswith("models[") for p in cross_field_problems(candidate))
+
+
+def _plan(config: StackConfig) -> StackPlan:
     problems: list[Problem] = []
-    version = image_vllm_version(config.image.base)
-    image = _image(config, version, problems)
+    version, rules, warning = _release(config.image, problems)
+    image = _image(config, version, rules, problems)
     models = _models(config, version, problems)
     if problems:
         raise ConfigError(problems)
     exact = version >= KV_CACHE_MEMORY_BYTES_SINCE
     docker = config.target == "docker"
     gpus = _gpus(config, models)
-    notes: list[str] = []
+    notes: list[str] = [f"warning: {warning}"] if warning else []
+    notes += [f"models[{md.index}] ({md.config.name}): {a}" for md in models for a in md.arch.assumptions]
     ollama = ollama_plan(config, {g for md in models for g in md.server.gpus}, problems)
     if problems:
         raise ConfigError(problems)
@@ -298,7 +373,7 @@ def plan(config: StackConfig) -> StackPlan:
     problems += swapping_plan.fit_problems(swapping, gpus, [md.server for md in standalone], gpu_key)
     if problems:
         raise ConfigError(problems)
-    share(swapping.gpus, [md.server for md in standalone], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key)
+    share(swapping.gpus, [md.server for md in standalone], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key, pods=not docker)
     if problems and ollama is not None and ollama.shared_gpus:
         problems.append(
             Problem(
@@ -346,15 +421,19 @@ def plan(config: StackConfig) -> StackPlan:
         else:
             free_at_start = min(gpus[g].total - used[g] - o.context for g in s.gpus)
         if s.fixed is not None or not exact:
-            problem = _fixed_problem(s, total)
+            problem = _fixed_problem(s, gpus[s.gpus[0]], not docker)
             if problem:
                 problems.append(problem)
         if free_at_start + 1e-9 < s.fraction * total and not any(g in overcommitted for g in s.gpus):
+            tight = min(s.gpus, key=lambda g: gpus[g].total - used[g])
             problems.append(
-                Problem(
+                GpuShortfall(
                     f"models[{s.index}].gpuMemoryUtilization",
-                    f"when {s.name} starts, {free_at_start:.2f} GiB are free on its GPU but vLLM wants {s.fraction:.3f} x {total} = "
-                    f"{s.fraction * total:.2f} GiB free; lower it, set it to auto, or move a model to another GPU",
+                    f"when {s.name} starts, {free_at_start:.2f} GiB are free on {gpu_name(gpus[tight], not docker)} but vLLM wants "
+                    f"{s.fraction:.3f} x {total} = {s.fraction * total:.2f} GiB free (the servers before it hold the rest)",
+                    gpu=tight,
+                    models=tuple(md.index for md in models if tight in md.server.gpus),
+                    short_gib=s.fraction * total - free_at_start,
                 )
             )
         if member is None:
@@ -533,12 +612,15 @@ def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, prob
             out.add(g)
             last = fixed[-1]
             problems.append(
-                Problem(
+                GpuShortfall(
                     f"models[{last.index}].gpuMemoryUtilization",
                     f"GPU {g} ({gpu.name}, {gpu.total} GiB) is over-committed: "
                     + ", ".join(f"models[{s.index}] {s.fraction:.3f}" for s in here)
                     + f" need {need:.2f} GiB with what each holds outside its budget (CUDA contexts, graphs) but {room:.2f} GiB "
-                    f"are there after the reservation and safety margin; lower models[{last.index}].gpuMemoryUtilization or set it to auto",
+                    f"are there after the reservation and safety margin",
+                    gpu=g,
+                    models=tuple(s.index for s in here),
+                    short_gib=need - room,
                 )
             )
     return out
@@ -592,20 +674,21 @@ def _kv_bytes_per_token(md: _Model) -> int:
     return 0 if a.encoder_only else int(2 * a.layers * a.kv_heads * a.head_dim * md.kv_dtype_bytes)
 
 
-def _fixed_problem(s: Server, total: float) -> Problem | None:
+def _fixed_problem(s: Server, gpu: Gpu, pods: bool) -> GpuShortfall | None:
     """A configured fraction (or any fraction where KV follows it) that cannot hold one maxModelLen sequence."""
     if s.layout is None:
         return None
     per_seq = s.layout.blocks_per_sequence(s.max_model_len)
     if s.kv_bytes // s.layout.block_bytes >= per_seq:
         return None
-    need = math.ceil((s.base + s.sequence_gib) / total * 1000) / 1000
-    return Problem(
+    kv = max(s.kv_bytes / GIB, 0)
+    return GpuShortfall(
         f"models[{s.index}].gpuMemoryUtilization",
-        f"{s.fraction:.3f} of {total} GiB leaves {max(s.kv_bytes / GIB, 0):.2f} GiB for KV cache after {s.overhead.weights:.2f} GiB of weights and "
-        f"{s.overhead.in_budget:.2f} GiB of runtime overhead, but one maxModelLen={s.max_model_len} sequence needs {s.sequence_gib:.2f} GiB; "
-        f"raise it to at least {need:.3f}, lower models[{s.index}].maxModelLen (at most {s.longest_len(s.fraction * total - s.base)} fits), "
-        "or set kvCacheDtype: fp8",
+        f"{s.fraction:.3f} of {gpu_name(gpu, pods)} leaves {kv:.2f} GiB for KV cache after {s.overhead.weights:.2f} GiB of weights and "
+        f"{s.overhead.in_budget:.2f} GiB of runtime overhead, but one maxModelLen={s.max_model_len} sequence needs {s.sequence_gib:.2f} GiB",
+        gpu=gpu.index,
+        models=(s.index,),
+        short_gib=s.base + s.sequence_gib - s.fraction * gpu.total,
     )
 
 

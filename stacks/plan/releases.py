@@ -7,17 +7,20 @@ from collections.abc import Mapping
 
 Version = tuple[int, int, int]
 
-DEFAULT_VLLM_VERSION: Version = (0, 11, 2)
-"""Version assumed when the base image is pinned by digest."""
-
 OLDEST_CHECKED: Version = (0, 11, 2)
-NEWEST_CHECKED: Version = (0, 33, 0)
-"""The releases whose facts below were read from their source (every minor line in between too)."""
+NEWEST_CHECKED: Version = (0, 34, 0)
+"""The releases whose facts below were read from their source (every minor line in between too); a patch release
+(0.34.1) follows its minor line's rules."""
+OLDEST_PLANNED: Version = (0, 10, 1)
+"""Older releases are refused: before it the memory rules below were not read at all (V0 engine era). From it up to
+OLDEST_CHECKED only some facts were read (``--kv-cache-memory-bytes``, the image's CUDA): planned with a warning."""
 
 # Sources for everything in this module unless a line says otherwise: each release's sdist (vllm/engine/arg_utils.py
 # and the config dataclasses it turns into flags, vllm/entrypoints/*/cli_args.py, vllm/config/, vllm/v1/worker/,
 # vllm/envs.py), 0.11.2-0.33.0; the flag sets were taken from each release's own `vllm serve` parser and every
-# vanished flag was parsed again to see argparse refuse it (0.15.1 from its wheel: it has no sdist).
+# vanished flag was parsed again to see argparse refuse it (0.15.1 from its wheel: it has no sdist). 0.34.0 from its
+# wheel's Python files (/work/ref/src/vllm-0.34.0): its EngineArgs and frontend argument fields against 0.33.0's
+# (the same comparison finds every removal of the table below from 0.26 on) drop no flag and add eight.
 REMOVED_FLAGS: dict[str, tuple[Version, str]] = {
     # flag -> (first release whose parser refuses it, what to do instead)
     "--use-v2-block-manager": ((0, 7, 0), "the v2 block manager is the only one now; drop the flag"),
@@ -71,7 +74,18 @@ def removed_flag(flag: str, version: Version) -> tuple[Version, str] | None:
 KV_CACHE_MEMORY_BYTES_SINCE: Version = (0, 10, 2)
 """``--kv-cache-memory-bytes`` (CacheConfig.kv_cache_memory_bytes): absent in 0.10.1.1, present from 0.10.2.
 It sizes the KV cache exactly but vLLM still refuses to start when free memory is below
-``--gpu-memory-utilization`` x total (``request_memory`` in Worker.init_device, every release to 0.33)."""
+``--gpu-memory-utilization`` x total (``request_memory`` in Worker.init_device, every release to 0.34). 0.34's
+extensible KV cache, on by default on CUDA, would size the cache from what is free after warm-up and drop that start
+check; it is off whenever ``--kv-cache-memory-bytes`` is given (VllmConfig._resolve_extensible_kv_cache, vllm/config/
+vllm.py; request_memory, vllm/v1/worker/utils.py, 0.34.0), which the plan always passes from 0.10.2."""
+
+
+def kv_block_tokens(version: Version) -> int:
+    """Tokens per KV block for full and sliding-window attention on CUDA: CacheConfig.DEFAULT_BLOCK_SIZE, 16 up to 0.33
+    (FlashAttention and FlashInfer keep it, Platform.update_block_size_for_backend) and 64 from 0.34.0
+    (vllm/config/cache.py; FlashAttention's get_preferred_block_size keeps the default it supports,
+    vllm/v1/attention/backends/flash_attn.py and backend.py, 0.34.0)."""
+    return 64 if version >= (0, 34, 0) else 16
 
 
 def gpu_memory_utilization_default(version: Version) -> float:
@@ -85,8 +99,13 @@ V2_RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 
 def uses_v2_model_runner(version: Version, *, moe: bool, pooling: bool, env: Mapping[str, str] | None = None) -> bool:
     """0.22-0.28 run dense generative models on the V2 model runner by default (VllmConfig.use_v2_model_runner ->
-    _is_default_v2_model_runner_model: runner "generate", not hybrid, not MoE unless listed); in those releases
+    _is_default_v2_model_runner_model: runner "generate", not hybrid, not MoE unless listed). From 0.29 every model
+    does, unless it asks for a feature V2 lacks (VllmConfig.use_v2_model_runner and
+    _get_v2_model_runner_unsupported_features, vllm/config/vllm.py, 0.29.0-0.33.0; V2 also batches one step more
+    with pipeline parallelism, the safe side); 0.34.0 has no other runner (vllm/v1/worker/gpu_model_runner.py is gone). In 0.22-0.28
     ``VLLM_USE_V2_MODEL_RUNNER`` in the server's environment decides instead (callers check it is an integer)."""
+    if version >= (0, 29, 0):
+        return True
     in_releases = (0, 22, 0) <= version < (0, 29, 0)
     chosen = (env or {}).get(V2_RUNNER_ENV)
     if in_releases and chosen is not None and chosen.strip().lstrip("-").isdigit():
@@ -171,21 +190,53 @@ def runner_flags(version: Version, task: str) -> list[str]:
     return ["--task", "embed"] if version < (0, 13, 0) else ["--runner", "pooling", "--convert", "embed"]
 
 
-def image_vllm_version(base: str) -> Version:
-    """vLLM version from a ``vllm/vllm-openai:vX.Y.Z`` tag; the default for digests and other tags."""
+def image_vllm_version(base: str) -> Version | None:
+    """vLLM version from a ``vllm/vllm-openai:vX.Y.Z`` tag; None when the reference does not say it (a digest alone,
+    another tag)."""
     m = re.search(r":v?(\d+)\.(\d+)(?:\.(\d+))?", base.rsplit("/", 1)[-1])
     if not m:
-        return DEFAULT_VLLM_VERSION
+        return None
     return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+
+def parse_version(text: str) -> Version:
+    """``0.26.0`` (or ``v0.26``) -> (0, 26, 0)."""
+    parts = [int(p) for p in text.lstrip("v").split(".")]
+    return (parts[0], parts[1], parts[2] if len(parts) > 2 else 0)
 
 
 def version_text(version: Version) -> str:
     return ".".join(map(str, version))
 
 
+def release_rules(version: Version) -> tuple[str, str | None]:
+    """(which rules plan the release, a warning or None); ValueError naming the fix when no rules fit it."""
+    known = f"{version_text(OLDEST_CHECKED)} to {NEWEST_CHECKED[0]}.{NEWEST_CHECKED[1]}.x"
+    if version[:2] > NEWEST_CHECKED[:2]:
+        raise ValueError(
+            f"vLLM {version_text(version)} is newer than the releases whose rules vllm-stack knows ({known}, read from their "
+            f"source): its memory rules and flags may differ and the plan could be wrong; pin v{version_text(NEWEST_CHECKED)} "
+            "or older, or update vllm-stack"
+        )
+    if version < OLDEST_PLANNED:
+        raise ValueError(
+            f"vLLM {version_text(version)} is older than any release vllm-stack can plan ({known}, read from their source; "
+            f"{version_text(OLDEST_PLANNED)} with a warning): pin v{version_text(OLDEST_CHECKED)} or newer"
+        )
+    if version < OLDEST_CHECKED:
+        return (
+            f"vLLM {version_text(OLDEST_CHECKED)}'s rules where {version_text(version)}'s were not read",
+            f"vLLM {version_text(version)} is older than {version_text(OLDEST_CHECKED)}, the oldest release whose rules were read "
+            f"from source: the plan uses {version_text(OLDEST_CHECKED)}'s where its own are unknown; check it on a GPU "
+            "(benchmarks/calibrate.py) or pin a newer release",
+        )
+    return f"vLLM {version[0]}.{version[1]}'s rules (read from its source)", None
+
+
 # CUDA of the published vllm/vllm-openai images, from each release's .buildkite/release-pipeline.yaml (the CUDA_VERSION
 # build argument of its "Build release image" steps; sdists 0.10.1.1-0.33.0 read). The default tag:
-# 0.10.1.1-0.11.0 x86_64 12.8.1 (aarch64 12.9.1); 0.11.2-0.19.1 12.9.1; 0.20.0-0.33.0 13.0.2.
+# 0.10.1.1-0.11.0 x86_64 12.8.1 (aarch64 12.9.1); 0.11.2-0.19.1 12.9.1; 0.20.0-0.33.0 13.0.2. 0.34.0 (no sdist read):
+# its default wheel links CUDA 13 as 0.33.0's does (vllm/cumem_allocator.abi3.so needs libnvrtc.so.13 in both).
 # Variant tags: -cu130 (13.0.1/13.0.2) in 0.14-0.19; -cu129 (12.9.1) in 0.20-0.32; none but nightly -cu134 in 0.33.
 IMAGE_CUDA: tuple[tuple[Version, tuple[int, int]], ...] = (
     ((0, 0, 0), (12, 8)),  # releases before 0.10.1 were not read; their CUDA major (12) is what the driver floor depends on
@@ -195,13 +246,13 @@ IMAGE_CUDA: tuple[tuple[Version, tuple[int, int]], ...] = (
 _VARIANT = re.compile(r"-cu(\d\d)(\d)(?:-|$)")
 
 
-def image_cuda(base: str) -> tuple[int, int]:
-    """CUDA (major, minor) a ``vllm/vllm-openai`` image was built with: its ``-cuXYZ`` tag suffix, else its release's default."""
+def image_cuda(base: str, version: Version) -> tuple[int, int]:
+    """CUDA (major, minor) a ``vllm/vllm-openai`` image of release ``version`` was built with: its ``-cuXYZ`` tag suffix,
+    else its release's default."""
     tag = base.rsplit("/", 1)[-1].partition("@")[0]
     variant = _VARIANT.search(tag)
     if variant:
         return (int(variant.group(1)), int(variant.group(2)))
-    version = image_vllm_version(base)
     return next(cuda for first, cuda in reversed(IMAGE_CUDA) if version >= first)
 
 

@@ -94,8 +94,28 @@ def _settle_kv(s: Server, kv_gib: float, gpu_total: float, exact: bool) -> None:
     s.kv_bytes = int(max(0.0, kv_gib) * GIB // block) * block if block else 0
 
 
-def share(gpus: dict[int, Gpu], servers: list[Server], *, exact: bool, notes: list[str], problems: list[Problem], gpu_key: str) -> None:
-    """Settle every server's KV bytes and fraction; report what cannot fit, by key, with the fix."""
+@dataclass(frozen=True)
+class GpuShortfall(Problem):
+    """One GPU (or one pod's GPUs) that cannot hold what its servers need: said once, whatever the number of models.
+
+    The planner appends the fixes that work, each checked by planning the stack with it (``stacks.plan.fixes``)."""
+
+    gpu: int = -1
+    """The GPU's index in the sharing (docker: the host's index; kubernetes: a pod's GPU, never shown)."""
+    models: tuple[int, ...] = ()
+    """Positions in the config's model list of the servers on it."""
+    short_gib: float = 0.0
+    """How much memory it lacks."""
+
+
+def gpu_name(gpu: Gpu, pods: bool) -> str:
+    """How a refusal names a GPU: docker by its index; kubernetes by type, since the scheduler picks the GPUs."""
+    return f"each {gpu.name} GPU of its pod ({gpu.total} GiB)" if pods else f"GPU {gpu.index} ({gpu.name}, {gpu.total} GiB)"
+
+
+def share(gpus: dict[int, Gpu], servers: list[Server], *, exact: bool, notes: list[str], problems: list[Problem], gpu_key: str, pods: bool = False) -> None:
+    """Settle every server's KV bytes and fraction; report each GPU that cannot fit its servers once (``pods``: kubernetes,
+    where every server owns its GPUs)."""
     on: dict[int, list[Server]] = {g: [s for s in servers if g in s.gpus] for g in gpus}
     for s in servers:
         if s.fixed is not None:
@@ -118,7 +138,7 @@ def share(gpus: dict[int, Gpu], servers: list[Server], *, exact: bool, notes: li
         total = gpus[g].total
         names = ", ".join(s.name for s in settled)
         if level < 1:
-            _refuse_auto(gpus[g], on[g], settled, problems, gpu_key)
+            problems.append(_refuse_auto(gpus[g], on[g], settled, gpu_key, pods))
         elif level < 2:
             notes.append(f"GPU {g}: {names} get one full sequence each and {math.floor((level - 1) * 100)}% of the rest of their maxNumSeqs")
         else:
@@ -127,8 +147,7 @@ def share(gpus: dict[int, Gpu], servers: list[Server], *, exact: bool, notes: li
             cap = _cap(s, total)
             kv = min(s.kv_gib_at(max(level, 0.0)), cap)
             if level >= 1 and kv < s.sequence_gib:
-                where = f"GPU {g} ({gpus[g].name}, {total} GiB)"
-                problems.append(_one_sequence(s, cap, where, f"auto budgets one server at most {AUTO_MAX_FRACTION} of a GPU"))
+                problems.append(_one_sequence(s, cap, gpus[g], pods))
             _settle_kv(s, kv, min(gpus[i].total for i in s.gpus), exact)
             pending.remove(s)
 
@@ -138,12 +157,16 @@ def _cap(s: Server, total: float) -> float:
     return (AUTO_MAX_FRACTION - 0.001) * total - s.base
 
 
-def _one_sequence(s: Server, left: float, where: str, after: str) -> Problem:
-    return Problem(
+def _one_sequence(s: Server, left: float, gpu: Gpu, pods: bool) -> GpuShortfall:
+    """One server alone: its budget reaches auto's cap before one maxModelLen sequence fits."""
+    return GpuShortfall(
         f"models[{s.index}].maxModelLen",
-        f"auto cannot give {s.name} one maxModelLen={s.max_model_len} sequence on {where}: it needs {s.sequence_gib:.2f} GiB of KV "
-        f"and {max(left, 0):.2f} GiB are left for it ({after}); "
-        f"the longest maxModelLen that fits is {s.longest_len(left)}; or set kvCacheDtype: fp8, or move a model to another GPU",
+        f"auto cannot give {s.name} one maxModelLen={s.max_model_len} sequence on {gpu_name(gpu, pods)}: it needs {s.sequence_gib:.2f} GiB of KV "
+        f"and {max(left, 0):.2f} GiB are left for it after {s.base:.2f} GiB of weights and runtime overhead "
+        f"(auto budgets one server at most {AUTO_MAX_FRACTION} of a GPU)",
+        gpu=gpu.index,
+        models=(s.index,),
+        short_gib=s.sequence_gib - max(left, 0),
     )
 
 
@@ -167,24 +190,36 @@ def _level(servers: list[Server], room: float) -> float:
     return lo
 
 
-def _refuse_auto(gpu: Gpu, here: list[Server], autos: list[Server], problems: list[Problem], gpu_key: str) -> None:
-    room = usable(gpu, here) - sum(s.fraction * gpu.total for s in here if s not in autos)
-    base = sum(s.base for s in autos)
-    where = f"GPU {gpu.index} ({gpu.name}, {gpu.total} GiB)"
-    if base > room:
-        heavy = max(autos, key=lambda s: s.base)
-        problems.append(
-            Problem(
-                gpu_key.format(i=heavy.index),
-                f"the weights and runtime overhead alone do not fit on {where}: "
-                + ", ".join(f"{s.name} {s.overhead.weights:.2f} GiB weights + {s.overhead.in_budget:.2f} GiB overhead" for s in autos)
-                + f" against {room:.2f} GiB left after CUDA contexts, reservation and the safety margin; "
-                "spread the model over more GPUs (tensorParallel), use a quantized checkpoint, or move a model to another GPU",
-            )
-        )
-        return
-    for s in autos:
-        others = sum(o.base + o.sequence_gib for o in autos if o is not s)
-        left = min(room - others - s.base, _cap(s, gpu.total))
-        if s.sequence_gib > left:
-            problems.append(_one_sequence(s, left, where, "after every model's weights and overhead and one sequence of each other model"))
+def _refuse_auto(gpu: Gpu, here: list[Server], autos: list[Server], gpu_key: str, pods: bool) -> GpuShortfall:
+    """What the GPU lacks for every server on it to start with one maxModelLen sequence: one problem, each share named
+    (a fixed fraction takes its whole budget)."""
+    settled = [s for s in here if s not in autos]
+    room = usable(gpu, here) - sum(s.fraction * gpu.total for s in settled)
+    bases = sum(s.base for s in autos)
+    need = bases + sum(s.sequence_gib for s in autos)
+    shares = [
+        f"{s.name}'s {'fixed gpuMemoryUtilization' if s.fixed is not None else 'fraction'} {s.fraction:.3f} takes {s.fraction * gpu.total:.2f} GiB"
+        for s in settled
+    ]
+    shares += [f"{s.name} needs {s.base:.2f} GiB of weights and runtime overhead + {s.sequence_gib:.2f} GiB for one sequence" for s in autos]
+    outside = sum(s.overhead.outside_budget for s in here)
+    shares.append(f"CUDA contexts and graphs outside the budgets take {outside:.2f} GiB")
+    alone = " (the weights and runtime overhead alone do not fit)" if bases > room else ""
+    usable_gib = gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved
+    reserved = f" and {gpu.reserved} GiB reserved" if gpu.reserved else ""
+    fixed = [s for s in settled if s.fixed is not None]
+    # the key to change: the fixed fraction that took the memory, else the last model placed on the GPU (likely the new one)
+    if fixed:
+        key = f"models[{max(fixed, key=lambda s: s.fixed or 0).index}].gpuMemoryUtilization"
+    elif len(here) == 1 and bases <= room:
+        key = f"models[{autos[0].index}].maxModelLen"  # alone on its GPU, its weights fit: its sequence is too long
+    else:
+        key = gpu_key.format(i=max(s.index for s in autos))
+    return GpuShortfall(
+        key,
+        f"{gpu_name(gpu, pods)} is {need - room:.2f} GiB short{alone}: " + "; ".join(shares) + f"; {usable_gib:.2f} GiB are usable "
+        f"(after the {SAFETY_FRACTION:.0%} safety margin{reserved})",
+        gpu=gpu.index,
+        models=tuple(sorted(s.index for s in here)),
+        short_gib=need - room,
+    )

@@ -26,7 +26,7 @@ from stacks.plan.memory import (
     stage_weights_gib,
 )
 from stacks.plan.multimodal import EncoderFigures, encoder_figures, text_parameters_b
-from stacks.plan.releases import Version, concurrent_batches, cudagraphs_in_budget, uses_v2_model_runner
+from stacks.plan.releases import Version, concurrent_batches, cudagraphs_in_budget, kv_block_tokens, uses_v2_model_runner
 from stacks.plan.sharing import AUTO_MAX_FRACTION
 
 MAX_NODES = 64
@@ -93,7 +93,7 @@ def size(m: Model, *, tp: int, pp: int) -> Sizing:
     a = m.arch
     v2 = uses_v2_model_runner(m.version, moe=a.experts > 0, pooling=m.pooling, env=m.env)
     batches = concurrent_batches(m.version, pp=pp, v2_runner=v2, pooling=m.pooling)
-    layout = kv_layout(a, tp=tp, pp=pp, kv_bytes=m.kv_bytes, in_flight_tokens=batches * m.batched_tokens)
+    layout = kv_layout(a, tp=tp, pp=pp, kv_bytes=m.kv_bytes, in_flight_tokens=batches * m.batched_tokens, block_tokens=kv_block_tokens(m.version))
     forward = activation_gib(a, m.batched_tokens, m.max_num_seqs, tp, sampler=False)
     last = activation_gib(a, m.batched_tokens, m.max_num_seqs, tp, sampler=not m.pooling)
     encoder = encoder_figures(

@@ -361,6 +361,8 @@ class ImagePlan:
     build: bool
     """Built by the stack (the docker target always bakes the time zone; a cluster only for aptPackages)."""
     vllm_version: str
+    vllm_rules: str
+    """Which release's rules (flags, memory accounting) planned it, e.g. "vLLM 0.26's rules (read from its source)"."""
     registry: str | None
     run_as_non_root: bool
     """vLLM runs as the image's ``vllm`` user (UID 2000)."""
