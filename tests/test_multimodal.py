@@ -184,7 +184,7 @@ def test_media_per_prompt_is_refused_where_the_model_cannot_take_it() -> None:
 
 def test_arch_vision_describes_a_multimodal_model_the_catalog_lacks() -> None:
     vision = {"parametersB": 0.4, "layers": 27, "hiddenSize": 1152, "intermediateSize": 4304, "heads": 16, "embedsPerImage": 256, "positionsPerEmbed": 16}
-    arch = {"parametersB": 9.0, "layers": 42, "kvHeads": 8, "headDim": 256, "contextLength": 8192, "attentionHeads": 16, "hiddenSize": 3584}
+    arch: dict[str, Any] = {"parametersB": 9.0, "layers": 42, "kvHeads": 8, "headDim": 256, "contextLength": 8192, "attentionHeads": 16, "hiddenSize": 3584}
     arch |= {"intermediateSize": 14336, "vocabSize": 256000, "vision": vision}
     m = _one("acme/vlm-9b", maxModelLen=4096, arch=arch, mediaPerPrompt={"images": 2})
     assert m.encoder and m.encoder.items_per_batch == 32 and m.encoder.weights_gib == pytest.approx(0.4e9 * 2 / GIB, abs=1e-3)
