@@ -7,9 +7,10 @@
 #   pulumi-resource-kubernetes   the kubernetes provider      (module github.com/pulumi/pulumi-kubernetes/provider/v4)
 #   pulumi-resource-random       the random provider          (Terraform's random provider through the Pulumi bridge)
 #   pulumi-resource-docker       the docker provider          (kreuzwerker's docker provider through the Pulumi bridge)
-# Each comes from a small wrapper module under engine/ and lands in $VLLM_STACK_ENGINE_CACHE (default
-# ~/.cache/vllm-stack/engine)/<key>/bin, the key a hash of engine/, this script and the Go version: a binary
-# already there is reused. Put that folder first on PATH (`scripts/engine.sh --bin-dir` prints it).
+# Each comes from a small wrapper module under engine/ and is kept in $VLLM_STACK_ENGINE_CACHE (default
+# ~/.cache/vllm-stack/engine)/store/<name>/<key>, the key a hash of its wrapper folder, the versions, this script
+# and the Go version: a binary already there is reused. They are linked together into <key of all>/bin, the
+# folder to put first on PATH (`scripts/engine.sh --bin-dir` prints it).
 #
 # Versions follow the project's pins (.pulumi-version, requirements.txt) where the Go module proxy serves them;
 # where it refuses a module, the nearest one it serves is named below with the reason, and the pin check below
@@ -43,9 +44,11 @@ esac
 docker_version=$docker_pin random_version=$random_pin
 
 go_version=$(go env GOVERSION)
-key=$( { echo "$go_version $cli_module $kubernetes_module $docker_version $random_version"; cat "$0";
+key_inputs="$go_version $cli_module $kubernetes_module $docker_version $random_version"
+key=$( { echo "$key_inputs"; cat "$0";
          find engine -type f ! -name go.sum | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-16)
-cache=${VLLM_STACK_ENGINE_CACHE:-$HOME/.cache/vllm-stack/engine}/$key
+top=${VLLM_STACK_ENGINE_CACHE:-$HOME/.cache/vllm-stack/engine}
+cache=$top/$key
 bin=$cache/bin
 if [ "${1:-}" = --bin-dir ]; then echo "$bin"; exit 0; fi
 
@@ -59,20 +62,26 @@ summary=()
 # there, never in the repository), its requirements resolved, PKG built into bin/NAME.
 build() {
   local name=$1 dir=$2 pkg=$3 version=$4 tags=$5; shift 5
-  local src=$cache/src/$dir log=$cache/log/$name.log start=$SECONDS
-  if [ -x "$bin/$name" ]; then
+  local src=$cache/src/$dir log=$cache/log/$name.log start=$SECONDS sub store
+  sub=$( { echo "$key_inputs $version $tags $*"; find "engine/$dir" -type f ! -name go.sum | LC_ALL=C sort | xargs sha256sum; } \
+         | sha256sum | cut -c1-16)
+  store=$top/store/$name/$sub
+  if [ -x "$store/$name" ]; then
+    ln -f "$store/$name"* "$bin/"
     summary+=("$(printf '%-28s %-40s reused' "$name" "$version")"); return 0
   fi
   echo "engine: building $name $version (log: $log)"
-  rm -rf "$src" && cp -r "engine/$dir" "$src"
+  rm -rf "$src" && cp -r "engine/$dir" "$src" && mkdir -p "$store"
   if ! (cd "$src" && prepare_"${dir//-/_}" && go mod tidy && \
-        go build -trimpath -tags "$tags" -ldflags "$ldflags $*" -o "$bin/$name.tmp" "$pkg") >"$log" 2>&1; then
+        go build -trimpath -tags "$tags" -ldflags "$ldflags $*" -o "$store/$name.tmp" "$pkg") >"$log" 2>&1; then
     tail -20 "$log" >&2
     failed+=("$name")
     summary+=("$(printf '%-28s %-40s FAILED after %ss (see %s)' "$name" "$version" $((SECONDS - start)) "$log")")
     return 0
   fi
-  mv "$bin/$name.tmp" "$bin/$name"
+  mv "$store/$name.tmp" "$store/$name"
+  (cd "$src" && finish_"${dir//-/_}" "$store/$name") >>"$log" 2>&1 || true
+  ln -f "$store/$name"* "$bin/"
   summary+=("$(printf '%-28s %-40s built in %ss' "$name" "$version" $((SECONDS - start)))")
 }
 
@@ -80,6 +89,16 @@ prepare_pulumi() { :; }
 prepare_language_python() { :; }
 prepare_docker() { :; }
 prepare_random() { :; }
+finish_pulumi() { :; }
+finish_kubernetes() { :; }
+# the language host runs programs through the SDK module's exec script, found beside it
+finish_language_python() {
+  install -m 755 "$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)/python/cmd/pulumi-language-python-exec" \
+    "$(dirname "$1")/pulumi-language-python-exec"
+}
+# the bridged providers' schemas, for GetSchema and for the tests that compare them with the Python SDKs
+finish_random() { "$1" --write-schema > "$1.schema.json"; }
+finish_docker() { "$1" --write-schema > "$1.schema.json"; }
 # the provider's cmd embeds schema-embed.json, generated from the module's schema.json with the version set
 prepare_kubernetes() {
   go mod download "github.com/pulumi/pulumi-kubernetes/provider/v4@$kubernetes_module"
