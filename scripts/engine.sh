@@ -43,6 +43,7 @@ esac
 # the bridged providers report the pinned SDK's version, so the engine's requests for that version match
 docker_version=$docker_pin random_version=$random_pin
 
+command -v go >/dev/null || { echo "engine: needs Go 1.26 or newer on PATH (go.dev/dl, or Debian's golang-go where new enough)" >&2; exit 2; }
 go_version=$(go env GOVERSION)
 key_inputs="$go_version $cli_module $kubernetes_module $docker_version $random_version"
 key=$( { echo "$key_inputs"; cat "$0";

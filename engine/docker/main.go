@@ -7,6 +7,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -18,6 +19,9 @@ import (
 	shimv2 "github.com/pulumi/pulumi-terraform-bridge/v3/pkg/tfshim/sdk-v2"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/diag/colors"
+	"github.com/pulumi/pulumi/pkg/v3/resource/provider"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/util/cmdutil"
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"github.com/terraform-providers/terraform-provider-docker/shim"
 )
 
@@ -59,5 +63,13 @@ func main() {
 	if exe, err := os.Executable(); err == nil {
 		schema, _ = os.ReadFile(filepath.Join(filepath.Dir(exe), filepath.Base(exe)+".schema.json"))
 	}
-	tfbridge.Main("docker", version, info(), schema)
+	prov := info()
+	prov.P.InitLogging(context.Background())
+	err := provider.Main("docker", func(host *provider.HostClient) (pulumirpc.ResourceProviderServer, error) {
+		bridged := tfbridge.NewProvider(context.Background(), host, "docker", version, prov.P, prov, schema)
+		return &withImage{ResourceProviderServer: bridged}, nil
+	})
+	if err != nil {
+		cmdutil.ExitError(err.Error())
+	}
 }

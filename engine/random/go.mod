@@ -9,7 +9,8 @@ require (
 )
 
 replace (
-	// the bridge's own replace (its go.mod), repeated: replaces in dependencies do not apply
-	github.com/hashicorp/terraform-plugin-sdk/v2 => github.com/pulumi/terraform-plugin-sdk/v2 v2.0.0-20250923233607-7f1981c8674a
+	// the bridge's fork of the SDK (its go.mod names it; replaces in dependencies do not apply), at the commit whose
+	// terraform-plugin-go (v0.31) the upstream provider needs: the bridge's own pin (20250923) lacks GenerateResourceConfig
+	github.com/hashicorp/terraform-plugin-sdk/v2 => github.com/pulumi/terraform-plugin-sdk/v2 v2.0.0-20260318212141-5525259d096b
 	github.com/terraform-providers/terraform-provider-random/shim => ./shim
 )
