@@ -43,7 +43,7 @@ esac
 # the bridged providers report the pinned SDK's version, so the engine's requests for that version match
 docker_version=$docker_pin random_version=$random_pin
 
-command -v go >/dev/null || { echo "engine: needs Go 1.26 or newer on PATH (go.dev/dl, or Debian's golang-go where new enough)" >&2; exit 2; }
+command -v go >/dev/null || { echo "engine: needs Go 1.26 or newer on PATH (the toolchain, not a package)" >&2; exit 2; }
 go_version=$(go env GOVERSION)
 key_inputs="$go_version $cli_module $kubernetes_module $docker_version $random_version"
 key=$( { echo "$key_inputs"; cat "$0";
@@ -81,7 +81,13 @@ build() {
     return 0
   fi
   mv "$store/$name.tmp" "$store/$name"
-  (cd "$src" && finish_"${dir//-/_}" "$store/$name") >>"$log" 2>&1 || true
+  if ! (cd "$src" && finish_"${dir//-/_}" "$store/$name") >>"$log" 2>&1; then
+    rm -f "$store/$name"
+    tail -20 "$log" >&2
+    failed+=("$name")
+    summary+=("$(printf '%-28s %-40s FAILED after build (see %s)' "$name" "$version" "$log")")
+    return 0
+  fi
   ln -f "$store/$name"* "$bin/"
   summary+=("$(printf '%-28s %-40s built in %ss' "$name" "$version" $((SECONDS - start)))")
 }
@@ -97,9 +103,9 @@ finish_language_python() {
   install -m 755 "$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)/python/cmd/pulumi-language-python-exec" \
     "$(dirname "$1")/pulumi-language-python-exec"
 }
-# the bridged providers' schemas, for GetSchema and for the tests that compare them with the Python SDKs
-finish_random() { "$1" --write-schema > "$1.schema.json"; }
-finish_docker() { "$1" --write-schema > "$1.schema.json"; }
+# the bridged providers' schema (GetSchema) and the bridge's metadata, generated from their mappings
+finish_random() { "$1" --write-schema; }
+finish_docker() { "$1" --write-schema; }
 # the provider's cmd embeds schema-embed.json, generated from the module's schema.json with the version set
 prepare_kubernetes() {
   go mod download "github.com/pulumi/pulumi-kubernetes/provider/v4@$kubernetes_module"

@@ -239,4 +239,3 @@ func (p *withImage) build(ctx context.Context, in resource.PropertyMap) (string,
 	fmt.Fprintf(os.Stderr, "built %s (%s)\n", name, inspect.ID)
 	return inspect.ID, nil
 }
-
