@@ -57,6 +57,8 @@ def test_one_container_per_model_with_devices_args_health_and_no_port(stack: tup
         assert "ports" not in c, "vLLM ports are never published"
         hc = c["healthcheck"]
         assert "/health" in hc["tests"][-1] and hc["startPeriod"] == f"{mp.startup_seconds}s"
+        # Docker Engine < 25 (API 1.44) refuses to create a container whose health check has a start interval
+        assert "startInterval" not in hc
         assert c["wait"] is True and c["waitTimeout"] >= mp.startup_seconds
         assert c["restart"] == "unless-stopped" and c["logOpts"]["max-size"] == "50m"
         assert c["networksAdvanced"][0]["aliases"] == [mp.service]

@@ -88,7 +88,9 @@ class DockerPlatform:
                 timeout="5s",
                 retries=3,
                 start_period=f"{w.startup_seconds}s",
-                start_interval="5s",
+                # no start_interval: Docker refuses a container with one below Engine 25 (API 1.44; Debian 12's 20.10
+                # answers "specify health-check start interval requires API version 1.44"), so the first probe that
+                # passes comes up to one interval after the server is ready
             )
         gpus = None
         if w.all_gpus:
