@@ -16,6 +16,9 @@ KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 """A key's name: letters, digits, ``.``, ``_``, ``-``; safe in nginx configs, JSON logs and Prometheus labels."""
 KEY_FORBIDDEN = "\n\r\"'\\$ \t;{},"
 """Characters a key cannot hold: they would end the entry or break out of nginx's quoting."""
+KEY_MAX_LENGTH = 256
+"""Longest client key: nginx's map of keys needs hash buckets that hold the longest (``MAP_HASH_BUCKET`` in the
+gateway's config); OpenAI-style project keys are about 164 characters."""
 WEBUI_KEY_NAME = "open-webui"
 """The name of the gateway key the stack generates for Open WebUI."""
 
@@ -32,6 +35,8 @@ class ApiKey:
 def check_key(key: str, where: str) -> None:
     if not key:
         raise ValueError(f"{where}: the key is empty; write name:key or a bare key")
+    if len(key) > KEY_MAX_LENGTH:
+        raise ValueError(f"{where}: the key has {len(key)} characters, at most {KEY_MAX_LENGTH} are accepted; use a shorter key")
     if any(c in key for c in KEY_FORBIDDEN) or not key.isprintable() or not key.isascii():
         raise ValueError(f"{where}: a key may not contain quotes, backslashes, '$', ';', ',', braces, whitespace or non-ASCII characters; choose another key")
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stacks.keys import ApiKey, with_key
+from stacks.keys import KEY_MAX_LENGTH, ApiKey, with_key
 from stacks.plan import StackPlan
 from stacks.plan.topology import GATEWAY_METRICS_PORT, GATEWAY_PORT, HEALTH_PATH, KEYS_FILE, METRICS_PATH
 from stacks.plan.types import GatewayPlan
@@ -46,6 +46,18 @@ INCLUDE_USAGE = r'~"include_usage"\s*:\s*true'
 """A request asking for usage in its stream (``stream_options.include_usage``; continuous stats need it too)."""
 FORCE_INCLUDE_USAGE = "--enable-force-include-usage"
 """vLLM flag that puts ``usage`` in every stream (vllm/entrypoints/serve/utils/api_utils.py should_include_usage, 0.26.0)."""
+
+
+def _map_bucket(longest_key: int) -> int:
+    """nginx's map_hash_bucket_size for string keys up to ``longest_key`` bytes: an element is a pointer plus the key
+    and its 2-byte length, aligned to 8 (NGX_HASH_ELT_SIZE), a bucket ends with a pointer; rounded to 64-byte lines
+    (src/core/ngx_hash.h and ngx_hash_init, nginx 1.22-1.30)."""
+    element = 8 + (longest_key + 2 + 7) // 8 * 8
+    return (element + 8 + 63) // 64 * 64
+
+
+MAP_HASH_BUCKET = _map_bucket(len("Bearer ") + KEY_MAX_LENGTH)
+"""Bucket size of the gateway's maps: fits the ``Bearer <key>`` strings of the longest key ``apiKeys`` accepts."""
 
 
 @dataclass(frozen=True)
@@ -441,6 +453,9 @@ def nginx_conf(plan: StackPlan, layout: Layout = Layout()) -> str:
         "    gzip off;",
         # $gw_key is set only for requests whose key matched; others read it empty, which is what they mean
         "    uninitialized_variable_warn off;",
+        # before the first map: the keys' map holds "Bearer <key>" strings, which the default bucket (the CPU's cache
+        # line, 64 bytes) fits only up to 39-character keys; nginx refuses to start on a longer one
+        f"    map_hash_bucket_size {MAP_HASH_BUCKET};",
         f"    client_header_timeout {cfg.client_timeout_seconds}s;",
         f"    client_body_timeout {cfg.client_timeout_seconds}s;",
     ]
