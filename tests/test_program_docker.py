@@ -292,3 +292,13 @@ def test_every_image_the_program_declares_is_pinned(name: str) -> None:
     refs += [r.inputs["build"]["args"]["BASE_IMAGE"] for r in m.of_type("docker:index/image:Image")]
     assert len(refs) >= 5
     assert [r for r in refs if image_pin_problem(r)] == []
+
+
+def test_every_container_is_deleted_before_its_replacement_is_created(stack: tuple[str, Mocks]) -> None:
+    """Container names and host ports are fixed: created first, a replacement fails with docker's name conflict
+    (pulumi up of a changed maxModelLen did, tests/test_engine_docker.py)."""
+    _, m = stack
+    containers = m.of_type("docker:index/container:Container")
+    assert containers
+    for c in containers:
+        assert m.options[(c.type, c.name)]["delete_before_replace"] is True, c.name

@@ -125,7 +125,9 @@ class DockerPlatform:
             wait=w.wait_healthy and healthcheck is not None,
             wait_timeout=w.startup_seconds + 3 * HEALTH_INTERVAL_S if w.wait_healthy else None,
             must_run=True,
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+            # the container's name and published port are fixed, and two servers must never hold one GPU at once:
+            # the old container goes before its replacement is created (Pulumi's default is the other way round)
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on), delete_before_replace=True),
         )
         self.containers[w.name] = container
         return container
