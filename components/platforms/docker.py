@@ -17,6 +17,16 @@ from stacks.render.workloads import Ref, Workload, image_refs
 HEALTH_INTERVAL_S = 10
 
 
+def go_duration(seconds: int) -> str:
+    """A duration as Go prints it (time.Duration.String: ``1800`` -> ``30m0s``), which is how the docker provider reads
+    a health check back from Docker; written another way (``1800s``) every preview shows a change that is none."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
 def _env_entry(key: str, value: pulumi.Output[str]) -> pulumi.Output[str]:
     return value.apply(lambda v: f"{key}={v}")
 
@@ -84,10 +94,10 @@ class DockerPlatform:
             probe = f"import urllib.request as u; u.urlopen('http://127.0.0.1:{w.port}{w.health_path}', timeout=5)"
             healthcheck = docker.ContainerHealthcheckArgs(
                 tests=["CMD", "python3", "-c", probe],
-                interval=f"{HEALTH_INTERVAL_S}s",
-                timeout="5s",
+                interval=go_duration(HEALTH_INTERVAL_S),
+                timeout=go_duration(5),
                 retries=3,
-                start_period=f"{w.startup_seconds}s",
+                start_period=go_duration(w.startup_seconds),
                 # no start_interval: Docker refuses a container with one below Engine 25 (API 1.44; Debian 12's 20.10
                 # answers "specify health-check start interval requires API version 1.44"), so the first probe that
                 # passes comes up to one interval after the server is ready
