@@ -83,7 +83,10 @@ class Project:
     def run(self, *args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(["pulumi", *args, "--non-interactive"], cwd=self.dir, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and out.returncode != 0:
-            raise AssertionError(f"pulumi {' '.join(args)} exited {out.returncode}\n--- stdout\n{out.stdout[-6000:]}\n--- stderr\n{out.stderr[-6000:]}")
+            # the engine's own error lines first: a failed update's output is long
+            errors = "\n".join(line for line in out.stdout.splitlines() if "error:" in line and "Traceback" not in line)[:6000]
+            tail = f"--- stdout\n{out.stdout[-3000:]}\n--- stderr\n{out.stderr[-3000:]}"
+            raise AssertionError(f"pulumi {' '.join(args)} exited {out.returncode}\n--- errors\n{errors}\n{tail}")
         return out
 
     def stack(self, name: str, config: dict[str, Any], secrets: dict[str, str] | None = None) -> None:

@@ -8,9 +8,10 @@ checks run ``python3 -c 'import urllib.request ...'`` as in the vLLM image), Deb
 - ``vllm serve MODEL --port P --served-model-name A B ...``: tests/fake_vllm.py answering on 0.0.0.0 under the
   first served name, with vLLM's bearer-key check when ``VLLM_API_KEY`` is set;
 - ``open-webui``: answers ``/health`` on 8080 and keeps a file in its data folder (``/app/backend/data``);
-- ``standin-idle``: answers ``/health`` and ``/api/health`` on the port in ``PORT`` (Grafana, Prometheus and DCGM).
+- ``standin-idle``: answers ``/health``, ``/api/health`` and ``/-/healthy`` on the port in ``PORT`` (Grafana,
+  Prometheus).
 
-The same image serves every role under the tags the test stack names, so vfs storage copies one small layer.
+One image serves every role; a second tag adds the ENTRYPOINT Prometheus' image has.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ PYTHON = Path("/usr/bin/python3")
 NGINX = Path("/usr/sbin/nginx")
 NJS = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
 BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "ln", "echo", "cat", "date", "test", "[", "env", "rm", "mkdir", "sleep", "ls", "id", "touch", "ps", "kill")
+APPLETS = ("sh", "true", "ln", "echo", "cat", "date", "test", "[", "env", "rm", "mkdir", "sleep", "ls", "id", "touch", "ps", "kill")
 ZONES = ("UTC", "Asia/Seoul")
 DIRS: tuple[str, ...] = ("bin", "usr/bin", "usr/sbin", "etc", "tmp", "run", "root", "opt/standin", "app/backend/data")
 DIRS += ("var/log/nginx", "var/lib/nginx", "etc/nginx", "usr/share/zoneinfo", "usr/share/zoneinfo/Asia")
@@ -195,17 +196,15 @@ def docker(*args: str, timeout: int = 300, input: str | None = None) -> subproce
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, input=input)
 
 
-def build(tags: list[str], workdir: Path) -> None:
-    """Imports the stand-in root file system once and tags it with every name in ``tags``.
-
-    ``docker import --change`` sets what the real images' configs set: nginx's command for the gateway tag is given
-    by the stack (``nginx -g 'daemon off;'``), Open WebUI's image runs its server with no arguments.
-    """
+def build(tags: dict[str, str | None], workdir: Path) -> None:
+    """Imports the stand-in root file system once per tag, with the tag's ENTRYPOINT (None: none, like the nginx and
+    Open WebUI images, whose stacks give the command or run the image's default ``open-webui``)."""
     tar = workdir / "standin-rootfs.tar"
     rootfs(tar)
-    first, *rest = tags
-    r = docker("import", "--change", 'CMD ["open-webui"]', "--change", "ENV PATH=/usr/sbin:/usr/bin:/bin", str(tar), first)
-    assert r.returncode == 0, r.stderr
-    for tag in rest:
-        r = docker("tag", first, tag)
+    for tag, entrypoint in tags.items():
+        changes = ["--change", 'CMD ["open-webui"]', "--change", "ENV PATH=/usr/sbin:/usr/bin:/bin"]
+        if entrypoint:
+            # Prometheus' image runs its binary with the stack's arguments: the stand-in ignores them
+            changes += ["--change", f'ENTRYPOINT ["{entrypoint}"]']
+        r = docker("import", *changes, str(tar), tag)
         assert r.returncode == 0, r.stderr

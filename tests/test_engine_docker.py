@@ -22,12 +22,16 @@ from typing import Any
 
 import pytest
 
+from stacks.config import parse
+from stacks.plan import plan
+from stacks.render.workloads import stack_workloads
 from tests.conftest import unavailable
-from tests.engine_harness import Project, committed_config, engine_bin, steps_by_urn, urn_name, urn_type
+from tests.engine_harness import Project, committed_config, engine_bin, steps_by_urn, urn_type
 from tests.standin_images import build, docker
 
 CONTAINER = "docker:index/container:Container"
 STANDIN = "vllm-stack-test/standin:1"
+STANDIN_PROMETHEUS = "vllm-stack-test/standin-prometheus:1"
 API_KEY = "sk-engine-test-client-0123456789abcdefghij"
 HF_TOKEN = "hf_engineTestToken0123456789abcdefABCDEF"
 STACK = "engine"
@@ -55,15 +59,16 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         ok = False
     if not ok:
         unavailable("a running Docker engine (make test starts one)")
-    build([STANDIN], tmp_path_factory.mktemp("standin"))
+    build({STANDIN: None, STANDIN_PROMETHEUS: "standin-idle"}, tmp_path_factory.mktemp("standin"))
     probe = docker("run", "--rm", "--gpus", "device=0", STANDIN, "true", timeout=120)
     if probe.returncode != 0:
         unavailable(f"a Docker engine with tests/gpu_hook on its PATH (scripts/with-dockerd.sh): {probe.stderr.strip()}")
     yield
 
 
-def standin_config(gateway_port: int, webui_port: int, **changes: Any) -> dict[str, Any]:
-    """Two models sharing GPU 0, the gateway and Open WebUI, every image the stand-in (a user's local images)."""
+def standin_config(gateway_port: int, webui_port: int, prometheus_port: int, grafana_port: int, **changes: Any) -> dict[str, Any]:
+    """Two models sharing GPU 0, the gateway, Open WebUI, Prometheus and Grafana, every image a stand-in (as a user
+    names images already loaded on a host)."""
     config: dict[str, Any] = {
         "vllm-stack:target": "docker",
         "vllm-stack:timezone": "UTC",
@@ -76,7 +81,16 @@ def standin_config(gateway_port: int, webui_port: int, **changes: Any) -> dict[s
         # Debian's njs (the stand-in gateway's) has no QuickJS and no shared dictionaries
         "vllm-stack:gateway": {"image": STANDIN, "port": gateway_port, "jsEngine": "njs"},
         "vllm-stack:webui": {"enabled": True, "image": STANDIN, "port": webui_port},
-        "vllm-stack:monitoring": {"dcgm": False, "prometheus": False},
+        # Prometheus and Grafana (its admin password is a generated secret) on the stand-in; no DCGM exporter
+        "vllm-stack:monitoring": {
+            "dcgm": False,
+            "prometheus": True,
+            "prometheusImage": STANDIN_PROMETHEUS,
+            "prometheusPort": prometheus_port,
+            "grafana": True,
+            "grafanaImage": STANDIN,
+            "grafanaPort": grafana_port,
+        },
         "vllm-stack:docker": {"bindAddress": "127.0.0.1", "network": "vllm-engine-test"},
     }
     config.update(changes)
@@ -123,7 +137,7 @@ def test_preview_of_a_committed_docker_stack_with_the_real_providers(stack: str,
 def deployed(bin_dir: Path, daemon: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project, dict[str, Any]]]:
     tmp = tmp_path_factory.mktemp("engine-docker")
     project = Project.create(tmp, bin_dir)
-    config = standin_config(_free_port(), _free_port())
+    config = standin_config(*(_free_port() for _ in range(4)))
     project.stack(STACK, config, {"vllm-stack:apiKeys": API_KEY, "vllm-stack:hfToken": HF_TOKEN})
     project.run("up", "--stack", STACK, "--yes", "--skip-preview", timeout=900)
     try:
@@ -161,38 +175,94 @@ def test_a_request_through_the_gateway_container_reaches_the_right_model(deploye
     assert _post(port, "/v1/chat/completions", {"model": "tiny", "messages": []}, key="sk-wrong")[0] == 401
 
 
-def _changed(project: Project, config: dict[str, Any]) -> dict[str, str]:
+def test_a_preview_after_up_changes_nothing(deployed: tuple[Project, dict[str, Any]]) -> None:
+    """What the daily drift job runs: the state read back from Docker equals what the program declares."""
+    project, _ = deployed
+    project.run("preview", "--stack", STACK, "--expect-no-changes", "--diff", timeout=600)
+
+
+def _workloads(config: dict[str, Any]) -> dict[str, str]:
+    """What each container of ``config`` runs, by container name, from the plan (the program's only contract)."""
+    p = plan(parse({k.split(":", 1)[1]: v for k, v in config.items()}))
+    ws = stack_workloads(p, lambda key: key)
+    found = [*ws.servers, ws.gateway, ws.webui, ws.dcgm, ws.prometheus, ws.grafana]
+    fields = ("image", "entrypoint", "args", "env", "files", "secret_env", "secret_files", "volumes", "port", "publish", "gpus", "user")
+    return {f"{PREFIX}-{w.name}": repr([getattr(w, f) for f in fields]) for w in found if w is not None}
+
+
+def _expected(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    """Containers a change should touch: those whose workload differs, and the gateway when a server it routes to is
+    replaced (its upload names the servers' container IDs, so nginx starts again and resolves them anew)."""
+    old, new = _workloads(before), _workloads(after)
+    changed = {n for n in new.keys() | old.keys() if old.get(n) != new.get(n)}
+    if any("-vllm-" in n for n in changed):
+        changed.add(f"{PREFIX}-gateway")
+    return changed
+
+
+def _container_ops(project: Project, config: dict[str, Any]) -> dict[str, str]:
+    """`pulumi preview --json --diff` after writing ``config``: container name -> op, for every container not kept."""
     project.write_config(STACK, config)
-    ops = steps_by_urn(project.preview_json(STACK))
-    return {urn_name(u): op for u, op in ops.items() if op != "same"}
+    ops = {}
+    for step in project.preview_json(STACK).get("steps", []):
+        if urn_type(step["urn"]) == CONTAINER and step["op"] != "same":
+            state = step.get("newState") or step.get("oldState")
+            ops[state["inputs"]["name"]] = step["op"]
+            DIFFS[state["inputs"]["name"]] = sorted(step.get("diffs") or step.get("detailedDiff") or [])
+    return ops
+
+
+DIFFS: dict[str, list[str]] = {}
+"""The properties each changed container's last preview named, for assertion messages."""
+
+
+def _apply(project: Project, expected: set[str]) -> None:
+    """`pulumi up`, then every container outside ``expected`` still runs as the same container."""
+    before = _ids()
+    project.run("up", "--stack", STACK, "--yes", "--skip-preview", timeout=900)
+    after = _ids()
+    kept = {n: i for n, i in before.items() if n not in expected}
+    assert {n: after.get(n) for n in kept} == kept
+    assert all(after.get(n) not in (None, before.get(n)) for n in expected if n in after), (before, after)
 
 
 def test_config_changes_diff_and_apply_only_what_they_change(deployed: tuple[Project, dict[str, Any]]) -> None:
     project, config = deployed
-    before = _ids()
 
+    # one model's maxModelLen: the planner also gives the other model on GPU 0 a new share, so both are replaced
     models = [dict(m) for m in config["vllm-stack:models"]]
     models[1]["maxModelLen"] = 2048
     longer = {**config, "vllm-stack:models": models}
-    changed = _changed(project, longer)
-    # the qwen server is replaced; the gateway follows the new container (it re-resolves its upstreams on start)
-    assert set(changed) == {"vllm-qwen", "vllm-gateway"}, changed
-    project.run("up", "--stack", STACK, "--yes", "--skip-preview", timeout=900)
-    after = _ids()
-    assert after[f"{PREFIX}-vllm-tiny"] == before[f"{PREFIX}-vllm-tiny"]
-    assert after[f"{PREFIX}-open-webui"] == before[f"{PREFIX}-open-webui"]
-    assert after[f"{PREFIX}-vllm-qwen"] != before[f"{PREFIX}-vllm-qwen"]
-    assert "--max-model-len" in (args := _inspect(f"{PREFIX}-vllm-qwen")["Args"]) and args[args.index("--max-model-len") + 1] == "2048"
+    ops = _container_ops(project, longer)
+    assert set(ops) == _expected(config, longer) and f"{PREFIX}-vllm-qwen" in ops, ops
+    _apply(project, set(ops))
+    args = _inspect(f"{PREFIX}-vllm-qwen")["Args"]
+    assert args[args.index("--max-model-len") + 1] == "2048"
 
+    # a model on a second GPU: its server is created, the gateway and Prometheus follow, GPU 0's servers stay
+    added = {
+        **longer,
+        "vllm-stack:gpus": [*config["vllm-stack:gpus"], {"index": 1, "name": "Test GPU", "memoryGiB": 23.5}],
+        "vllm-stack:models": [*models, {"name": "smol", "model": "Qwen/Qwen2.5-3B-Instruct", "gpus": [1], "maxModelLen": 2048}],
+    }
+    ops = _container_ops(project, added)
+    expected = _expected(longer, added)
+    assert set(ops) == expected and ops[f"{PREFIX}-vllm-smol"] == "create", (ops, DIFFS)
+    assert f"{PREFIX}-vllm-tiny" not in ops and f"{PREFIX}-vllm-qwen" not in ops
+    _apply(project, expected)
+    port = config["vllm-stack:gateway"]["port"]
+    status, body = _post(port, "/v1/chat/completions", {"model": "smol", "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 200 and "backend=smol" in body["choices"][0]["message"]["content"], body
+
+    # rotated client keys: only the gateway's secret include changes
     rotated = "sk-engine-test-rotated-0123456789abcdefghij"
     subprocess.run(
         ["pulumi", "config", "set", "--secret", "--stack", STACK, "vllm-stack:apiKeys", "--non-interactive"],
         cwd=project.dir, env=project.env, input=rotated, check=True, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    changed = _changed(project, longer)
-    assert set(changed) == {"vllm-gateway"}, changed
-    project.run("up", "--stack", STACK, "--yes", "--skip-preview", timeout=900)
-    port = config["vllm-stack:gateway"]["port"]
+    ops = _container_ops(project, added)
+    assert set(ops) == {f"{PREFIX}-gateway"}, ops
+    _apply(project, set(ops))
     assert _post(port, "/v1/chat/completions", {"model": "qwen", "messages": []}, key=rotated)[0] == 200
     assert _post(port, "/v1/chat/completions", {"model": "qwen", "messages": []})[0] == 401
 
@@ -203,13 +273,29 @@ def test_state_holds_no_plaintext_secret(deployed: tuple[Project, dict[str, Any]
     state = json.dumps(exported)
     env = dict(e.split("=", 1) for e in _inspect(f"{PREFIX}-vllm-tiny")["Config"]["Env"])
     webui = dict(e.split("=", 1) for e in _inspect(f"{PREFIX}-open-webui")["Config"]["Env"])
-    generated = {"VLLM_API_KEY": env["VLLM_API_KEY"], "WEBUI_SECRET_KEY": webui["WEBUI_SECRET_KEY"]}
+    grafana = dict(e.split("=", 1) for e in _inspect(f"{PREFIX}-grafana")["Config"]["Env"])
+    generated = {
+        "VLLM_API_KEY": env["VLLM_API_KEY"],
+        "WEBUI_SECRET_KEY": webui["WEBUI_SECRET_KEY"],
+        "GF_SECURITY_ADMIN_PASSWORD": grafana["GF_SECURITY_ADMIN_PASSWORD"],
+    }
     assert env["HF_TOKEN"] == HF_TOKEN and all(len(v) >= 32 for v in generated.values()), generated
     for name, value in {"apiKeys": API_KEY, "hfToken": HF_TOKEN, **generated}.items():
         assert value not in state, f"{name} is in the state in plain text"
+    stack = next(r for r in exported["deployment"]["resources"] if r["type"] == "pulumi:pulumi:Stack")
+    assert "ciphertext" in stack["outputs"]["grafanaAdminPassword"]
+    secret_env = ("VLLM_API_KEY=", "HF_TOKEN=", "WEBUI_SECRET_KEY=", "OPENAI_API_KEYS=", "GF_SECURITY_ADMIN_PASSWORD=")
     for r in exported["deployment"]["resources"]:
-        if r["type"] == CONTAINER and r.get("outputs", {}).get("envs"):
-            assert "ciphertext" in r["outputs"]["envs"], r["urn"]
+        if r["type"] != CONTAINER:
+            continue
+        envs, uploads = r["outputs"].get("envs"), r["outputs"].get("uploads")
+        # a container's env list holding a secret is a secret as a whole; one without stays readable
+        if isinstance(envs, list):
+            assert not any(e.startswith(secret_env) for e in envs), r["urn"]
+        else:
+            assert "ciphertext" in envs, r["urn"]
+        if r["urn"].endswith("::vllm-gateway"):
+            assert "ciphertext" in uploads, "the gateway's uploads hold keys.conf"
 
 
 def test_destroy_keeps_the_data_volumes_and_up_finds_them_again(deployed: tuple[Project, dict[str, Any]]) -> None:
