@@ -15,6 +15,7 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -34,8 +35,10 @@ STANDIN = "vllm-stack-test/standin:1"
 STANDIN_PROMETHEUS = "vllm-stack-test/standin-prometheus:1"
 API_KEY = "sk-engine-test-client-0123456789abcdefghij"
 HF_TOKEN = "hf_engineTestToken0123456789abcdefABCDEF"
-STACK = "engine"
+# one name per test process: under pytest-xdist two workers may each deploy this module's stack on one daemon
+STACK = f"engine-{uuid.uuid4().hex[:6]}"
 PREFIX = f"vllm-stack-{STACK}"
+NETWORK = f"vllm-{STACK}"
 
 
 def _free_port() -> int:
@@ -91,7 +94,7 @@ def standin_config(gateway_port: int, webui_port: int, prometheus_port: int, gra
             "grafanaImage": STANDIN,
             "grafanaPort": grafana_port,
         },
-        "vllm-stack:docker": {"bindAddress": "127.0.0.1", "network": "vllm-engine-test"},
+        "vllm-stack:docker": {"bindAddress": "127.0.0.1", "network": NETWORK},
     }
     config.update(changes)
     return config
@@ -305,7 +308,7 @@ def test_destroy_keeps_the_data_volumes_and_up_finds_them_again(deployed: tuple[
     assert docker("exec", f"{PREFIX}-vllm-tiny", "touch", "/root/.cache/huggingface/engine-test-weights").returncode == 0
     project.run("destroy", "--stack", STACK, "--yes", "--skip-preview", timeout=600)
     assert _ids() == {}
-    assert docker("network", "inspect", "vllm-engine-test").returncode != 0
+    assert docker("network", "inspect", NETWORK).returncode != 0
     volumes = set(docker("volume", "ls", "-q", "--filter", f"name={PREFIX}-").stdout.split())
     assert {f"{PREFIX}-model-cache", f"{PREFIX}-webui-data"} <= volumes, volumes
 
