@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the real-program tests use: nginx with njs, a Docker engine, promtool, busybox, shellcheck
-# (actionlint checks the workflows' run: scripts with it), node and npm (scripts/schema-types.sh).
+# (actionlint checks the workflows' run: scripts with it), node and npm (scripts/schema-types.sh), and Debian's
+# python3 (the real-engine tests' stand-in images carry it, tests/standin_images.py).
 set -euo pipefail
 need=()
 command -v nginx >/dev/null || need+=(nginx)
@@ -10,6 +11,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v npm >/dev/null || need+=(nodejs npm)
+[ -x /usr/bin/python3 ] || need+=(python3)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "system-deps: missing ${need[*]}; run as root or install them (tests that need them skip outside CI)" >&2
