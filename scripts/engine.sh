@@ -8,9 +8,10 @@
 #   pulumi-resource-random       the random provider          (Terraform's random provider through the Pulumi bridge)
 #   pulumi-resource-docker       the docker provider          (kreuzwerker's docker provider through the Pulumi bridge)
 # Each comes from a small wrapper module under engine/ and is kept in $VLLM_STACK_ENGINE_CACHE (default
-# ~/.cache/vllm-stack/engine)/store/<name>/<key>, the key a hash of its wrapper folder, the versions, this script
-# and the Go version: a binary already there is reused. They are linked together into <key of all>/bin, the
-# folder to put first on PATH (`scripts/engine.sh --bin-dir` prints it).
+# ~/.cache/vllm-stack/engine)/store/<name>/<key>, the key a hash of its wrapper folder, the versions and the Go
+# version: a binary already there is reused. They are linked together into <key of all, this script too>/bin, the
+# folder to put first on PATH (`scripts/engine.sh --bin-dir` prints it). With Go's caches warm (a machine that
+# built them before), a new cache folder is filled in about a minute.
 #
 # Versions follow the project's pins (.pulumi-version, requirements.txt) where the Go module proxy serves them;
 # where it refuses a module, the nearest one it serves is named below with the reason, and the pin check below
