@@ -37,6 +37,11 @@ func info() tfbridge.ProviderInfo {
 		MetadataInfo: tfbridge.NewProviderMetadata(readBeside(".metadata.json", []byte("{}"))),
 		// pulumi-docker's names where they are not the Terraform name in camel case (pulumi_docker/__init__.py)
 		Resources: map[string]*tfbridge.ResourceInfo{
+			// list attributes the bridge would pluralize (commands, networksAdvanceds) keep pulumi-docker's names
+			"docker_container": {Fields: map[string]*tfbridge.SchemaInfo{
+				"command":           {Name: "command"},
+				"networks_advanced": {Name: "networksAdvanced"},
+			}},
 			"docker_image":  {Tok: "docker:index/remoteImage:RemoteImage"},
 			"docker_config": {Tok: "docker:index/serviceConfig:ServiceConfig"},
 		},
