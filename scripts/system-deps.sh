@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the real-program tests use: nginx with njs, a Docker engine, promtool, busybox, shellcheck, openssl
 # (actionlint checks the workflows' run: scripts with it), node and npm (scripts/schema-types.sh), chromium (the Open WebUI
-# end-to-end test drives Debian's own build, never a browser a tool downloads).
+# end-to-end test drives Debian's own build, never a browser a tool downloads), and Debian's python3 (the real-engine
+# tests' stand-in images carry it, tests/standin_images.py).
 set -euo pipefail
 need=()
 command -v nginx >/dev/null || need+=(nginx)
@@ -15,6 +16,7 @@ command -v chromium >/dev/null || need+=(chromium)
 # certificates of the https fake endpoint's own CA, and the system bundle the gateway trusts by default
 command -v openssl >/dev/null || need+=(openssl)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+[ -x /usr/bin/python3 ] || need+=(python3)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "system-deps: missing ${need[*]}; run as root or install them (tests that need them skip outside CI)" >&2

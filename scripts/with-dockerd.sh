@@ -12,7 +12,9 @@ if ! command -v dockerd >/dev/null || [ "$(id -u)" != 0 ]; then
 fi
 state=$(mktemp -d /tmp/vllm-stack-dockerd.XXXXXX)
 sock="$state/docker.sock"
-dockerd --storage-driver=vfs --iptables=false --ip6tables=false --bridge=none \
+# the stand-in NVIDIA hook on dockerd's PATH makes it accept GPU requests (tests/gpu_hook says why)
+hooks="$(cd "$(dirname "$0")/.." && pwd)/tests/gpu_hook"
+PATH="$hooks:$PATH" dockerd --storage-driver=vfs --iptables=false --ip6tables=false --bridge=none \
   --data-root "$state/data" --exec-root "$state/exec" --pidfile "$state/dockerd.pid" \
   --host "unix://$sock" >"$state/dockerd.log" 2>&1 &
 pid=$!

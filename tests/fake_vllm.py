@@ -314,8 +314,10 @@ class Server(ThreadingHTTPServer):
         tls: ssl.SSLContext | None = None,
         tool_parser: str | None = None,
         record_to: str | None = None,
+        host: str = "127.0.0.1",
+        handler: type[BaseHTTPRequestHandler] = Handler,
     ) -> None:
-        super().__init__(("127.0.0.1", port), Handler)
+        super().__init__((host, port), handler)
         self.name = name
         self.models = models
         self.prefix = prefix.rstrip("/")

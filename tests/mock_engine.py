@@ -37,7 +37,7 @@ class Recorded:
 class Mocks(pulumi.runtime.Mocks):
     resources: list[Recorded] = field(default_factory=list)
     options: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    """(type, name) -> resource options the engine saw: retain_on_delete, depends_on URNs, create_timeout."""
+    """(type, name) -> resource options the engine saw: retain_on_delete, delete_before_replace, depends_on URNs, create_timeout."""
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     """(type, name) -> provider reference (``urn::id``) the engine saw."""
     registrations: list[tuple[str, Any]] = field(default_factory=list)
@@ -76,6 +76,7 @@ def _recording_register(self: MockMonitor, request: Any) -> Any:
     if isinstance(self.mocks, Mocks):
         self.mocks.options[(request.type, request.name)] = {
             "retain_on_delete": bool(request.retainOnDelete),
+            "delete_before_replace": bool(request.deleteBeforeReplace),
             "depends_on": [u.rsplit("::", 1)[-1] for u in request.dependencies],
             "create_timeout": request.customTimeouts.create,
         }

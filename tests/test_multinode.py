@@ -215,7 +215,7 @@ def test_leader_serves_and_workers_join_it() -> None:
 def test_every_pod_gets_its_node_gpus_cache_and_shared_memory() -> None:
     for template in templates(lws()):
         pod, c = template["spec"], only_container(template)
-        assert c["resources"]["limits"] == {"nvidia.com/gpu": 8}
+        assert c["resources"]["limits"] == {"nvidia.com/gpu": "8"}  # a quantity string, as the kubernetes provider writes it
         assert c["resources"]["requests"] == {"cpu": "2", "memory": "16Gi"}
         assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L40S"}
         assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

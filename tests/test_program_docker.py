@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 import pytest
 
+from components.platforms.docker import go_duration
 from stacks.config import load_stack, parse, read_stack_file
 from stacks.plan import plan
 from stacks.render.dockerfile import TEMPLATE
@@ -57,7 +58,10 @@ def test_one_container_per_model_with_devices_args_health_and_no_port(stack: tup
         assert c["entrypoints"] == ["vllm", "serve"] and c["command"] == mp.args
         assert "ports" not in c, "vLLM ports are never published"
         hc = c["healthcheck"]
-        assert "/health" in hc["tests"][-1] and hc["startPeriod"] == f"{mp.startup_seconds}s"
+        # Go's duration format, the one the docker provider reads back (1800 s is 30m0s): no change on every preview
+        assert "/health" in hc["tests"][-1] and hc["startPeriod"] == GO_DURATIONS[mp.startup_seconds]
+        # Docker Engine < 25 (API 1.44) refuses to create a container whose health check has a start interval
+        assert "startInterval" not in hc
         assert c["wait"] is True and c["waitTimeout"] >= mp.startup_seconds
         assert c["restart"] == "unless-stopped" and c["logOpts"]["max-size"] == "50m"
         assert c["networksAdvanced"][0]["aliases"] == [mp.service]
@@ -291,3 +295,22 @@ def test_every_image_the_program_declares_is_pinned(name: str) -> None:
     refs += [r.inputs["build"]["args"]["BASE_IMAGE"] for r in m.of_type("docker:index/image:Image")]
     assert len(refs) >= (4 if name == "mac" else 5)  # mac: no vLLM image, no DCGM exporter
     assert [r for r in refs if image_pin_problem(r)] == []
+
+
+GO_DURATIONS = {60: "1m0s", 90: "1m30s", 600: "10m0s", 1800: "30m0s", 3600: "1h0m0s", 3725: "1h2m5s", 7200: "2h0m0s"}
+"""Go's time.Duration.String() of these many seconds (the docker provider prints a health check's periods so)."""
+
+
+def test_go_duration_prints_what_go_prints() -> None:
+    assert [go_duration(s) for s in (0, 5, 10, 59)] == ["0s", "5s", "10s", "59s"]
+    assert {s: go_duration(s) for s in GO_DURATIONS} == GO_DURATIONS
+
+
+def test_every_container_is_deleted_before_its_replacement_is_created(stack: tuple[str, Mocks]) -> None:
+    """Container names and host ports are fixed: created first, a replacement fails with docker's name conflict
+    (pulumi up of a changed maxModelLen did, tests/test_engine_docker.py)."""
+    _, m = stack
+    containers = m.of_type("docker:index/container:Container")
+    assert containers
+    for c in containers:
+        assert m.options[(c.type, c.name)]["delete_before_replace"] is True, c.name

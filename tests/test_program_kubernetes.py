@@ -120,7 +120,7 @@ def test_model_deployments_gpu_limits_placement_strategy_and_shm() -> None:
         d = deployments[name]
         c = container(d)
         pod = d["spec"]["template"]["spec"]
-        assert c["resources"]["limits"]["nvidia.com/gpu"] == gpus, name
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == str(gpus), name
         assert c["resources"]["requests"] == {"cpu": "2", "memory": "16Gi"}
         assert d["spec"].get("replicas") == replicas, name
         assert d["spec"]["strategy"] == {"type": "Recreate"}

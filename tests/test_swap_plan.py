@@ -238,7 +238,7 @@ def test_kubernetes_declares_one_pod_with_a_service_per_member_and_host_memory(t
     [c] = d["spec"]["template"]["spec"]["containers"]
     p = plan(parse({"target": "kubernetes", "kubernetes": {"gpu": {"name": "NVIDIA L40S", "memoryGiB": 44.4}}, "models": models}))
     [g] = p.swap_groups
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and d["spec"]["strategy"] == {"type": "Recreate"}
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and d["spec"]["strategy"] == {"type": "Recreate"}
     requested = int(c["resources"]["requests"]["memory"].removesuffix("Gi"))
     level_one = [p.model(n) for n in g.members]  # every member sleeps at level 1 here
     assert requested >= g.host_memory_gib >= sum(m.memory.weights_gib for m in level_one)

@@ -17,6 +17,16 @@ from stacks.render.workloads import Ref, Workload, image_refs
 HEALTH_INTERVAL_S = 10
 
 
+def go_duration(seconds: int) -> str:
+    """A duration as Go prints it (time.Duration.String: ``1800`` -> ``30m0s``), which is how the docker provider reads
+    a health check back from Docker; written another way (``1800s``) every preview shows a change that is none."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
 def _env_entry(key: str, value: pulumi.Output[str]) -> pulumi.Output[str]:
     return value.apply(lambda v: f"{key}={v}")
 
@@ -87,11 +97,13 @@ class DockerPlatform:
         if w.wait_healthy and tests:
             healthcheck = docker.ContainerHealthcheckArgs(
                 tests=tests,
-                interval=f"{HEALTH_INTERVAL_S}s",
-                timeout="5s",
+                interval=go_duration(HEALTH_INTERVAL_S),
+                timeout=go_duration(5),
                 retries=3,
-                start_period=f"{w.startup_seconds}s",
-                start_interval="5s",
+                start_period=go_duration(w.startup_seconds),
+                # no start_interval: Docker refuses a container with one below Engine 25 (API 1.44; Debian 12's 20.10
+                # answers "specify health-check start interval requires API version 1.44"), so the first probe that
+                # passes comes up to one interval after the server is ready
             )
         gpus = None
         if w.all_gpus:
@@ -126,7 +138,9 @@ class DockerPlatform:
             wait=w.wait_healthy and healthcheck is not None,
             wait_timeout=w.startup_seconds + 3 * HEALTH_INTERVAL_S if w.wait_healthy else None,
             must_run=True,
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+            # the container's name and published port are fixed, and two servers must never hold one GPU at once:
+            # the old container goes before its replacement is created (Pulumi's default is the other way round)
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on), delete_before_replace=True),
         )
         for alias in (w.name, *w.extra_ports):
             self.containers[alias] = container

@@ -177,7 +177,8 @@ def _resources(w: Workload) -> Obj:
     requests = {k: v for k, v in (("cpu", w.cpu_request), ("memory", w.memory_request)) if v}
     limits: Obj = {k: v for k, v in (("memory", w.memory_limit),) if v}
     if w.gpu_count:
-        limits[GPU_RESOURCE] = w.gpu_count
+        # a quantity, which the API (and the kubernetes provider's schema: map of strings) writes as a string
+        limits[GPU_RESOURCE] = str(w.gpu_count)
     out: Obj = {}
     if requests:
         out["requests"] = requests
