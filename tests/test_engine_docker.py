@@ -184,6 +184,7 @@ def test_open_webui_gets_the_stacks_model_entries_before_it_starts(deployed: tup
     stand-in keeps what Open WebUI's API is given)."""
     store = json.loads(docker("exec", f"{PREFIX}-open-webui", "cat", "/app/backend/data/standin-models.json").stdout)
     assert {m: e["params"]["function_calling"] for m, e in store["models"].items()} == {"tiny": "legacy", "qwen": "native"}
+    assert {m: e["meta"]["capabilities"]["vision"] for m, e in store["models"].items()} == {"tiny": False, "qwen": False}
     assert sorted(store["grants"]) == [["model", m, "user", "*", "read"] for m in ("qwen", "tiny")]
 
 

@@ -119,7 +119,7 @@ def test_open_webui_in_a_browser(tmp_path: Path) -> None:
 
     # the model entries were written before the start, one per chat model
     for name, mode in p.webui.function_calling.items():
-        assert f"Open WebUI model {name}: function_calling={mode}, access=all" in seeded, seeded
+        assert f"Open WebUI model {name}: function_calling={mode}, vision=False, access=all" in seeded, seeded
 
     # every signed-in user sees exactly the chat models (the embedding model is no chat model)
     assert sorted(result["models"]["admin"]) == sorted(p.webui.chat_models) == ["qwen", "tiny", "tiny-chat"]
@@ -160,7 +160,8 @@ def test_open_webui_in_a_browser(tmp_path: Path) -> None:
 
 def test_model_entries_follow_the_stack_and_keep_an_admins_edits(tmp_path: Path) -> None:
     """The program the stack runs before Open WebUI starts, on Open WebUI's own code and database (migrated by it):
-    ``all`` grants every user each chat model, ``restricted`` takes that grant back and keeps the admin's own."""
+    ``all`` grants every user each chat model, ``restricted`` takes that grant back and keeps the admin's own; a model
+    that takes images is marked so (``meta.capabilities.vision``), the others not."""
     require_webui()
     program = tmp_path / "open_webui_models.py"
     w = workloads.open_webui(plan(parse(RAW)), "image")
@@ -168,8 +169,8 @@ def test_model_entries_follow_the_stack_and_keep_an_admins_edits(tmp_path: Path)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(tmp_path / "data"), "FROM_INIT_PY": "true", "WEBUI_SECRET_KEY": "k"}
     (tmp_path / "data").mkdir()
 
-    def run(function_calling: dict[str, str], access: str) -> None:
-        value = open_webui_models.webui_models_env(function_calling, access)
+    def run(function_calling: dict[str, str], access: str, vision: list[str] | None = None) -> None:
+        value = open_webui_models.webui_models_env(function_calling, access, vision)
         r = subprocess.run([str(VENV / "bin" / "python"), str(program)], env={**env, open_webui_models.ENV: value}, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
 
@@ -179,11 +180,17 @@ def test_model_entries_follow_the_stack_and_keep_an_admins_edits(tmp_path: Path)
             grants = set(db.execute("select resource_id, principal_type, principal_id from access_grant where resource_type = 'model'"))
         return models, grants
 
-    run({"qwen": "native", "tiny": "legacy"}, "all")
+    def vision() -> dict[str, bool]:
+        with sqlite3.connect(tmp_path / "data" / "webui.db") as db:
+            return {i: json.loads(m)["capabilities"]["vision"] for i, m in db.execute("select id, meta from model")}
+
+    run({"qwen": "native", "tiny": "legacy"}, "all", ["qwen"])
     assert rows() == ({"qwen": ("qwen", "native"), "tiny": ("tiny", "legacy")}, {("qwen", "user", "*"), ("tiny", "user", "*")})
+    assert vision() == {"qwen": True, "tiny": False}
     # an admin renames a model and grants it to a group in Open WebUI; the stack then restricts access
     with sqlite3.connect(tmp_path / "data" / "webui.db") as db:
         db.execute("update model set name = 'Qwen for the team' where id = 'qwen'")
         db.execute("insert into access_grant values ('g1', 'model', 'qwen', 'group', 'team', 'read', 0)")
     run({"qwen": "legacy", "tiny": "legacy"}, "restricted")
     assert rows() == ({"qwen": ("Qwen for the team", "legacy"), "tiny": ("tiny", "legacy")}, {("qwen", "group", "team")})
+    assert vision() == {"qwen": False, "tiny": False}

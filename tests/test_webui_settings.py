@@ -28,7 +28,7 @@ def test_model_entries_are_written_before_open_webui_starts() -> None:
     assert w.args == ["bash", "-c", f"python3 {workloads.WEBUI_MODELS_PROGRAM} && exec bash start.sh"]
     assert w.files[workloads.WEBUI_MODELS_PROGRAM] == Path(open_webui_models.__file__).read_text()
     spec = json.loads(w.env[open_webui_models.ENV])
-    assert spec == {"access": "all", "models": {"qwen": "native", "tiny": "legacy"}}
+    assert spec == {"access": "all", "models": {"qwen": "native", "tiny": "legacy"}, "vision": []}
     restricted = json.loads(_webui(modelAccess="restricted").env[open_webui_models.ENV])
     assert restricted["access"] == "restricted"
 

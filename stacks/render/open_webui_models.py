@@ -8,6 +8,10 @@ a model without an entry to admins only (open_webui/utils/models.py ``get_filter
 - an entry (the model's own id, no base model, owned by no user) when it has none; an admin's edits to it stay;
 - ``params.function_calling``: ``native`` where its vLLM server parses tool calls, ``legacy`` where it does not (Open
   WebUI then asks the model for tool calls in a prompt and sends it no tools: open_webui/utils/middleware.py);
+- ``meta.capabilities.vision``: true where its vLLM server takes images (a multimodal checkpoint with images on),
+  false elsewhere: Open WebUI offers image upload unless a model's capability says otherwise (MessageInput.svelte),
+  and a per-model value wins over ``DEFAULT_MODEL_METADATA`` (utils/models.py), so a stack of both kinds is right
+  for each model;
 - with ``access: all`` the public read grant (user ``*``, read: access_grants.py ``access_control_to_grants`` of None),
   with ``restricted`` none: admins, and the users and groups an admin grants the model, may use it.
 """
@@ -27,9 +31,11 @@ PUBLIC = ("user", "*", "read")
 """Open WebUI's grant for every signed-in user (principal type, principal id, permission)."""
 
 
-def webui_models_env(function_calling: dict[str, str], access: str) -> str:
-    """The environment value this program reads: chat model id -> ``function_calling``, and who may use them."""
-    return json.dumps({"access": access, "models": function_calling}, separators=(",", ":"), sort_keys=True)
+def webui_models_env(function_calling: dict[str, str], access: str, vision: list[str] | None = None) -> str:
+    """The environment value this program reads: chat model id -> ``function_calling``, who may use them, and which
+    of them take images."""
+    spec = {"access": access, "models": function_calling, "vision": sorted(vision or [])}
+    return json.dumps(spec, separators=(",", ":"), sort_keys=True)
 
 
 async def seed(spec: dict[str, Any]) -> list[str]:
@@ -39,24 +45,29 @@ async def seed(spec: dict[str, Any]) -> list[str]:
 
     done = []
     for model_id, function_calling in spec["models"].items():
+        vision = model_id in spec.get("vision", [])
         current = await Models.get_model_by_id(model_id)
         if current is None:
-            form = ModelForm(id=model_id, name=model_id, meta=ModelMeta(), params=ModelParams(function_calling=function_calling))
+            meta = ModelMeta(capabilities={"vision": vision})
+            form = ModelForm(id=model_id, name=model_id, meta=meta, params=ModelParams(function_calling=function_calling))
             try:
                 await Models.insert_new_model(form, OWNER)
             except Exception:  # another replica wrote it first
                 current = await Models.get_model_by_id(model_id)
                 if current is None:
                     raise
-        if current is not None and current.params.model_dump().get("function_calling") != function_calling:
-            params = ModelParams.model_validate({**current.params.model_dump(), "function_calling": function_calling})
-            form = ModelForm(id=model_id, base_model_id=current.base_model_id, name=current.name, meta=current.meta, params=params)
-            await Models.update_model_by_id(model_id, form)
+        if current is not None:
+            capabilities = current.meta.model_dump().get("capabilities") or {}
+            if current.params.model_dump().get("function_calling") != function_calling or capabilities.get("vision") != vision:
+                params = ModelParams.model_validate({**current.params.model_dump(), "function_calling": function_calling})
+                meta = ModelMeta.model_validate({**current.meta.model_dump(), "capabilities": {**capabilities, "vision": vision}})
+                form = ModelForm(id=model_id, base_model_id=current.base_model_id, name=current.name, meta=meta, params=params)
+                await Models.update_model_by_id(model_id, form)
         if spec["access"] == "all":
             await AccessGrants.grant_access("model", model_id, *PUBLIC)
         else:
             await AccessGrants.revoke_access("model", model_id, *PUBLIC)
-        done.append(f"{model_id}: function_calling={function_calling}, access={spec['access']}")
+        done.append(f"{model_id}: function_calling={function_calling}, vision={vision}, access={spec['access']}")
     return done
 
 

@@ -292,7 +292,7 @@ def open_webui(plan: StackPlan, image: Ref) -> Workload:
         # an embedding model of the stack, Open WebUI's own one is loaded from the image's cache, never downloaded)
         "OFFLINE_MODE": "True",
         "ENABLE_VERSION_UPDATE_CHECK": "False",
-        open_webui_models.ENV: open_webui_models.webui_models_env(ui.function_calling, ui.model_access),
+        open_webui_models.ENV: open_webui_models.webui_models_env(ui.function_calling, ui.model_access, ui.vision_models),
         **ui.oidc,
     }
     secret_env = {"OPENAI_API_KEYS": net.WEBUI_GATEWAY_KEY, "WEBUI_SECRET_KEY": net.WEBUI_SECRET_KEY}
