@@ -42,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.calibrate import gpu_facts, used_bytes  # noqa: E402
 from benchmarks.local_model import write_gemma3_dir  # noqa: E402
 from benchmarks.processes import stop_group  # noqa: E402
 from stacks.catalog import entry, text_config  # noqa: E402
@@ -180,23 +181,6 @@ def planned_figures(m: ModelPlan, total_gib: float) -> dict[str, Any]:
     }
 
 
-def gpu_facts() -> tuple[str, int, str]:
-    """(name, CUDA total bytes, vLLM version), read in a child so this process holds no CUDA context."""
-    code = "import torch, vllm; print(torch.cuda.get_device_name(0)); print(torch.cuda.mem_get_info()[1]); print(vllm.__version__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout.split("\n")
-    return out[0].strip(), int(out[1]), out[2].strip()
-
-
-def used_bytes() -> int:
-    import pynvml  # nvidia-ml-py: no CUDA context
-
-    pynvml.nvmlInit()
-    try:
-        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).used)
-    finally:
-        pynvml.nvmlShutdown()
-
-
 def post(port: int, body: dict[str, Any], timeout: float = 120) -> tuple[int, dict[str, Any]]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
     try:
@@ -325,7 +309,8 @@ def main() -> int:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 
     try:
-        facts = gpu_facts()
+        gpus, version = gpu_facts()
+        facts = (*gpus[0], version)
     except Exception as err:
         result["error"] = f"GPU facts: {err}"
         save()

@@ -51,6 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.calibrate import gpu_facts  # noqa: E402
 from benchmarks.processes import stop_group  # noqa: E402
 from stacks.catalog import config_json  # noqa: E402
 from stacks.config import parse  # noqa: E402
@@ -186,13 +187,6 @@ def model_folder(work: Path, m: ModelPlan, weights: bool) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------- measuring
-
-
-def gpu_facts() -> tuple[str, int, str]:
-    """(name, CUDA total bytes, vLLM version), read in a child so this process holds no CUDA context."""
-    code = "import torch, vllm; print(torch.cuda.get_device_name(0)); print(torch.cuda.mem_get_info()[1]); print(vllm.__version__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout.split("\n")
-    return out[0].strip(), int(out[1]), out[2].strip()
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -540,7 +534,8 @@ def main() -> int:
     planned: list[StackPlan] = []
 
     def facts() -> None:
-        name, total, version = ("fake GPU", int(args.fake_gpu_gib * GIB), "0.26.0") if args.fake else gpu_facts()
+        gpus, version = ([("fake GPU", int(args.fake_gpu_gib * GIB))], "0.26.0") if args.fake else gpu_facts()
+        name, total = gpus[0]
         run.result |= {"gpu": name, "cuda_total_gib": round(total / GIB, 2), "vllm": version}
         p = bench_plan(name, total / GIB, version)
         run.result["plan"] = {

@@ -169,8 +169,8 @@ def test_the_whole_run_against_a_stand_in_for_vllm(monkeypatch: pytest.MonkeyPat
         return [sys.executable, "-c", code]
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(bench, "gpu_facts", lambda: ("NVIDIA H100 80GB HBM3", int(79.18 * 1024**3), "0.26.0"))
-    monkeypatch.setattr(bench, "used_bytes", lambda: 0)
+    monkeypatch.setattr(bench, "gpu_facts", lambda: ([("NVIDIA H100 80GB HBM3", int(79.18 * 1024**3))], "0.26.0"))
+    monkeypatch.setattr(bench, "used_bytes", lambda index=0: 0)
     monkeypatch.setattr(bench, "serve_command", stand_in)
     out = tmp_path / "result.json"
     monkeypatch.setattr(sys, "argv", ["multimodal.py", "--out", str(out), "--workdir", str(tmp_path / "work"), "--deadline", "200"])
