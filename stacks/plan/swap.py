@@ -38,18 +38,26 @@ SWAP_SINCE: Version = (0, 26, 0)
 taken as the oldest checked release, 0.11.2)."""
 
 ASLEEP_BUFFERS_GIB = 0.1
-"""Tensors outside the sleep pools (the model runner's input and sampler buffers), kept asleep; provisional, until
-benchmarks/sleep_swap.py measures a server asleep on the GPU. With it a 1B at TP 1 is planned at about 0.9 GiB asleep;
-a published report had 774 MiB for one (NVIDIA-NeMo/RL#223, an older vLLM)."""
-HOST_COPY_GIB_S = 12.0
-"""Weights copied between pinned host memory and the GPU (cudaMemcpy, vllm/device_allocator/cumem.py); provisional,
-a PCIe 4.0 x16 link's practical rate, until benchmarks/sleep_swap.py measures a wake (llama-swap reports about 1.6 s
-to wake an 8B model: some 10 GiB/s)."""
+"""Tensors outside the sleep pools (the model runner's input and sampler buffers), kept asleep. Measured on the H100
+with vLLM 0.26.0 (benchmarks/results/h100-vllm-0.26.0-sleep-swap.json, NVML per process): Qwen3-8B 0.898 GiB asleep
+against 0.956 planned, Qwen3-14B 0.924 against 0.963, at both levels; 0.1 keeps the plan that little above."""
+HOST_COPY_GIB_S = 35.0
+"""Weights copied between pinned host memory and the GPU (cudaMemcpy, vllm/device_allocator/cumem.py). Measured on the
+H100 (same file): a level-1 wake brought back 15.28 GiB in 0.43 s (Qwen3-8B, 35.5 GiB/s) and 27.53 GiB in 0.64 s
+(Qwen3-14B, 43 GiB/s), a sleep copied them out in 0.34-0.36 s and 0.58 s; the lower rate is the estimate. The first
+sleep of a server also allocates its pinned host buffers: 11.2 s and 17.2 s there, paid at start-up, where every
+member falls asleep once before the next starts."""
 RELOAD_GIB_S = 2.0
-"""Level 2: weights read back from the model cache and loaded (page cache or NVMe); provisional, as above."""
+"""Level 2: weights read back from the model cache and loaded (page cache or NVMe); an estimate: the H100 run woke
+level-2 servers of random weights, which vLLM's dummy loader cannot reload, so no reload was timed."""
 PROCESS_HOST_GIB = 3.0
 """Host memory of one vLLM server's processes besides level-1 weights (API server and engine core with torch and CUDA
-libraries); provisional, as above."""
+libraries): 2.82 GiB resident measured awake on the H100 (Qwen3-8B and -14B, same file)."""
+HOST_COPY_FACTOR = 1.51
+"""Host memory a level-1 sleep adds per GiB of weights copied out: the processes' resident memory grew by 20.9 GiB for
+15.28 GiB of Qwen3-8B's weights (1.37) and by 41.5 GiB for 27.53 GiB of Qwen3-14B's (1.51) on the H100 (same file;
+resident memory summed over the server's processes, which may count pinned pages shared between them more than once).
+The plan takes the larger, the safe side for the host's memory and a Kubernetes pod's request."""
 
 
 @dataclass
@@ -235,7 +243,7 @@ def member_plan(swapping: Swapping, m: Member, total: float) -> SwapMember:
         engine_port=engine_port,
         awake_gib=round(awake_gib(s, total, swapping.exact), 3),
         asleep_gib=round(asleep_gib(s), 3),
-        host_gib=round(weights if level == 1 else 0.0, 3),
+        host_gib=round(weights * HOST_COPY_FACTOR if level == 1 else 0.0, 3),
         wake_seconds=round(s.overhead.weights / (HOST_COPY_GIB_S if level == 1 else RELOAD_GIB_S), 1),
         sleep_seconds=round(s.overhead.weights / HOST_COPY_GIB_S if level == 1 else 0.0, 1),
     )
