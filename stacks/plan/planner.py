@@ -370,7 +370,7 @@ def _plan(config: StackConfig) -> StackPlan:
     if problems:
         raise ConfigError(problems)
     standalone = [md for md in models if swapping.member(md.index) is None]
-    problems += swapping_plan.fit_problems(swapping, gpus, [md.server for md in standalone], gpu_key)
+    problems += swapping_plan.fit_problems(swapping, gpus, [md.server for md in standalone], gpu_key, pods=not docker)
     if problems:
         raise ConfigError(problems)
     share(swapping.gpus, [md.server for md in standalone], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key, pods=not docker)
