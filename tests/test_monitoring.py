@@ -450,3 +450,9 @@ def test_the_model_variable_covers_models_served_elsewhere(stack: str) -> None:
     for r in p.routes:
         assert re.fullmatch(variable["allValue"], r.model), r.model
     assert any('model=~"$model"' in t["expr"] for panel in board["panels"] for t in panel["targets"] if "vllm_stack_gateway" in t["expr"])
+
+
+def test_the_mac_stacks_grafana_shows_its_models() -> None:
+    """No vLLM runs there: the gateway's per-model panels are what its dashboard has (docs/guides/mac.md says so)."""
+    titles = [panel["title"] for panel in dashboards.models(plan(load_stack("mac")))["panels"]]
+    assert "Gateway requests by status" in titles
