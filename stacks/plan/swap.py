@@ -34,8 +34,8 @@ DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
 """Mounts /sleep, /wake_up, /is_sleeping (and /collective_rpc, /reset_prefix_cache, /pause, /server_info, ...):
 vllm/entrypoints/openai/api_server.py build_app, vllm/envs.py, 0.26.0."""
 SWAP_SINCE: Version = (0, 26, 0)
-"""The routes and their answers the swapper relies on were read in vLLM 0.26.0 and 0.34.0 (a digest-pinned image is
-taken as the oldest checked release, 0.11.2)."""
+"""The routes and their answers the swapper relies on were read in vLLM 0.26.0 and 0.34.0 (an image whose reference does
+not say its release states it in ``image.vllmVersion``)."""
 
 ASLEEP_BUFFERS_GIB = 0.1
 """Tensors outside the sleep pools (the model runner's input and sampler buffers), kept asleep; provisional, until
