@@ -262,3 +262,10 @@ def test_a_model_too_big_for_a_node_that_cannot_span_nodes_is_not_told_to(featur
     found = problems(_one_node_stack(feature, {**BIG, "model": "Qwen/Qwen3-8B", "maxModelLen": 8192, "tensorParallel": 16}))
     assert "a pod would need 16 GPUs but a node has 8" in found["models[0].tensorParallel"]
     assert not re.search(r"nodes: \d", found["models[0].tensorParallel"]), found
+
+
+def test_a_wider_pod_suggested_to_a_group_counts_one_nodes_gpus() -> None:
+    """A group's pod holds one pipeline stage: tensorParallel GPUs, not tensorParallel x pipelineParallel."""
+    found = problems(kube({**BIG, "nodes": 2, "pipelineParallel": 2, "tensorParallel": 8, "gpuMemoryUtilization": 0.62}, gpu={**L40S_NODE, "perNode": None}))
+    message = found["models[0].gpuMemoryUtilization"]
+    assert "set models[0].tensorParallel: 16 (16 GPUs per pod, 2 pods)" in message, message

@@ -120,9 +120,12 @@ def _tensor_parallel(config: StackConfig, p: GpuShortfall, works: Works) -> Iter
                     break
         else:
             now = m.tensor_parallel or 1
-            for tp in range(now + 1, MAX_TENSOR_PARALLEL // m.pipeline_parallel + 1):
+            # a pod holds every pipeline stage, or one of them when the server spans nodes (one pod per node)
+            stages = m.pipeline_parallel if m.nodes == 1 else 1
+            pods = f", {m.nodes} pods" if m.nodes > 1 else ""
+            for tp in range(now + 1, MAX_TENSOR_PARALLEL // stages + 1):
                 if works(_edit(config, {i: {"tensor_parallel": tp}})):
-                    yield f"set models[{i}].tensorParallel: {tp} ({tp * m.pipeline_parallel} GPUs per pod)"
+                    yield f"set models[{i}].tensorParallel: {tp} ({tp * stages} GPUs per pod{pods})"
                     break
 
 
