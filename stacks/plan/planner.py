@@ -370,9 +370,9 @@ def _plan(config: StackConfig) -> StackPlan:
         raise ConfigError(problems)
     standalone = [md for md in models if swapping.member(md.index) is None]
     problems += swapping_plan.fit_problems(swapping, gpus, [md.server for md in standalone], gpu_key, pods=not docker)
-    if problems:
-        raise ConfigError(problems)
-    share(swapping.gpus, [md.server for md in standalone], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key, pods=not docker)
+    if not problems:
+        share(swapping.gpus, [md.server for md in standalone], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key, pods=not docker)
+    # a swap group or the other servers that do not fit may not fit for what Ollama's models hold: say so
     if problems and ollama is not None and ollama.shared_gpus:
         problems.append(
             Problem(
