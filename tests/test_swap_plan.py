@@ -150,7 +150,7 @@ def test_too_many_awake_names_the_most_that_fit() -> None:
 def test_weights_that_cannot_fit_even_alone_name_the_gpu() -> None:
     config = raw(member("big", "Qwen/Qwen3-14B"), member("other", "Qwen/Qwen3-8B"))
     [(key, message)] = problems(config).items()
-    assert key == "models[0].gpus" and "weights alone do not fit" in message
+    assert key == "models[0].gpus" and "weights and runtime overhead" in message and "do not fit even without a KV cache" in message
     # fp8 KV cache cannot help weights, and moving one member elsewhere is what the group's rules refuse
     assert "kvCacheDtype" not in message and "move a model elsewhere" not in message and "remove swap from it" in message
 

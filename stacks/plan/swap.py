@@ -212,7 +212,8 @@ def _refusal(swapping: Swapping, g: Group, gpu: Gpu, room: float, gpu_key: str, 
     if s.base > room - asleep:
         wider = "a larger tensorParallel for every member, " if pods else ""
         away = "" if pods else " and give it GPUs of its own"
-        fix = f"its weights alone do not fit: use a quantized checkpoint, {wider}or remove swap from it{away}"
+        alone = f"its weights and runtime overhead ({s.base:.2f} GiB) do not fit even without a KV cache"
+        fix = f"{alone}: use a quantized checkpoint, {wider}or remove swap from it{away}"
         return Problem(gpu_key.format(i=heavy.index), f"{what}; {fix}")
     if s.fixed is not None:
         key, fix = f"models[{heavy.index}].gpuMemoryUtilization", f"lower models[{heavy.index}].gpuMemoryUtilization or set it to auto"
