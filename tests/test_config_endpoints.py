@@ -93,6 +93,19 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "ollama",
         "give Ollama a GPU of its own",
     ),
+    (
+        "ollama beside a swap group that then does not fit",
+        docker_raw(
+            gpus=[{"index": 0, "name": "RTX 4090", "memoryGiB": 23.52}],
+            models=[
+                {"name": "a", "model": "Qwen/Qwen3-8B", "gpus": [0], "maxModelLen": 8192, "maxNumSeqs": 2, "swap": {"group": "chat"}},
+                {"name": "b", "model": "mistralai/Mistral-7B-Instruct-v0.3", "gpus": [0], "maxModelLen": 8192, "maxNumSeqs": 2, "swap": {"group": "chat"}},
+            ],
+            ollama={"gpus": [0], "models": [{"name": "l", "model": "llama3.1"}]},
+        ),
+        "ollama",
+        "give Ollama a GPU of its own",
+    ),
 ]
 
 

@@ -478,7 +478,12 @@ def test_gpu_nodes() -> None:
     wide = plan(parse(raw))
     c = kube_run(wide, FakeKube(node_list=[KubeNode("gpu-1", L40S, gpus=1)]))["GPU nodes"]
     assert_fixable(c, "fail")
-    assert "needs 2 on one node" in c.detail
+    assert "needs 2 on one node" in c.detail and "spread it with nodes" in c.fix
+    # a swap group's pod (or a KEDA-scaled model) stays on one node: the fix does not offer nodes
+    raw["models"][0]["autoscaling"] = {"enabled": True, "minReplicas": 1, "maxReplicas": 2}
+    c = kube_run(plan(parse(raw)), FakeKube(node_list=[KubeNode("gpu-1", L40S, gpus=1)]))["GPU nodes"]
+    assert_fixable(c, "fail")
+    assert "nodes" not in c.fix.replace("add nodes", ""), c.fix
 
 
 def test_gpu_type() -> None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -178,11 +179,31 @@ def test_a_request_through_the_gateway_container_reaches_the_right_model(deploye
     assert _post(port, "/v1/chat/completions", {"model": "tiny", "messages": []}, key="sk-wrong")[0] == 401
 
 
+def _webui_file(name: str, complete: Callable[[str], bool] = bool) -> str:
+    """A file of the stand-in Open WebUI's data folder. ``pulumi up`` does not wait for Open WebUI (it has no health
+    wait), so its container may still be running the models program (or not have started its server, which writes
+    the first-start marker) when a test looks: bounded, until the file is there and ``complete``."""
+    deadline = time.monotonic() + 120
+    while not complete(text := docker("exec", f"{PREFIX}-open-webui", "cat", f"/app/backend/data/{name}").stdout):
+        assert time.monotonic() < deadline, f"Open WebUI's stand-in has no complete {name}: {text!r}"
+        time.sleep(1)
+    return text
+
+
+def _all_entries(text: str) -> bool:
+    """The models program is done: every model it wrote has its grant (the stack's default access: all)."""
+    try:
+        store = json.loads(text)
+    except ValueError:
+        return False
+    return len(store["grants"]) == len(store["models"]) > 0
+
+
 def test_open_webui_gets_the_stacks_model_entries_before_it_starts(deployed: tuple[Project, dict[str, Any]]) -> None:
     """The program the stack uploads runs on the image's Python before ``start.sh``: each chat model gets an entry with
     its tool calling (Qwen2.5 has vLLM's hermes parser, TinyLlama none) and every signed-in user's read grant (the
     stand-in keeps what Open WebUI's API is given)."""
-    store = json.loads(docker("exec", f"{PREFIX}-open-webui", "cat", "/app/backend/data/standin-models.json").stdout)
+    store = json.loads(_webui_file("standin-models.json", _all_entries))
     assert {m: e["params"]["function_calling"] for m, e in store["models"].items()} == {"tiny": "legacy", "qwen": "native"}
     assert {m: e["meta"]["capabilities"]["vision"] for m, e in store["models"].items()} == {"tiny": False, "qwen": False}
     assert sorted(store["grants"]) == [["model", m, "user", "*", "read"] for m in ("qwen", "tiny")]
@@ -313,7 +334,7 @@ def test_state_holds_no_plaintext_secret(deployed: tuple[Project, dict[str, Any]
 
 def test_destroy_keeps_the_data_volumes_and_up_finds_them_again(deployed: tuple[Project, dict[str, Any]]) -> None:
     project, _ = deployed
-    marker = docker("exec", f"{PREFIX}-open-webui", "cat", "/app/backend/data/standin-first-start").stdout
+    marker = _webui_file("standin-first-start")
     assert marker.strip()
     assert docker("exec", f"{PREFIX}-vllm-tiny", "touch", "/root/.cache/huggingface/engine-test-weights").returncode == 0
     project.run("destroy", "--stack", STACK, "--yes", "--skip-preview", timeout=600)
@@ -323,7 +344,7 @@ def test_destroy_keeps_the_data_volumes_and_up_finds_them_again(deployed: tuple[
     assert {f"{PREFIX}-model-cache", f"{PREFIX}-webui-data"} <= volumes, volumes
 
     project.run("up", "--stack", STACK, "--yes", "--skip-preview", timeout=900)
-    again = docker("exec", f"{PREFIX}-open-webui", "cat", "/app/backend/data/standin-first-start").stdout
+    again = _webui_file("standin-first-start")
     assert again == marker, "Open WebUI's data volume is not the one it had"
     assert docker("exec", f"{PREFIX}-vllm-qwen", "test", "-e", "/root/.cache/huggingface/engine-test-weights").returncode == 0
 

@@ -435,3 +435,24 @@ def test_kubernetes_without_the_operator_keeps_annotations_and_has_no_operator_o
     assert cluster.objects(p) == [] and not p.monitoring.operator
     deployment = next(o for o in k8s.stack_objects(p) if o["kind"] == "Deployment" and o["metadata"]["name"] == "vllm-qwen3")
     assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+
+
+@pytest.mark.parametrize("stack", ["mac", "dev"])
+def test_the_model_variable_covers_models_served_elsewhere(stack: str) -> None:
+    """The variable's values come from vLLM's series; the gateway's panels filter by it, so its "All" must also match
+    the models no vLLM serves (endpoints, Ollama): a regex of vLLM's names would hide them, every one on a Mac."""
+    raw = read_stack_file(stack_file(stack))
+    raw["gateway"] = {**raw.get("gateway", {}), "requestMetrics": True}
+    raw["endpoints"] = [{"name": "lab", "url": "http://10.0.0.7:8000/v1", "models": [{"name": "remote-model"}]}] if stack == "dev" else raw["endpoints"]
+    p = plan(parse(raw))
+    board = dashboards.models(p)
+    [variable] = [v for v in board["templating"]["list"] if v["name"] == "model"]
+    for r in p.routes:
+        assert re.fullmatch(variable["allValue"], r.model), r.model
+    assert any('model=~"$model"' in t["expr"] for panel in board["panels"] for t in panel["targets"] if "vllm_stack_gateway" in t["expr"])
+
+
+def test_the_mac_stacks_grafana_shows_its_models() -> None:
+    """No vLLM runs there: the gateway's per-model panels are what its dashboard has (docs/guides/mac.md says so)."""
+    titles = [panel["title"] for panel in dashboards.models(plan(load_stack("mac")))["panels"]]
+    assert "Gateway requests by status" in titles

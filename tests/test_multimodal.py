@@ -16,6 +16,7 @@ from stacks.errors import ConfigError
 from stacks.plan import GIB, ModelPlan, plan
 from stacks.plan.multimodal import encoder_figures, limit_args
 from stacks.plan.releases import encoder_profiled, uses_v2_model_runner
+from stacks.render import open_webui_models
 from tests.conftest import docker_raw
 
 H100 = 79.18
@@ -200,15 +201,16 @@ def _webui_env(models: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def test_open_webui_is_told_which_models_take_images() -> None:
-    """Open WebUI 0.12.4 offers image upload unless a model's capabilities.vision is false: a stack of vision models says
-    so, a text-only stack turns it off (Open WebUI then refuses an image before vLLM would), a mixed one leaves the
-    default and the plan names the vision models."""
+    """Open WebUI 0.12.4 offers image upload unless a model's capabilities.vision is false: each chat model's own entry
+    says it (open_webui_models.py), right for a stack of both kinds; nothing global says it a second time (a per-model
+    value wins over DEFAULT_MODEL_METADATA, utils/models.py, so that could only ever be dead)."""
     gemma = {"name": "gemma", "model": "google/gemma-3-4b-it", "gpus": [0], "maxModelLen": 4096}
     qwen = {"name": "qwen", "model": "Qwen/Qwen3-8B", "gpus": [0], "maxModelLen": 4096}
     text_gemma = gemma | {"name": "gemma-text", "mediaPerPrompt": {"images": 0}}
-    assert json.loads(_webui_env([gemma])["DEFAULT_MODEL_METADATA"]) == {"capabilities": {"vision": True}}
-    assert json.loads(_webui_env([qwen, text_gemma])["DEFAULT_MODEL_METADATA"]) == {"capabilities": {"vision": False}}
-    assert "DEFAULT_MODEL_METADATA" not in _webui_env([gemma, qwen])
+    for models, vision in (([gemma], ["gemma"]), ([qwen, text_gemma], []), ([gemma, qwen], ["gemma"])):
+        env = _webui_env(models)
+        assert json.loads(env[open_webui_models.ENV])["vision"] == vision
+        assert "DEFAULT_MODEL_METADATA" not in env
     p = plan(parse(docker_raw(gpus=[{"index": 0, "name": "H100", "memoryGiB": H100}], models=[gemma | {"servedModelNames": ["g"]}, qwen])))
     assert p.webui and p.webui.vision_models == ["gemma", "g"] and p.webui.chat_models == ["gemma", "g", "qwen"]
 

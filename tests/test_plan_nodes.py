@@ -235,3 +235,37 @@ def test_plan_shows_nodes_x_gpus_and_each_stage(tmp_path: Path, capsys: pytest.C
     assert "qwen3-235b (2 nodes x 8 GPUs)" in out
     assert "qwen3-235b: per GPU of each pipeline stage" in out
     assert re.search(r"0\s+0 \(leader\)\s+0-46\s", out) and re.search(r"1\s+1\s+47-93\s", out)
+
+
+# --- features that keep a model on one node: no refusal suggests nodes to them ----------------------------------------
+
+ONE_NODE: dict[str, dict[str, Any]] = {
+    "swap": {"swap": {"group": "chat"}},
+    "autoscaling": {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 2}},
+}
+"""A swap group runs in one pod on one node, and KEDA does not scale a group of nodes: both are refused with ``nodes``."""
+
+
+def _one_node_stack(feature: str, model: dict[str, Any]) -> dict[str, Any]:
+    models = [{**model, **ONE_NODE[feature]}]
+    if feature == "swap":
+        models.append({"name": "other", "model": "Qwen/Qwen3-8B", "maxModelLen": 8192, "maxNumSeqs": 2, **ONE_NODE[feature]})
+    return kube(*models, modelCacheAccessMode="ReadWriteMany")
+
+
+@pytest.mark.parametrize("feature", list(ONE_NODE))
+def test_a_model_too_big_for_a_node_that_cannot_span_nodes_is_not_told_to(feature: str) -> None:
+    found = problems(_one_node_stack(feature, {**BIG, "maxModelLen": 8192, "maxNumSeqs": 2}))
+    assert not any(re.search(r"nodes: \d", message) for message in found.values()), found
+    assert "does not fit on one node of 8 such GPUs" in found["models[0].tensorParallel"]
+    # a pod wider than a node: narrower, never more nodes
+    found = problems(_one_node_stack(feature, {**BIG, "model": "Qwen/Qwen3-8B", "maxModelLen": 8192, "tensorParallel": 16}))
+    assert "a pod would need 16 GPUs but a node has 8" in found["models[0].tensorParallel"]
+    assert not re.search(r"nodes: \d", found["models[0].tensorParallel"]), found
+
+
+def test_a_wider_pod_suggested_to_a_group_counts_one_nodes_gpus() -> None:
+    """A group's pod holds one pipeline stage: tensorParallel GPUs, not tensorParallel x pipelineParallel."""
+    found = problems(kube({**BIG, "nodes": 2, "pipelineParallel": 2, "tensorParallel": 8, "gpuMemoryUtilization": 0.62}, gpu={**L40S_NODE, "perNode": None}))
+    message = found["models[0].gpuMemoryUtilization"]
+    assert "set models[0].tensorParallel: 16 (16 GPUs per pod, 2 pods)" in message, message

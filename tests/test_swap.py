@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 
 from stacks.config import parse
 from stacks.plan import StackPlan, plan
+from stacks.render import anthropic
+from stacks.swap import swapper
 from tests.conftest import require_program
 from tests.gateway_harness import require_nginx_njs
 from tests.swap_harness import VLLM_KEY, Fake, Group, running_group
@@ -417,3 +419,20 @@ def test_any_interleaving_of_requests_across_members_keeps_the_plan(busy_group: 
     g.wait_states(settled=True)
     ledger = g.ledger_now()
     assert ledger["violations"] == [] and ledger["peak_awake"] <= 2 and ledger["peak_mib"] <= 1300
+
+
+def test_messages_api_requests_get_the_swappers_errors_in_anthropics_shape(group: Group) -> None:
+    """A Messages API client (the anthropic SDK, Claude Code) reads errors as Anthropic shapes them, as the gateway's own."""
+    assert group.gateway is not None
+    assert all(anthropic.ERROR_TYPES[status] == kind for status, kind in swapper.ANTHROPIC_TYPES.items())
+    post(group.gateway.url + "/v1/completions", {"model": "tiny", "prompt": "wake up"})
+    group.control("qwen", fail_wake=1)
+    body = {"model": "qwen", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]}
+    status, headers, answer = post(group.gateway.url + "/v1/messages", body, headers={"anthropic-version": "2023-06-01"})
+    assert status == 503 and int(headers["Retry-After"]) >= 1
+    error = json.loads(answer)
+    assert error["type"] == "error" and error["error"]["type"] == "overloaded_error" and "failed to wake" in error["error"]["message"], error
+    assert group.wait_states(settled=True)["qwen"] == "asleep"
+    status, _, answer = post(group.gateway.url + "/v1/completions", {"model": "qwen", "prompt": "again"})
+    assert status == 200
+    assert_invariants(group)

@@ -150,7 +150,16 @@ def test_too_many_awake_names_the_most_that_fit() -> None:
 def test_weights_that_cannot_fit_even_alone_name_the_gpu() -> None:
     config = raw(member("big", "Qwen/Qwen3-14B"), member("other", "Qwen/Qwen3-8B"))
     [(key, message)] = problems(config).items()
-    assert key == "models[0].gpus" and "weights alone do not fit" in message
+    assert key == "models[0].gpus" and "weights and runtime overhead" in message and "do not fit even without a KV cache" in message
+    # fp8 KV cache cannot help weights, and moving one member elsewhere is what the group's rules refuse
+    assert "kvCacheDtype" not in message and "move a model elsewhere" not in message and "remove swap from it" in message
+
+
+def test_kubernetes_swap_refusals_name_the_pods_gpu_type_not_an_index() -> None:
+    models = [{k: v for k, v in m.items() if k != "gpus"} for m in (member("big", "Qwen/Qwen3-32B"), member("other", "Qwen/Qwen3-8B"))]
+    config: dict[str, Any] = {"target": "kubernetes", "kubernetes": {"gpu": {"name": "NVIDIA L40S", "memoryGiB": 44.52}}, "models": models}
+    [(key, message)] = problems(config).items()
+    assert key == "models[0].tensorParallel" and "each NVIDIA L40S GPU of its pod" in message and "GPU 0" not in message, message
 
 
 @pytest.mark.parametrize(

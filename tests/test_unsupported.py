@@ -83,3 +83,6 @@ def test_the_readme_says_what_it_runs_on_and_points_apple_silicon_users_on() -> 
     readme = (ROOT / "README.md").read_text()
     part = readme[readme.index("## What it runs on") : readme.index("## Quickstart")]
     assert "NVIDIA GPUs on Linux" in part and "Apple Silicon" in part and "stacks/config/unsupported.py" in part
+    # the Mac stack serves models there through Docker Model Runner: the section points at it, never "not targets"
+    assert "docs/guides/mac.md" in part and "Pulumi.mac.yaml" in part and "not targets" not in part
+    assert "behind the stack's gateway" in UNSUPPORTED["StackConfig"]["platform"]

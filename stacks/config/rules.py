@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from stacks.config.schema import DNS_LABEL, URL, AutoscalingConfig, StackConfig, yaml_key
+from stacks.config.schema import DNS_LABEL, URL, AutoscalingConfig, ModelConfig, StackConfig, yaml_key
 from stacks.config.swap_rules import swap_problems
 from stacks.errors import Problem
 
@@ -124,6 +124,15 @@ def _no_gpu_problems(c: StackConfig) -> list[Problem]:
     return out
 
 
+def one_node_reason(m: ModelConfig) -> str | None:
+    """Why a model must stay on one node (what refuses ``nodes`` for it), or None: no refusal may suggest nodes to it."""
+    if m.swap is not None:
+        return f"swap group {m.swap.group!r} runs in one pod on one node"
+    if m.autoscaling is not None and m.autoscaling.enabled:
+        return "KEDA scaling of a model spanning nodes is not offered"
+    return None
+
+
 def _node_problems(c: StackConfig, i: int) -> list[Problem]:
     """Kubernetes: a model spanning nodes runs one pipeline stage per node (vLLM's multi-node guidance: tensor parallel
     within a node, pipeline parallel across nodes), every pod on a node of its own with the model cache mounted."""
@@ -133,7 +142,14 @@ def _node_problems(c: StackConfig, i: int) -> list[Problem]:
     per_pod = (m.tensor_parallel or 1) * (m.pipeline_parallel if m.nodes == 1 else 1)
     per_node = c.kubernetes.gpu.per_node if c.kubernetes else None
     if per_node and per_pod > per_node:
-        fix = f"use nodes: {-(-per_pod // per_node)} with tensorParallel {per_node} or fewer" if m.nodes == 1 else f"lower tensorParallel to {per_node} or less"
+        narrower = f"lower tensorParallel to {per_node} or less"
+        single = one_node_reason(m)
+        if m.nodes > 1:
+            fix = narrower
+        elif single:
+            fix = f"{narrower} ({single})"
+        else:
+            fix = f"use nodes: {-(-per_pod // per_node)} with tensorParallel {per_node} or fewer"
         out.append(Problem(f"{key}.tensorParallel", f"a pod would need {per_pod} GPUs but a node has {per_node} (kubernetes.gpu.perNode); {fix}"))
     if m.nodes == 1:
         return out

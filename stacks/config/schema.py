@@ -692,6 +692,10 @@ class StackConfig(Section):
         """``monitoring.prometheus``, defaulting to on for docker and off for kubernetes."""
         return self.monitoring.prometheus if self.monitoring.prometheus is not None else self.target == "docker"
 
+    def docker_gpus(self, m: ModelConfig) -> list[int]:
+        """A docker model's device indices: ``models[].gpus``, else the first of ``gpus`` (none when the stack lists none)."""
+        return list(m.gpus) if m.gpus is not None else [self.gpus[0].index] if self.gpus else []
+
     @property
     def runs_dcgm(self) -> bool:
         """``monitoring.dcgm``, defaulting to on where there are NVIDIA GPUs: a kubernetes stack, or a docker stack listing ``gpus``."""

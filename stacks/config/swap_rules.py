@@ -48,22 +48,16 @@ def swap_problems(c: StackConfig) -> list[Problem]:
     return out
 
 
-def _gpus(c: StackConfig, i: int) -> list[int]:
-    m = c.models[i]
-    return sorted(m.gpus) if m.gpus is not None else [c.gpus[0].index] if c.gpus else []
-
-
 def _placement(c: StackConfig, name: str, indices: list[int]) -> list[Problem]:
     """Members share their GPUs (docker: the same devices; kubernetes: one pod holds them all, so the same GPU count)."""
     first = indices[0]
     out = []
+    head = c.models[first]
+    shared = sorted(c.docker_gpus(head))
     for i in indices[1:]:
         m = c.models[i]
-        if c.target == "docker" and _gpus(c, i) != _gpus(c, first):
-            out.append(
-                Problem(f"models[{i}].gpus", f"swap group {name!r} shares its GPUs: give it the GPUs of models[{first}] ({_gpus(c, first)}), or another group")
-            )
-        head = c.models[first]
+        if c.target == "docker" and sorted(c.docker_gpus(m)) != shared:
+            out.append(Problem(f"models[{i}].gpus", f"swap group {name!r} shares its GPUs: give it the GPUs of models[{first}] ({shared}), or another group"))
         ranks, head_ranks = (m.tensor_parallel or 1, m.pipeline_parallel), (head.tensor_parallel or 1, head.pipeline_parallel)
         if c.target == "kubernetes" and ranks != head_ranks:
             out.append(

@@ -4,8 +4,9 @@ than "unknown key". Only for features no key of the schema provides (a key the s
 from __future__ import annotations
 
 PLATFORM = (
-    "not supported: the stack runs vLLM's CUDA images on NVIDIA GPUs under Linux (docker or kubernetes), "
-    'there is no other device to choose (README, "What it runs on")'
+    "not supported: the stack runs vLLM's CUDA images on NVIDIA GPUs under Linux (docker or kubernetes), there is no other "
+    "device to choose; other hardware (a Mac, AMD, CPU) serves its models itself behind the stack's gateway "
+    '(README, "What it runs on")'
 )
 TLS = (
     "not supported: the gateway serves plain HTTP; on kubernetes terminate TLS at the Ingress (gateway.ingress.tlsSecret), "

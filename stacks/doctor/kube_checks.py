@@ -69,13 +69,15 @@ def _gpu_nodes(plan: StackPlan, kube: KubernetesPlan, nodes: list[KubeNode]) -> 
     detail = f"{len(chosen)} GPU node(s) match gpuNodeSelector ({sel}); up to {most} GPU(s) per node"
     spread = max(plan.models, key=lambda m: m.nodes)
     roomy = sum(1 for n in chosen if n.gpus >= spread.gpus_per_node)
+    # a swap group's pod and a KEDA-scaled model stay on one node (the config refuses nodes for them)
+    spreadable = " (or spread it with nodes)" if widest.swap is None and widest.autoscaling is None else ""
     if widest.gpus_per_node > most:
         nodes_check = Check(
             "kubernetes",
             "GPU nodes",
             "fail",
             f"{detail}; {widest.name} needs {widest.gpus_per_node} on one node",
-            f"lower {widest.name}'s tensorParallel x pipelineParallel (or spread it with nodes) or add nodes with {widest.gpus_per_node} GPUs",
+            f"lower {widest.name}'s tensorParallel x pipelineParallel{spreadable} or add nodes with {widest.gpus_per_node} GPUs",
         )
     elif spread.nodes > roomy:
         nodes_check = Check(

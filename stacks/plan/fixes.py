@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Iterator
 
 from stacks.catalog import resolve
-from stacks.config.schema import ModelConfig, StackConfig
+from stacks.config.schema import StackConfig
 from stacks.plan.sharing import GpuShortfall
 
 Works = Callable[[StackConfig], bool]
@@ -46,10 +46,6 @@ def _smallest(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
     return lo
 
 
-def _gpus_of(config: StackConfig, m: ModelConfig) -> list[int]:
-    return m.gpus if m.gpus is not None else [config.gpus[0].index] if config.gpus else []
-
-
 def _fractions(config: StackConfig, p: GpuShortfall, total: float, works: Works) -> Iterator[str]:
     fixed = sorted((i for i in p.models if config.models[i].gpu_memory_utilization != "auto"), key=lambda i: -float(config.models[i].gpu_memory_utilization))
     for i in fixed:
@@ -81,7 +77,7 @@ def _moves(config: StackConfig, p: GpuShortfall, works: Works) -> Iterator[str]:
         return  # a pod's GPUs are the scheduler's to choose
     for i in reversed(p.models):
         m = config.models[i]
-        if len(_gpus_of(config, m)) != 1:
+        if len(config.docker_gpus(m)) != 1:
             continue
         for g in config.gpus:
             if g.index != p.gpu and works(_edit(config, {i: {"gpus": [g.index]}})):
@@ -115,7 +111,7 @@ def _tensor_parallel(config: StackConfig, p: GpuShortfall, works: Works) -> Iter
     for i in reversed(p.models):
         m = config.models[i]
         if config.target == "docker":
-            mine = _gpus_of(config, m)
+            mine = config.docker_gpus(m)
             others = [g.index for g in config.gpus if g.index not in mine]
             for tp in range(len(mine) + 1, len(mine) + len(others) + 1):
                 gpus = mine + others[: tp - len(mine)]
@@ -124,9 +120,12 @@ def _tensor_parallel(config: StackConfig, p: GpuShortfall, works: Works) -> Iter
                     break
         else:
             now = m.tensor_parallel or 1
-            for tp in range(now + 1, MAX_TENSOR_PARALLEL // m.pipeline_parallel + 1):
+            # a pod holds every pipeline stage, or one of them when the server spans nodes (one pod per node)
+            stages = m.pipeline_parallel if m.nodes == 1 else 1
+            pods = f", {m.nodes} pods" if m.nodes > 1 else ""
+            for tp in range(now + 1, MAX_TENSOR_PARALLEL // stages + 1):
                 if works(_edit(config, {i: {"tensor_parallel": tp}})):
-                    yield f"set models[{i}].tensorParallel: {tp} ({tp * m.pipeline_parallel} GPUs per pod)"
+                    yield f"set models[{i}].tensorParallel: {tp} ({tp * stages} GPUs per pod{pods})"
                     break
 
 

@@ -4,6 +4,7 @@ cannot span nodes, a LeaderWorkerSet name too long, a model too big for its spli
 from __future__ import annotations
 
 from stacks.catalog import Arch
+from stacks.config.rules import one_node_reason
 from stacks.config.schema import KubeGpu, ModelConfig
 from stacks.errors import Problem
 from stacks.plan import topology as net
@@ -54,17 +55,19 @@ def too_big(i: int, m: ModelConfig, arch: Arch, spec: Model, s: Sizing, max_mode
         # first, stacks.plan.fixes); nodes are suggested where kubernetes.gpu.perNode says a pod cannot grow
         return None
     widths = list(range(s.tp, gpu.per_node + 1)) if gpu.per_node and gpu.per_node >= s.tp else [s.tp]
-    better = smallest_split(spec, total, max_model_len, widths, lambda tp: tp_accepted(arch, tp))
+    single = one_node_reason(m)
+    better = smallest_split(spec, total, max_model_len, widths, lambda tp: tp_accepted(arch, tp), max_nodes=1 if single else MAX_NODES)
     o = s.overhead
     where = f"{s.tp} x {gpu.name} ({total} GiB)" + (f" per node on {s.pp} nodes" if m.nodes > 1 else "")
     need = (
         f"its heaviest GPU needs {o.weights:.2f} GiB of weights + {o.in_budget:.2f} GiB of runtime overhead + "
         f"{s.sequence_gib(max_model_len):.2f} GiB for one maxModelLen={max_model_len} sequence against {s.room(total):.2f} GiB"
     )
-    key = f"models[{i}].nodes"
+    # a model that must stay on one node is refused by its pod's width, never by nodes
+    key = f"models[{i}].tensorParallel" if single else f"models[{i}].nodes"
     if better is None:
-        fix = f"it does not fit on up to {min(MAX_NODES, arch.layers)} nodes of {widths[-1]} such GPUs"
-        fix += "; use a quantized checkpoint, a lower maxModelLen or larger GPUs"
+        span = f"one node of {widths[-1]} such GPUs ({single})" if single else f"up to {min(MAX_NODES, arch.layers)} nodes of {widths[-1]} such GPUs"
+        fix = f"it does not fit on {span}; use a quantized checkpoint, a lower maxModelLen or larger GPUs"
     elif better.pp == 1:
         key = f"models[{i}].tensorParallel"
         fix = f"tensorParallel: {better.tp} fits on one node"

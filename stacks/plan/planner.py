@@ -21,7 +21,7 @@ from stacks.plan.launch import ENTRYPOINT, extra_arg_problems, server_args, tool
 from stacks.plan.memory import DTYPE_BYTES, GIB, SAFETY_FRACTION, KvLayout
 from stacks.plan.monitoring import monitoring_plan
 from stacks.plan.multimodal import EncoderFigures, limit_args, media_problems
-from stacks.plan.nodes import node_problems, too_big
+from stacks.plan.nodes import node_problems, too_big, tp_accepted
 from stacks.plan.releases import (
     CU129_RELEASES,
     KV_CACHE_MEMORY_BYTES_SINCE,
@@ -94,8 +94,7 @@ class _Model:
 def _parallel_problems(i: int, m: ModelConfig, arch: Arch, tp: int, pp: int) -> list[Problem]:
     """What vLLM refuses at start (ModelConfig.verify_with_parallel_config, QKVParallelLinear, vLLM 0.26)."""
     out = []
-    # the sizes vLLM takes: divisors of the attention heads that divide or are a multiple of the KV heads
-    fits = [d for d in range(1, min(arch.attention_heads, 64) + 1) if arch.attention_heads % d == 0 and (arch.kv_heads % d == 0 or d % arch.kv_heads == 0)]
+    fits = [d for d in range(1, min(arch.attention_heads, 64) + 1) if tp_accepted(arch, d)]
     if arch.attention_heads % tp:
         out.append(Problem(f"models[{i}].tensorParallel", f"{tp} does not divide {m.model}'s {arch.attention_heads} attention heads; use one of {fits}"))
     elif arch.kv_heads % tp and tp % arch.kv_heads:
@@ -154,7 +153,7 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
         # across nodes, one pipeline stage per node (config rules)
         pp = m.nodes if m.nodes > 1 else m.pipeline_parallel
         if docker:
-            ids = m.gpus if m.gpus is not None else [config.gpus[0].index]
+            ids = config.docker_gpus(m)
             tp = m.tensor_parallel or max(1, len(ids) // pp)
             gpu_total = min(gpu_by_index[g].memory_gib for g in ids if g in gpu_by_index) if ids else 0.0
             gpu_name = gpu_by_index[ids[0]].name if ids and ids[0] in gpu_by_index else ""
@@ -370,10 +369,10 @@ def _plan(config: StackConfig) -> StackPlan:
     if problems:
         raise ConfigError(problems)
     standalone = [md for md in models if swapping.member(md.index) is None]
-    problems += swapping_plan.fit_problems(swapping, gpus, [md.server for md in standalone], gpu_key)
-    if problems:
-        raise ConfigError(problems)
-    share(swapping.gpus, [md.server for md in standalone], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key, pods=not docker)
+    problems += swapping_plan.fit_problems(swapping, gpus, [md.server for md in standalone], gpu_key, pods=not docker)
+    if not problems:
+        share(swapping.gpus, [md.server for md in standalone], exact=exact, notes=notes if docker else [], problems=problems, gpu_key=gpu_key, pods=not docker)
+    # a swap group or the other servers that do not fit may not fit for what Ollama's models hold: say so
     if problems and ollama is not None and ollama.shared_gpus:
         problems.append(
             Problem(

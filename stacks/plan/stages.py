@@ -131,9 +131,12 @@ def size(m: Model, *, tp: int, pp: int) -> Sizing:
     return Sizing(tp, pp, overhead, layout, stages, encoder)
 
 
-def smallest_split(m: Model, gpu_total: float, max_model_len: int, tp_options: list[int], tp_valid: Callable[[int], bool]) -> Sizing | None:
+def smallest_split(
+    m: Model, gpu_total: float, max_model_len: int, tp_options: list[int], tp_valid: Callable[[int], bool], max_nodes: int = MAX_NODES
+) -> Sizing | None:
     """The fewest GPUs that hold the model and one maxModelLen sequence: tensor parallel within a node first (the
-    ``tp_options`` vLLM accepts for it), then more nodes of the widest of them, one pipeline stage per node."""
+    ``tp_options`` vLLM accepts for it), then more nodes of the widest of them (up to ``max_nodes``), one pipeline stage
+    per node."""
     widths = [tp for tp in sorted(set(tp_options)) if tp_valid(tp)]
     for tp in widths:
         s = size(m, tp=tp, pp=1)
@@ -141,7 +144,7 @@ def smallest_split(m: Model, gpu_total: float, max_model_len: int, tp_options: l
             return s
     if not widths:
         return None
-    for nodes in range(2, min(MAX_NODES, m.arch.layers) + 1):
+    for nodes in range(2, min(max_nodes, m.arch.layers) + 1):
         s = size(m, tp=widths[-1], pp=nodes)
         if s.fits(gpu_total, max_model_len):
             return s

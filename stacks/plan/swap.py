@@ -25,7 +25,7 @@ from stacks.errors import Problem
 from stacks.plan import topology as net
 from stacks.plan.memory import GIB, SAFETY_FRACTION
 from stacks.plan.releases import Version, version_text
-from stacks.plan.sharing import Gpu, Server, _settle_kv
+from stacks.plan.sharing import Gpu, Server, _settle_kv, gpu_name
 from stacks.plan.types import ScrapeTarget, Service, SwapGroupPlan, SwapMember
 
 SLEEP_FLAG = "--enable-sleep-mode"
@@ -34,8 +34,8 @@ DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
 """Mounts /sleep, /wake_up, /is_sleeping (and /collective_rpc, /reset_prefix_cache, /pause, /server_info, ...):
 vllm/entrypoints/openai/api_server.py build_app, vllm/envs.py, 0.26.0."""
 SWAP_SINCE: Version = (0, 26, 0)
-"""The routes and their answers the swapper relies on were read in vLLM 0.26.0 and 0.34.0 (a digest-pinned image is
-taken as the oldest checked release, 0.11.2)."""
+"""The routes and their answers the swapper relies on were read in vLLM 0.26.0 and 0.34.0 (an image whose reference does
+not say its release states it in ``image.vllmVersion``)."""
 
 ASLEEP_BUFFERS_GIB = 0.1
 """Tensors outside the sleep pools (the model runner's input and sampler buffers), kept asleep. Measured on the H100
@@ -177,9 +177,10 @@ def prepare(
     return swapping, problems
 
 
-def fit_problems(swapping: Swapping, gpus: dict[int, Gpu], others: list[Server], gpu_key: str) -> list[Problem]:
+def fit_problems(swapping: Swapping, gpus: dict[int, Gpu], others: list[Server], gpu_key: str, *, pods: bool = False) -> list[Problem]:
     """A group whose reservation does not fit its GPUs next to what the GPUs' other servers need at least (their
-    weights, overhead and one sequence each; configured fractions as configured)."""
+    weights, overhead and one sequence each; configured fractions as configured). ``pods``: kubernetes, where a GPU is
+    named by its type (the scheduler picks it)."""
     out: list[Problem] = []
     for g in swapping.groups.values():
         head = g.members[0].server
@@ -191,14 +192,14 @@ def fit_problems(swapping: Swapping, gpus: dict[int, Gpu], others: list[Server],
             need = swapping.reservation(g, gpu.total)
             if need <= room + 1e-9:
                 continue
-            out.append(_refusal(swapping, g, gpu, room, gpu_key))
+            out.append(_refusal(swapping, g, gpu, room, gpu_key, pods))
             break
     return out
 
 
-def _refusal(swapping: Swapping, g: Group, gpu: Gpu, room: float, gpu_key: str) -> Problem:
+def _refusal(swapping: Swapping, g: Group, gpu: Gpu, room: float, gpu_key: str, pods: bool) -> Problem:
     total = gpu.total
-    where = f"GPU {gpu.index} ({gpu.name}, {total} GiB)"
+    where = gpu_name(gpu, pods)
     asleep = sum(asleep_gib(m.server) for m in g.members)
     need = swapping.reservation(g, total)
     what = f"swap group {g.name!r} needs {need:.2f} GiB on {where} ({asleep:.2f} asleep, {g.settings.awake} awake on top) and {room:.2f} GiB are left"
@@ -217,15 +218,19 @@ def _refusal(swapping: Swapping, g: Group, gpu: Gpu, room: float, gpu_key: str) 
     kv_room = room - asleep - _top(extras, g.settings.awake - 1) - (awake_gib(s, total, swapping.exact) - asleep_gib(s)) + s.kv_bytes / GIB
     seqs = math.floor(kv_room / s.sequence_gib) if s.sequence_gib else 0
     if s.base > room - asleep:
-        key, fix = gpu_key.format(i=heavy.index), "its weights alone do not fit: use a quantized checkpoint or move the model elsewhere"
-    elif s.fixed is not None:
+        wider = "a larger tensorParallel for every member, " if pods else ""
+        away = "" if pods else " and give it GPUs of its own"
+        alone = f"its weights and runtime overhead ({s.base:.2f} GiB) do not fit even without a KV cache"
+        fix = f"{alone}: use a quantized checkpoint, {wider}or remove swap from it{away}"
+        return Problem(gpu_key.format(i=heavy.index), f"{what}; {fix}")
+    if s.fixed is not None:
         key, fix = f"models[{heavy.index}].gpuMemoryUtilization", f"lower models[{heavy.index}].gpuMemoryUtilization or set it to auto"
     elif seqs >= 1:
         key, fix = f"models[{heavy.index}].maxNumSeqs", f"lower models[{heavy.index}].maxNumSeqs to {seqs} (its KV cache holds maxNumSeqs full sequences)"
     else:
         longest = s.longest_len(max(kv_room, 0.0))
         key, fix = f"models[{heavy.index}].maxModelLen", f"lower models[{heavy.index}].maxModelLen to {longest} with maxNumSeqs: 1 (one sequence fits)"
-    return Problem(key, f"{what}; {fix}, set kvCacheDtype: fp8, or move a model elsewhere")
+    return Problem(key, f"{what}; {fix}, or set kvCacheDtype: fp8")
 
 
 def member_plan(swapping: Swapping, m: Member, total: float) -> SwapMember:

@@ -23,6 +23,7 @@ DCGM_PORT = 9400
 PROMETHEUS_PORT = 9090
 """Prometheus' default ``--web.listen-address``."""
 GRAFANA_PORT = 3000
+"""Grafana's image serves on 3000 (``EXPOSE 3000`` in grafana/grafana's Dockerfile)."""
 SWAP_PORT = 8000
 """The swapper's own port on a swap group's server: health, state and metrics (``stacks/swap/swapper.py``)."""
 SWAP_MEMBER_PORT = 8001
@@ -31,7 +32,6 @@ SWAP_ENGINE_PORT = 18001
 """The first member's vLLM port, on 127.0.0.1 inside the group's server only: vLLM's development routes (sleep, RPC)
 answer without a key (vLLM 0.26.0 vllm/entrypoints/serve/utils/server_utils.py: the key guards /v1, /v2 and
 /inference only), so nothing outside the swapper may reach them."""
-"""Grafana's image serves on 3000 (``EXPOSE 3000`` in grafana/grafana's Dockerfile)."""
 OLLAMA_PORT = 11434
 """ollama/ollama's image: ``ENV OLLAMA_HOST=0.0.0.0:11434``, ``EXPOSE 11434`` (Dockerfile, v0.32.15)."""
 

@@ -10,8 +10,8 @@ a model without an entry to admins only (open_webui/utils/models.py ``get_filter
   WebUI then asks the model for tool calls in a prompt and sends it no tools: open_webui/utils/middleware.py);
 - ``meta.capabilities.vision``: true where its vLLM server takes images (a multimodal checkpoint with images on),
   false elsewhere: Open WebUI offers image upload unless a model's capability says otherwise (MessageInput.svelte),
-  and a per-model value wins over ``DEFAULT_MODEL_METADATA`` (utils/models.py), so a stack of both kinds is right
-  for each model;
+  so a stack of both kinds is right for each model (a per-model value also wins over ``DEFAULT_MODEL_METADATA``,
+  utils/models.py: the stack sets no such global default);
 - with ``access: all`` the public read grant (user ``*``, read: access_grants.py ``access_control_to_grants`` of None),
   with ``restricted`` none: admins, and the users and groups an admin grants the model, may use it.
 """

@@ -286,7 +286,6 @@ def open_webui(plan: StackPlan, image: Ref) -> Workload:
         "ENABLE_SIGNUP": str(ui.enable_signup),
         "TZ": plan.timezone,
         "ANONYMIZED_TELEMETRY": "False",
-        **_vision_metadata(ui.chat_models, ui.vision_models),
         # a private stack calls nothing outside it: OFFLINE_MODE turns off the version check (the admin panel asks a
         # public site for the latest release), model downloads (HF_HUB_OFFLINE, RAG_EMBEDDING_MODEL_AUTO_UPDATE: without
         # an embedding model of the stack, Open WebUI's own one is loaded from the image's cache, never downloaded)
@@ -327,17 +326,6 @@ def open_webui(plan: StackPlan, image: Ref) -> Workload:
         memory_limit="4Gi",
         labels={"vllm-stack.component": "open-webui"},
     )
-
-
-def _vision_metadata(chat_models: list[str], vision_models: list[str]) -> dict[str, str]:
-    """Open WebUI 0.12.4 lets a chat take images unless the model's ``info.meta.capabilities.vision`` is false (its
-    MessageInput.svelte: ``capabilities?.[capability] ?? true``); models listed by ``model_ids`` have no info of their own,
-    so ``DEFAULT_MODEL_METADATA`` (utils/models.py: defaults under each model's own meta) says it for all of them: images
-    on where every chat model takes them, off where none does. With both kinds it stays unset (Open WebUI's default):
-    a per-model value needs the model's own entry in Open WebUI's database."""
-    if not chat_models or (vision_models and len(vision_models) < len(chat_models)):
-        return {}
-    return {"DEFAULT_MODEL_METADATA": json.dumps({"capabilities": {"vision": bool(vision_models)}}, separators=(",", ":"))}
 
 
 def ollama(plan: StackPlan, image: Ref) -> Workload:

@@ -251,8 +251,17 @@ async def send_text(writer: asyncio.StreamWriter, status: int, text: str, conten
     await writer.drain()
 
 
-def error_body(message: str, etype: str, code: str) -> dict[str, Any]:
-    """OpenAI-style, as the gateway's own errors."""
+MESSAGES_API = ("/v1/messages", "/v1/messages/", "/v1/messages/count_tokens", "/v1/messages/count_tokens/")
+"""Anthropic's Messages API paths (vLLM serves them for every generate model): its clients read errors in its shape."""
+ANTHROPIC_TYPES = {400: "invalid_request_error", 404: "not_found_error", 429: "rate_limit_error", 502: "api_error", 503: "overloaded_error"}
+"""Anthropic's error type by status, as the gateway answers its own errors (stacks/render/anthropic.py ERROR_TYPES; this
+file imports nothing of the project, tests/test_swap.py keeps the two alike)."""
+
+
+def error_body(message: str, etype: str, code: str, status: int = 0, path: str = "") -> dict[str, Any]:
+    """OpenAI-style, as the gateway's own errors; on a Messages API ``path`` Anthropic's, as the gateway's there."""
+    if path in MESSAGES_API:
+        return {"type": "error", "error": {"type": ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
     return {"error": {"message": message, "type": etype, "param": None, "code": code}}
 
 
@@ -729,7 +738,7 @@ class Swapper:
         if req.method != "POST":
             # reads (GET /v1/models) need no engine: a sleeping server answers them
             return await self.forward(m, req, writer)
-        granted = await self.acquire(m, reader, writer)
+        granted = await self.acquire(m, path, reader, writer)
         if granted is None:
             return False
         if not granted:
@@ -741,7 +750,7 @@ class Swapper:
             m.last_used = time.monotonic()
             self.changed.set()
 
-    async def acquire(self, m: Member, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool | None:
+    async def acquire(self, m: Member, path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool | None:
         """Count the request in ``m``'s flight, waking ``m`` first if it must: True when granted, False when answered
         with an error, None when the client left while it waited."""
         now = time.monotonic()
@@ -754,13 +763,13 @@ class Swapper:
         if m.state == "failed":
             self.metrics.inc("vllm_stack_swap_rejected_total", {**lab, "reason": "down"})
             message = f"Model {m.name} failed to start; it is being retried."
-            await send_json(writer, 503, error_body(message, "server_error", "model_unavailable"), [("Retry-After", "30")])
+            await send_json(writer, 503, error_body(message, "server_error", "model_unavailable", 503, path), [("Retry-After", "30")])
             return False
         if sum(len(x.waiters) for x in self.members) >= self.queue_size:
             self.metrics.inc("vllm_stack_swap_rejected_total", {**lab, "reason": "queue_full"})
             retry = str(max(1, math.ceil(m.last_wake_s or 5)))
             message = f"{self.queue_size} requests already wait for their models to wake; retry after the time in Retry-After."
-            await send_json(writer, 429, error_body(message, "rate_limit_error", "swap_queue_full"), [("Retry-After", retry)])
+            await send_json(writer, 429, error_body(message, "rate_limit_error", "swap_queue_full", 429, path), [("Retry-After", retry)])
             return False
         waiter = Waiter(asyncio.get_running_loop().create_future(), now, now + self.max_wait)
         m.waiters.append(waiter)
@@ -791,16 +800,17 @@ class Swapper:
             "down": (f"Model {m.name} is not running; it is being restarted.", "model_unavailable"),
         }
         message, code = messages.get(outcome, (f"Model {m.name} is unavailable.", "model_unavailable"))
-        await send_json(writer, 503, error_body(message, "server_error", code), [("Retry-After", str(max(1, math.ceil(m.last_wake_s or 5))))])
+        await send_json(writer, 503, error_body(message, "server_error", code, 503, path), [("Retry-After", str(max(1, math.ceil(m.last_wake_s or 5))))])
         return False
 
     async def forward(self, m: Member, req: Request, writer: asyncio.StreamWriter) -> bool:
         """Pass the request to ``m``'s vLLM and its answer back as it comes (one connection per request, Connection:
         close upstream). True when the client's connection can take another request."""
+        path = req.target.split("?", 1)[0]
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", m.engine_port)
         except OSError:
-            await send_json(writer, 502, error_body(f"Model {m.name} is not reachable ({m.state}).", "server_error", "backend_unavailable"))
+            await send_json(writer, 502, error_body(f"Model {m.name} is not reachable ({m.state}).", "server_error", "backend_unavailable", 502, path))
             return True
         try:
             headers = [(k, v) for k, v in req.headers if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]
@@ -810,7 +820,7 @@ class Swapper:
             try:
                 head = await up_reader.readuntil(b"\r\n\r\n")
             except (asyncio.IncompleteReadError, ConnectionError):
-                await send_json(writer, 502, error_body(f"Model {m.name} closed the connection.", "server_error", "backend_unavailable"))
+                await send_json(writer, 502, error_body(f"Model {m.name} closed the connection.", "server_error", "backend_unavailable", 502, path))
                 return True
             first, resp_headers = parse_head(head)
             status = int(first.split(" ")[1])

@@ -42,9 +42,11 @@ class Board:
         if self.kube:
             self.variables.append({"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus", "hide": 0})
 
-    def variable(self, name: str, label: str, query: str) -> None:
+    def variable(self, name: str, label: str, query: str, all_value: str | None = None) -> None:
+        """``all_value``: what "All" stands for (Grafana's default: a regex of the values the query found)."""
         self.variables.append(
             {
+                **({"allValue": all_value} if all_value else {}),
                 "name": name,
                 "label": label,
                 "type": "query",
@@ -137,7 +139,8 @@ def models(plan: StackPlan) -> Obj:
     s = Selectors(plan)
     base = s.job(net.JOB_VLLM)
     b = Board(plan, MODELS_UID, "vLLM models")
-    b.variable("model", "Model", f"label_values(vllm:num_requests_running{{{base}}}, model_name)")
+    # "All" is every model, not the ones vLLM's series list: the gateway's panels also count models served elsewhere
+    b.variable("model", "Model", f"label_values(vllm:num_requests_running{{{base}}}, model_name)", all_value=".*")
     sel = f'{base},model_name=~"$model"'
     b.timeseries("Running requests", "short", [(f"sum by (model_name) (vllm:num_requests_running{{{sel}}})", "{{model_name}}")])
     b.timeseries("Waiting requests", "short", [(f"sum by (model_name) (vllm:num_requests_waiting{{{sel}}})", "{{model_name}}")])
