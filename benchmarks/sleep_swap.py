@@ -77,7 +77,12 @@ PATTERNS = {
     "wake_up_s": re.compile(r"It took ([\d.]+) seconds to wake up tags"),
     # vllm/device_allocator/cumem.py sleep(), 0.26.0
     "cumem_backed_up_gib": re.compile(r"CuMemAllocator: sleep freed ([\d.]+) GiB memory in total, of which ([\d.]+) GiB is backed up in CPU"),
+    # vllm/platforms/cuda.py get_attn_backend_cls, 0.26.0
+    "attention_backend": re.compile(r"Using (\S+) attention backend out of potential backends"),
 }
+STEPS = ("memory", "swap", "small", "level2")
+"""What ``--steps`` may name: the 8B and 14B awake and asleep, the swap through the gateway, the 1B's levels 1 and 2,
+the 8B's and 14B's level 2 (swap and level2 need memory's servers)."""
 
 
 # --------------------------------------------------------------------------------------------------- plan
@@ -526,7 +531,14 @@ def main() -> int:
     ap.add_argument("--fake", action="store_true", help="the tests' fake vLLM instead of vLLM (no GPU): checks everything but the figures")
     ap.add_argument("--fake-gpu-gib", type=float, default=79.18)
     ap.add_argument("--workdir", type=Path, help="model folders, server logs, the swapper's state (default: a new temporary folder)")
+    ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {', '.join(STEPS)} (default: all)")
+    ap.add_argument(
+        "--small-weights", choices=("disk", "dummy"), default="disk", help="the 1B: zeros from a safetensors file (level 2 reloads them) or the dummy loader"
+    )
     args = ap.parse_args()
+    steps = set(args.steps.split(","))
+    if steps - set(STEPS):
+        ap.error(f"--steps: unknown {sorted(steps - set(STEPS))}; choose from {', '.join(STEPS)}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vllm-stack-sleep-swap-"))
     work.mkdir(parents=True, exist_ok=True)
     run = Run(args.out, args.budget, work, args.fake)
@@ -554,7 +566,7 @@ def main() -> int:
         fakes = {n: {"ledger": ledger, "gpu_mib": 2000, "awake_mib": 900, "asleep_mib": 50, "wake_ms": 200, "sleep_ms": 100} for n in MODELS}
     limit = args.server_timeout
     try:
-        for name in (MEDIUM, LARGE):
+        for name in (MEDIUM, LARGE) if "memory" in steps else ():
             m = p.model(name)
 
             def memory(m: ModelPlan = m) -> None:
@@ -578,26 +590,35 @@ def main() -> int:
             with swapper_and_gateway(run, p, pair) as (url, _):
                 alternate(run, url, run.result["swap"]["swapper_port"], pair, ALTERNATIONS)
 
-        run.step("swap group through the gateway", 90, swap)
+        if "swap" in steps:
+            run.step("swap group through the gateway", 90, swap)
 
         small = p.model(SMALL)
 
+        disk = args.small_weights == "disk" and not args.fake
+
         def small_levels() -> None:
-            run.start(small, weights=not args.fake, fake=fakes[SMALL], limit_s=limit)
-            run.server(SMALL)["weights"] = "zeros on disk (sparse safetensors): level 2 reloads them" if not args.fake else "fake"
+            run.start(small, weights=disk, fake=fakes[SMALL], limit_s=limit)
+            run.server(SMALL)["weights"] = "fake" if args.fake else "zeros on disk (sparse safetensors): level 2 reloads them" if disk else "dummy"
             status, _, _ = first_token(run.url(SMALL, "/v1/completions"), SMALL)
             if status != 200:
                 raise RuntimeError(f"first completion answered {status}")
             run.measure(SMALL, "awake")
             run.cycles(SMALL, 1, WAKE_CYCLES[SMALL])
-            run.cycles(SMALL, 2, 1, reload=True)
+            if disk or args.fake:
+                run.cycles(SMALL, 2, 1, reload=True)
             run.server(SMALL)["log"] = run.log_facts(SMALL)
             stop_group(run.servers.pop(SMALL), grace_s=STOP_GRACE_S)
 
-        run.step(f"{SMALL}: start, levels 1 and 2 (weights reloaded)", 100, small_levels)
+        if "small" in steps:
+            what = "levels 1 and 2 (weights reloaded)" if disk or args.fake else "level 1 (dummy weights)"
+            run.step(f"{SMALL}: start, {what}", 100, small_levels)
 
         def level2(name: str) -> Callable[[], None]:
             def go() -> None:
+                for other in run.servers:  # the swap step leaves one of the pair awake: both awake do not fit
+                    if other != name and json.loads(http(run.url(other, "/is_sleeping"))[1])["is_sleeping"] is not True:
+                        run.sleep(other, 1)
                 run.wake(name, reload=False)  # from level 1, to fall asleep at level 2
                 took = run.sleep(name, 2)
                 time.sleep(1.0)
@@ -611,7 +632,7 @@ def main() -> int:
 
             return go
 
-        for name in (LARGE, MEDIUM):
+        for name in (LARGE, MEDIUM) if "level2" in steps else ():
             if name in run.servers:
                 run.step(f"{name}: level 2 (memory asleep, wake without reload)", 25, level2(name))
     finally:
