@@ -48,6 +48,7 @@ from benchmarks.processes import stop_group  # noqa: E402
 from stacks.catalog import entry, text_config  # noqa: E402
 from stacks.config import parse  # noqa: E402
 from stacks.plan import GIB, ModelPlan, plan  # noqa: E402
+from stacks.plan.memory import SAFETY_FRACTION  # noqa: E402
 
 GMU = 0.9
 MAX_MODEL_LEN = 8192
@@ -166,7 +167,8 @@ def planned_figures(m: ModelPlan, total_gib: float) -> dict[str, Any]:
     request_memory rounds) less weights and everything the release counts inside the budget."""
     mem = m.memory
     graphs = mem.cudagraph_gib if mem.cudagraph_in_budget else 0
-    in_budget = mem.activation_gib + mem.non_torch_gib + graphs + (mem.encoder_gib if mem.encoder_in_budget else 0)
+    encoder_reserved = mem.encoder_gib - mem.encoder_outside_gib
+    in_budget = mem.activation_gib + mem.non_torch_gib + graphs + encoder_reserved
     requested = math.ceil(mem.fraction * total_gib * GIB) / GIB
     e = m.encoder
     return {
@@ -176,7 +178,13 @@ def planned_figures(m: ModelPlan, total_gib: float) -> dict[str, Any]:
         "activation_gib": mem.activation_gib,
         "encoder_gib": mem.encoder_gib,
         "encoder_in_budget": mem.encoder_in_budget,
-        "peak_activation_gib": round(mem.activation_gib + (mem.encoder_gib if mem.encoder_in_budget else 0), 3),
+        "encoder_outside_gib": mem.encoder_outside_gib,
+        "peak_activation_gib": round(mem.activation_gib + encoder_reserved, 3),
+        # what serving the profile's batch of images adds to the started server: the caching allocator keeps the
+        # encoder's blocks beside the prefill's (stacks.plan.multimodal)
+        "serving_added_gib": round(mem.activation_gib + mem.encoder_gib, 3),
+        # beyond this it would take memory the plan keeps free of every server (SAFETY_FRACTION of the GPU)
+        "serving_limit_gib": round(mem.activation_gib + mem.encoder_gib + SAFETY_FRACTION * total_gib, 3),
         "encoder": None if e is None else {"weights_gib": e.weights_gib, "budget_tokens": e.budget_tokens, "items": e.items_per_batch, "peak_gib": e.peak_gib},
     }
 
@@ -226,7 +234,7 @@ def wait_healthy(proc: subprocess.Popen[bytes], port: int, limit_s: float) -> st
     return f"not healthy within {limit_s:.0f} s"
 
 
-def wait_released(baseline: int, limit_s: float = 30) -> None:
+def wait_released(baseline: int, limit_s: float = 90) -> None:
     """Until the GPU is back near what it held before the last server (its memory is freed after the process exits)."""
     end = time.monotonic() + limit_s
     while time.monotonic() < end and used_bytes() > baseline + GIB // 2:
@@ -247,6 +255,7 @@ def run_case(name: str, case: dict[str, Any], model: str, folder: Path, facts: t
     log = work / f"{name}.log"
     env = {**os.environ, **m.env, "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "0"}
     baseline = used_bytes()
+    row["gpu_used_before_gib"] = round(baseline / GIB, 3)
     t0 = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(serve_command(m, folder, port), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -271,7 +280,10 @@ def run_case(name: str, case: dict[str, Any], model: str, folder: Path, facts: t
         stop_group(proc, 60)
         wait_released(baseline)
     if "error" in row:
-        row["tail"] = log.read_text(errors="replace").splitlines()[-30:]
+        lines = log.read_text(errors="replace").splitlines()
+        # the root cause sits above the engine's traceback of the API server's wait
+        row["errors"] = [line for line in lines if "Error" in line or "error:" in line][:10]
+        row["tail"] = lines[-30:]
     row["problems"] = problems(row)
     return row
 
@@ -285,6 +297,8 @@ def problems(row: dict[str, Any]) -> list[str]:
             if abs(off) > 0.02:
                 out.append(f"{key}: planned {p[key]} vs vLLM {v[key]} ({off:+.1%})")
     load = row.get("image_load")
+    if load and "added_gib" in load and p.get("serving_limit_gib") is not None and load["added_gib"] > p["serving_limit_gib"]:
+        out.append(f"serving images added {load['added_gib']} GiB, planned {p['serving_added_gib']} GiB (at most {p['serving_limit_gib']})")
     if load and load["ok"] != load["requests"]:
         out.append(f"image requests: {load['ok']}/{load['requests']} answered: {load['failures']}")
     text = row.get("text_only")

@@ -138,19 +138,20 @@ class Overhead:
     cudagraphs_in_budget: bool
     context: float = CUDA_CONTEXT_GIB
     encoder: float = 0.0
-    """A multimodal model's vision encoder beyond the text model's peak activation (stacks.plan.multimodal)."""
-    encoder_in_budget: bool = True
-    """vLLM profiles the encoder before sizing the KV cache; else its memory comes on top of the budget."""
+    """A multimodal model's vision encoder beyond the text model's peak activation, inside the budget: what vLLM's
+    profile reserves for it (stacks.plan.multimodal)."""
+    encoder_outside: float = 0.0
+    """The rest of the encoder's memory once images are served, on top of the budget."""
 
     @property
     def in_budget(self) -> float:
         """Inside --gpu-memory-utilization besides weights and KV: activation, non-torch, CUDA graphs and the vision
         encoder where the release counts them."""
-        return self.activation + self.non_torch + (self.cudagraphs if self.cudagraphs_in_budget else 0.0) + (self.encoder if self.encoder_in_budget else 0.0)
+        return self.activation + self.non_torch + (self.cudagraphs if self.cudagraphs_in_budget else 0.0) + self.encoder
 
     @property
     def outside_budget(self) -> float:
-        return self.context + (0.0 if self.cudagraphs_in_budget else self.cudagraphs) + (0.0 if self.encoder_in_budget else self.encoder)
+        return self.context + (0.0 if self.cudagraphs_in_budget else self.cudagraphs) + self.encoder_outside
 
 
 def stage_layers(layers: int, pp: int) -> list[int]:

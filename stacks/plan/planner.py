@@ -455,8 +455,9 @@ def _plan(config: StackConfig) -> StackPlan:
             max_full_sequences=blocks // per_seq if per_seq else 0,
             footprint_gib=round(footprint, 3),
             free_at_start_gib=round(free_at_start, 3),
-            encoder_gib=round(o.encoder, 3),
-            encoder_in_budget=o.encoder_in_budget,
+            encoder_gib=round(o.encoder + o.encoder_outside, 3),
+            encoder_in_budget=md.encoder.profiled if md.encoder else True,
+            encoder_outside_gib=round(o.encoder_outside, 3),
             stages=_stage_figures(md, footprint) if md.pp > 1 else [],
         )
         after = sorted({last_on_gpu[g] for g in s.gpus if g in last_on_gpu}) if docker else []

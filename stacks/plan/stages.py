@@ -125,8 +125,8 @@ def size(m: Model, *, tp: int, pp: int) -> Sizing:
         non_torch=non_torch_gib(tp, pp),
         cudagraphs=cudagraph_gib(a, m.max_num_seqs, m.batched_tokens, pp, m.enforce_eager),
         cudagraphs_in_budget=cudagraphs_in_budget(m.version, v2_runner=v2),
-        encoder=encoder.extra_gib if encoder else 0.0,
-        encoder_in_budget=encoder.profiled if encoder else True,
+        encoder=encoder.in_budget_gib if encoder else 0.0,
+        encoder_outside=encoder.outside_budget_gib if encoder else 0.0,
     )
     return Sizing(tp, pp, overhead, layout, stages, encoder)
 

@@ -92,9 +92,12 @@ class MemoryFigures:
     free_at_start_gib: float
     """Memory free on its GPU when its turn to start comes (everything started before it running)."""
     encoder_gib: float = 0.0
-    """A multimodal model's vision encoder beyond the text model's peak activation (its largest profiled batch)."""
+    """A multimodal model's vision encoder beyond the text model's peak activation once images are served (its largest
+    profiled batch's pass)."""
     encoder_in_budget: bool = True
-    """Whether the release profiles the encoder before sizing the KV cache (else it comes on top of the budget)."""
+    """Whether the release profiles the encoder before sizing the KV cache (the part of it the profile reserves)."""
+    encoder_outside_gib: float = 0.0
+    """Of ``encoder_gib``, what comes on top of the budget (all of it where the encoder is not profiled)."""
     stages: list[StageMemory] = field(default_factory=list)
     """Per pipeline stage (pipelineParallel > 1); the figures above are the heaviest stage's, the one that binds."""
 
