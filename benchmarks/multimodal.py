@@ -61,8 +61,10 @@ CASES: dict[str, dict[str, Any]] = {
     "images": {"media": {"images": IMAGES_PER_PROMPT}, "env": {}},
     "text": {"media": {"images": 0}, "env": {}},
     "images-v1": {"media": {"images": IMAGES_PER_PROMPT}, "env": {"VLLM_USE_V2_MODEL_RUNNER": "0"}},
+    "text-v1": {"media": {"images": 0}, "env": {"VLLM_USE_V2_MODEL_RUNNER": "0"}},
 }
-"""In the order they run: images on and off first (the second start reuses the first's compiled graphs)."""
+"""In the order they run: images on and off first (the second start reuses the first's compiled graphs); text-v1 tells
+whether text-only use profiles differently on the V1 runner."""
 
 # vLLM 0.26.0's log lines: v1/worker/gpu_worker.py (Available KV cache memory; memory_profiling's DEBUG summary from
 # utils/mem_utils.py MemoryProfilingResult.__repr__), v1/core/kv_cache_utils.py (GPU KV cache size), the runners'
