@@ -63,8 +63,9 @@ CASES: dict[str, dict[str, Any]] = {
     "images-v1": {"media": {"images": IMAGES_PER_PROMPT}, "env": {"VLLM_USE_V2_MODEL_RUNNER": "0"}},
     "text-v1": {"media": {"images": 0}, "env": {"VLLM_USE_V2_MODEL_RUNNER": "0"}},
 }
-"""In the order they run: images on and off first (the second start reuses the first's compiled graphs); text-v1 tells
-whether text-only use profiles differently on the V1 runner."""
+"""The run's cases in order: images on and off first (the second start reuses the first's compiled graphs); text-v1 (on
+request: --cases) tells whether text-only use profiles differently on the V1 runner."""
+DEFAULT_CASES = ("images", "text", "images-v1")
 
 # vLLM 0.26.0's log lines: v1/worker/gpu_worker.py (Available KV cache memory; memory_profiling's DEBUG summary from
 # utils/mem_utils.py MemoryProfilingResult.__repr__), v1/core/kv_cache_utils.py (GPU KV cache size), the runners'
@@ -313,7 +314,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--model", default="google/gemma-3-27b-it", help="a Gemma 3 checkpoint of the catalog")
-    ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    ap.add_argument("--cases", default=",".join(DEFAULT_CASES), help=f"comma-separated, of {', '.join(CASES)}")
     ap.add_argument("--deadline", type=float, default=540, help="seconds for every case together")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/vllm-stack-multimodal"))
     args = ap.parse_args()
