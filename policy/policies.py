@@ -154,6 +154,10 @@ def gpu_fractions_fit(args: StackValidationArgs, report: ReportViolation) -> Non
         for b in w.boxes(r.resource_type, r.props):
             fraction = gpu_fraction(b.command)
             if fraction is None:
+                # a swap group's server or Ollama: what the plan holds for it, on each GPU
+                shares = net.parse_gpu_shares(w.labels(r.resource_type, r.props).get(net.GPU_SHARE_LABEL, ""))
+                for device, share in shares.items():
+                    per_device[device].append((r.name, share))
                 continue
             if b.gpu_devices is None:
                 # Kubernetes: a pod's GPUs are its own; its one fraction must fit

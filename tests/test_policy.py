@@ -14,6 +14,7 @@ import yaml
 
 from policy.policies import POLICIES
 from stacks.plan import topology as net
+from stacks.plan.memory import SAFETY_FRACTION
 from tests.conftest import ROOT, STACKS
 from tests.mock_engine import Mocks, run_program, stack_config
 from tests.policy_harness import Declared, Violation, analyze, analyze_remote, declared, edited, pack_server, policy_names
@@ -255,3 +256,43 @@ def test_gpu_margin_comes_from_the_policy_config() -> None:
     )
     assert analyze(resources("dev"), {"gpu-fractions-fit": {"margin": round(1 - total - 0.005, 3)}}) == []
     assert reported(analyze(resources("dev"), {"gpu-fractions-fit": {"margin": round(1 - total + 0.005, 3)}}), "gpu-fractions-fit")
+
+
+def _labels(r: Declared) -> dict[str, str]:
+    return {str(x["label"]): str(x["value"]) for x in r.props.get("labels") or []}
+
+
+def _without_share(p: dict[str, Any]) -> None:
+    p["labels"] = [x for x in p["labels"] if x["label"] != net.GPU_SHARE_LABEL]
+
+
+def test_a_swap_group_counts_on_its_gpu_with_what_the_plan_holds_for_it() -> None:
+    """Its container runs the swapper, no vLLM command line: the policy reads the group's share from its label."""
+    swap = resources("swap")
+    group = next(r for r in swap if r.type == CONTAINER and net.GPU_SHARE_LABEL in _labels(r))
+    share = net.parse_gpu_shares(_labels(group)[net.GPU_SHARE_LABEL])
+    assert list(share) == ["0"] and 0.9 < share["0"] <= 1 - SAFETY_FRACTION
+    # another program's vLLM server on the same GPU: with the group's share the GPU is over
+    neighbour = next(r for r in resources("dev") if r.name == "vllm-tinyllama" and r.type == CONTAINER)
+    found = only(analyze([*swap, neighbour]), "gpu-fractions-fit")
+    assert len(found) == 1 and found[0].startswith("GPU 0:") and f"{group.name} {share['0']}" in found[0] and "vllm-tinyllama" in found[0]
+    # without the label the group's memory was invisible to the policy
+    assert analyze([*edited(swap, group.name, CONTAINER, _without_share), neighbour]) == []
+
+
+def test_ollama_on_a_shared_gpu_counts_with_its_reservation() -> None:
+    declared_ = with_config("dev", ollama={"gpus": [0], "models": [{"name": "l", "model": "llama3.2"}]})
+    ollama = next(r for r in declared_ if r.name == "vllm-ollama" and r.type == CONTAINER)
+    share = net.parse_gpu_shares(_labels(ollama)[net.GPU_SHARE_LABEL])["0"]
+    assert share > 0 and analyze(declared_) == []  # the plan made room for it
+    # a server's fraction raised into the room the plan holds for Ollama: within bounds alone, over with Ollama
+    fractions = {
+        r.name: float(r.props["command"][r.props["command"].index("--gpu-memory-utilization") + 1])
+        for r in declared_
+        if r.type == CONTAINER and "--gpu-memory-utilization" in (r.props.get("command") or [])
+    }
+    raised = f"{fractions['vllm-tinyllama'] + (1 - SAFETY_FRACTION - sum(fractions.values())) - share / 2:.3f}"
+    grown = edited(declared_, "vllm-tinyllama", CONTAINER, _fraction(raised))
+    found = only(analyze(grown), "gpu-fractions-fit")
+    assert len(found) == 1 and f"vllm-ollama {share}" in found[0] and f"vllm-tinyllama {float(raised)}" in found[0]
+    assert analyze(edited(grown, "vllm-ollama", CONTAINER, _without_share)) == []

@@ -6,6 +6,8 @@ components read them from there and never build a name, a port or an address the
 
 from __future__ import annotations
 
+import math
+
 from stacks.plan.types import SecretRef, Service, Target
 
 # Container ports: what each process listens on inside its container.
@@ -104,6 +106,30 @@ Written from the same flag as the resource's ``retainOnDelete`` option, which po
 
 def retain_labels(retain: bool) -> dict[str, str]:
     return {RETAIN_LABEL: str(retain).lower()}
+
+
+GPU_SHARE_LABEL = "vllm-stack/gpu-share"
+"""Label on a docker container that holds GPU memory without a vLLM command line of its own (a swap group's server,
+Ollama on GPUs vLLM servers share): ``"0:0.953,1:0.95"``, the plan's reservation over each GPU's total. The policy
+pack's gpu-fractions-fit adds it to the fractions of the servers beside it, which it reads from their commands."""
+
+
+def gpu_share_labels(reserved_gib: float, gpus: dict[int, float]) -> dict[str, str]:
+    """``gpus``: device index -> its total in GiB. Rounded up: the policy must never see less than the plan holds."""
+    shares = ",".join(f"{g}:{math.ceil(reserved_gib / total * 1000) / 1000:.3f}" for g, total in sorted(gpus.items()))
+    return {GPU_SHARE_LABEL: shares} if gpus else {}
+
+
+def parse_gpu_shares(value: str) -> dict[str, float]:
+    """The label's value back as device -> fraction (malformed entries are left out)."""
+    shares: dict[str, float] = {}
+    for entry in value.split(","):
+        device, _, fraction = entry.partition(":")
+        try:
+            shares[device.strip()] = float(fraction)
+        except ValueError:
+            continue
+    return shares
 
 
 # Stack secrets as the workloads reference them.

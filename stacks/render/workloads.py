@@ -194,6 +194,12 @@ def vllm_server(plan: StackPlan, m: ModelPlan, image: Ref) -> Workload:
     )
 
 
+def _gpu_totals(plan: StackPlan, gpus: list[int]) -> dict[int, float]:
+    """Docker device index -> the GPU's total the plan used (empty on kubernetes, whose pods own their GPUs)."""
+    totals = {gp.index: gp.memory_gib for gp in plan.gpus}
+    return {g: totals[g] for g in gpus if g in totals} if plan.docker else {}
+
+
 def swap_group(plan: StackPlan, g: SwapGroupPlan, image: Ref) -> Workload:
     """One server for a swap group: the swapper as PID 1 (``--supervise``), which starts every member's vLLM on
     127.0.0.1 and answers each member under the member's own name and port."""
@@ -231,7 +237,7 @@ def swap_group(plan: StackPlan, g: SwapGroupPlan, image: Ref) -> Workload:
         cpu_request=kube.model_cpu_request if kube else None,
         memory_request=host if kube else None,
         memory_limit=limit if kube else None,
-        labels={"vllm-stack.swap-group": g.name},
+        labels={"vllm-stack.swap-group": g.name} | net.gpu_share_labels(g.reserved_gib, _gpu_totals(plan, g.gpus)),
     )
 
 
@@ -346,7 +352,7 @@ def ollama(plan: StackPlan, image: Ref) -> Workload:
         exclusive=True,
         volumes={net.OLLAMA_DATA: OLLAMA_HOME},
         wait_healthy=True,
-        labels={"vllm-stack.component": "ollama"},
+        labels={"vllm-stack.component": "ollama"} | net.gpu_share_labels(o.reserved_gib, _gpu_totals(plan, o.shared_gpus)),
     )
 
 
