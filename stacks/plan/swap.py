@@ -51,8 +51,10 @@ H100 (same file): a level-1 wake brought back 15.28 GiB in 0.43 s (Qwen3-8B, 35.
 sleep of a server also allocates its pinned host buffers: 11.2 s and 17.2 s there, paid at start-up, where every
 member falls asleep once before the next starts."""
 RELOAD_GIB_S = 2.0
-"""Level 2: weights read back from the model cache and loaded (page cache or NVMe); an estimate: the H100 run woke
-level-2 servers of random weights, which vLLM's dummy loader cannot reload, so no reload was timed."""
+"""Level 2: weights read back from the model cache and loaded (page cache or NVMe); an estimate. The one reload timed
+on the H100 (benchmarks/results/h100-vllm-0.26.0-sleep-swap.json): Llama-3.2-1B's 2.34 GiB, a sparse file of zeros
+in the page cache, woke with its weights reloaded in 0.81 s (2.9 GiB/s), faster than a real checkpoint read from disk
+can be counted on; the 8B and 14B had random weights, which vLLM's dummy loader cannot reload."""
 PROCESS_HOST_GIB = 3.0
 """Host memory of one vLLM server's processes besides level-1 weights (API server and engine core with torch and CUDA
 libraries): 2.82 GiB resident measured awake on the H100 (Qwen3-8B and -14B, same file)."""
