@@ -26,6 +26,8 @@ import pytest
 
 from stacks.config import parse
 from stacks.plan import plan
+from stacks.plan import topology as net
+from stacks.plan.memory import SAFETY_FRACTION
 from stacks.render.workloads import stack_workloads
 from tests.conftest import unavailable
 from tests.engine_harness import Project, committed_config, engine_bin, steps_by_urn, urn_type
@@ -135,6 +137,27 @@ def test_preview_of_a_committed_docker_stack_with_the_real_providers(stack: str,
         assert t in types, (t, sorted(set(types)))
     models = committed_config(stack)["vllm-stack:models"]
     assert types.count(CONTAINER) >= len(models) + 1  # every server and the gateway
+
+
+def test_the_policy_pack_counts_a_swap_groups_gpu_share_under_the_real_engine(bin_dir: Path, daemon: None, tmp_path: Path) -> None:
+    """The swap group's container runs the swapper, no vLLM command line: the docker provider takes its gpu-share
+    label, and the policy pack, run by the real policy engine, adds the share to GPU 0 (refused under a wider margin)."""
+    project = Project.create(tmp_path, bin_dir)
+    project.stack("swap", committed_config("swap"), {"vllm-stack:apiKeys": API_KEY, "vllm-stack:hfToken": HF_TOKEN})
+    steps = project.preview_json("swap").get("steps", [])
+    group = next(s for s in steps if urn_type(s["urn"]) == CONTAINER and s["urn"].endswith("-swap-chat"))
+    labels = {x["label"]: x["value"] for x in group["newState"]["inputs"]["labels"]}
+    share = net.parse_gpu_shares(labels[net.GPU_SHARE_LABEL])
+    assert list(share) == ["0"] and 0.9 < share["0"] <= 1 - SAFETY_FRACTION, labels
+    passed = project.run("preview", "--stack", "swap", "--policy-pack", "policy", timeout=600)
+    assert "Policies:" in passed.stdout and "vllm-stack@v0.1.0" in passed.stdout, passed.stdout[-3000:]
+    # a margin that leaves less than the group's share: refused, naming the group's server
+    (tmp_path / "policy-config.json").write_text(json.dumps({"gpu-fractions-fit": {"margin": 0.1}}))
+    refused = project.run(
+        "preview", "--stack", "swap", "--policy-pack", "policy", "--policy-pack-config", str(tmp_path / "policy-config.json"), timeout=600, check=False
+    )
+    text = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "gpu-fractions-fit" in text and f"vllm-swap-chat {share['0']}" in text, text[-4000:]
 
 
 @pytest.fixture(scope="module")
