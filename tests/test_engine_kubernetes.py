@@ -78,6 +78,22 @@ def test_preview_of_the_committed_cluster_stack_plans_every_object(bin_dir: Path
         assert t in types, (t, sorted(types))
 
 
+def test_preview_of_the_committed_multinode_stack_plans_the_leader_worker_set(bin_dir: Path, tmp_path: Path) -> None:
+    """A server spanning nodes: the kubernetes provider checks the LeaderWorkerSet (a CRD kind), its NetworkPolicy and
+    PodDisruptionBudget as the program declares them."""
+    project = Project.create(tmp_path, bin_dir)
+    project.stack("multinode", committed_config("multinode"), SECRETS)
+    ops = steps_by_urn(project.preview_json("multinode"))
+    assert ops and set(ops.values()) == {"create"}, ops
+    types = {urn_type(u) for u in ops}
+    for t in (
+        "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet",
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        "kubernetes:policy/v1:PodDisruptionBudget",
+    ):
+        assert t in types, (t, sorted(types))
+
+
 def test_render_mode_writes_the_objects_stacks_render_writes(rendered: tuple[Project, Path], tmp_path: Path) -> None:
     _, out = rendered
     engine = _objects(out)
