@@ -139,6 +139,19 @@ def test_preview_of_a_committed_docker_stack_with_the_real_providers(stack: str,
     assert types.count(CONTAINER) >= len(models) + 1  # every server and the gateway
 
 
+def test_preview_of_the_mac_stack_declares_no_vllm_and_no_gpu(bin_dir: Path, daemon: None, tmp_path: Path) -> None:
+    """A host without NVIDIA GPUs (endpoints only): the docker provider plans the gateway and Open WebUI, no vLLM image
+    and no container that asks for a GPU."""
+    project = Project.create(tmp_path, bin_dir)
+    project.stack("mac", committed_config("mac"), {"vllm-stack:apiKeys": API_KEY})
+    steps = project.preview_json("mac").get("steps", [])
+    assert steps and {s["op"] for s in steps} == {"create"}, [s["op"] for s in steps]
+    containers = {s["urn"].rsplit("::", 1)[-1]: s["newState"]["inputs"] for s in steps if urn_type(s["urn"]) == CONTAINER}
+    assert {"vllm-gateway", "vllm-webui"} <= set(containers), sorted(containers)
+    assert "docker:index/image:Image" not in {urn_type(s["urn"]) for s in steps}
+    assert not [name for name, inputs in containers.items() if inputs.get("gpus")], containers.keys()
+
+
 def test_the_policy_pack_counts_a_swap_groups_gpu_share_under_the_real_engine(bin_dir: Path, daemon: None, tmp_path: Path) -> None:
     """The swap group's container runs the swapper, no vLLM command line: the docker provider takes its gpu-share
     label, and the policy pack, run by the real policy engine, adds the share to GPU 0 (refused under a wider margin)."""
