@@ -96,6 +96,11 @@ def awake_gib(s: Server, total: float, exact: bool) -> float:
     return s.footprint(total, exact)
 
 
+def waking_gib(s: Server, total: float, exact: bool) -> float:
+    """What waking a server adds on each GPU to what it keeps asleep: its weights and KV cache, as the plan sizes them."""
+    return awake_gib(s, total, exact) - asleep_gib(s)
+
+
 def _top(values: Sequence[float], k: int) -> float:
     return sum(sorted(values, reverse=True)[: max(k, 0)])
 
@@ -119,12 +124,16 @@ class Swapping:
     def group_of(self, index: int) -> Group | None:
         return next((g for g in self.groups.values() if any(m.index == index for m in g.members)), None)
 
+    def held(self, members: list[Member], awake: int, total: float) -> float:
+        """What ``members`` hold on each GPU: all of them asleep, the ``awake`` that add the most awake on top."""
+        extras = [waking_gib(m.server, total, self.exact) for m in members]
+        return sum(asleep_gib(m.server) for m in members) + _top(extras, awake)
+
     def reservation(self, g: Group, total: float) -> float:
-        extras = [awake_gib(m.server, total, self.exact) - asleep_gib(m.server) for m in g.members]
-        return sum(asleep_gib(m.server) for m in g.members) + _top(extras, g.settings.awake)
+        return self.held(g.members, g.settings.awake, total)
 
     def largest_awake(self, g: Group, total: float) -> list[str]:
-        ranked = sorted(g.members, key=lambda m: awake_gib(m.server, total, self.exact) - asleep_gib(m.server), reverse=True)
+        ranked = sorted(g.members, key=lambda m: waking_gib(m.server, total, self.exact), reverse=True)
         return [m.config.name for m in ranked[: g.settings.awake]]
 
     def awake_fraction(self, gpu: int) -> float:
@@ -140,9 +149,7 @@ class Swapping:
         """Free on its GPU when ``m`` (re)starts: the GPU's other servers running, the other members asleep and the
         ``awake - 1`` largest of them awake, its own CUDA context made."""
         others = [o for o in g.members if o is not m]
-        extras = [awake_gib(o.server, total, self.exact) - asleep_gib(o.server) for o in others]
-        held = sum(asleep_gib(o.server) for o in others) + _top(extras, g.settings.awake - 1)
-        return total - resident - held - m.server.overhead.context
+        return total - resident - self.held(others, g.settings.awake - 1, total) - m.server.overhead.context
 
 
 def prepare(
@@ -208,19 +215,14 @@ def _refusal(swapping: Swapping, g: Group, gpu: Gpu, room: float, gpu_key: str, 
     asleep = sum(asleep_gib(m.server) for m in g.members)
     need = swapping.reservation(g, total)
     what = f"swap group {g.name!r} needs {need:.2f} GiB on {where} ({asleep:.2f} asleep, {g.settings.awake} awake on top) and {room:.2f} GiB are left"
-    if g.settings.awake > 1:
-        one = replace(g, settings=g.settings.model_copy(update={"awake": 1}))
-        if swapping.reservation(one, total) <= room:
-            fits = max(
-                k for k in range(1, g.settings.awake) if swapping.reservation(replace(g, settings=g.settings.model_copy(update={"awake": k})), total) <= room
-            )
-            return Problem(f"swapGroups.{g.name}.awake", f"{what}; lower it to {fits}, or give the members less KV cache (maxNumSeqs, maxModelLen)")
+    if g.settings.awake > 1 and swapping.held(g.members, 1, total) <= room:
+        fits = max(k for k in range(1, g.settings.awake) if swapping.held(g.members, k, total) <= room)
+        return Problem(f"swapGroups.{g.name}.awake", f"{what}; lower it to {fits}, or give the members less KV cache (maxNumSeqs, maxModelLen)")
     # the member whose awake footprint sets the bill: its KV cache is the knob
-    heavy = max(g.members, key=lambda m: awake_gib(m.server, total, swapping.exact) - asleep_gib(m.server))
+    heavy = max(g.members, key=lambda m: waking_gib(m.server, total, swapping.exact))
     s = heavy.server
-    others = [m for m in g.members if m is not heavy]
-    extras = [awake_gib(m.server, total, swapping.exact) - asleep_gib(m.server) for m in others]
-    kv_room = room - asleep - _top(extras, g.settings.awake - 1) - (awake_gib(s, total, swapping.exact) - asleep_gib(s)) + s.kv_bytes / GIB
+    extras = [waking_gib(m.server, total, swapping.exact) for m in g.members if m is not heavy]
+    kv_room = room - asleep - _top(extras, g.settings.awake - 1) - waking_gib(s, total, swapping.exact) + s.kv_bytes / GIB
     seqs = math.floor(kv_room / s.sequence_gib) if s.sequence_gib else 0
     if s.base > room - asleep:
         wider = "a larger tensorParallel for every member, " if pods else ""
