@@ -156,12 +156,12 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
             ids = config.docker_gpus(m)
             tp = m.tensor_parallel or max(1, len(ids) // pp)
             gpu_total = min(gpu_by_index[g].memory_gib for g in ids if g in gpu_by_index) if ids else 0.0
-            gpu_name = gpu_by_index[ids[0]].name if ids and ids[0] in gpu_by_index else ""
+            gpu_type = gpu_by_index[ids[0]].name if ids and ids[0] in gpu_by_index else ""
         else:
             assert kube is not None
             tp = m.tensor_parallel or 1
             ids = list(range(tp * pp))
-            gpu_total, gpu_name = kube.gpu.memory_gib, kube.gpu.name
+            gpu_total, gpu_type = kube.gpu.memory_gib, kube.gpu.name
         parallel = _parallel_problems(i, m, arch, tp, pp)
         problems += parallel
         quant = _quantization(i, m, arch, problems)
@@ -175,7 +175,7 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
         media = m.media_per_prompt.model_dump(exclude_none=True) if m.media_per_prompt else None
         if media_problems(i, m.model, arch.vision, media, problems):
             continue
-        default_tokens, _ = batch_defaults(version, gpu_total, gpu_name)
+        default_tokens, _ = batch_defaults(version, gpu_total, gpu_type)
         # vLLM caps its default batch at what maxNumSeqs full sequences need (EngineArgs defaults)
         batched = m.max_num_batched_tokens or min(default_tokens, m.max_num_seqs * mml)
         dtype_bytes = DTYPE_BYTES[arch.dtype if m.dtype == "auto" else m.dtype]
@@ -405,7 +405,7 @@ def _plan(config: StackConfig) -> StackPlan:
     group_after: dict[str, list[str]] = {}
     for md in models:
         m, s = md.config, md.server
-        total = min(gpus[g].total for g in s.gpus)
+        total = s.gpu_total(gpus)
         o = s.overhead
         kv_gib = s.kv_bytes / GIB
         footprint = s.footprint(total, exact)
@@ -614,7 +614,7 @@ def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, prob
             problems.append(
                 GpuShortfall(
                     f"models[{last.index}].gpuMemoryUtilization",
-                    f"GPU {g} ({gpu.name}, {gpu.total} GiB) is over-committed: "
+                    f"{gpu_name(gpu, False)} is over-committed: "
                     + ", ".join(f"models[{s.index}] {s.fraction:.3f}" for s in here)
                     + f" need {need:.2f} GiB with what each holds outside its budget (CUDA contexts, graphs) but {room:.2f} GiB "
                     f"are there after the reservation and safety margin",

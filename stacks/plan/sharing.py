@@ -58,6 +58,10 @@ class Server:
     def kv_gib_at(self, level: float) -> float:
         return self.sequences(level) * self.sequence_gib
 
+    def gpu_total(self, gpus: dict[int, Gpu]) -> float:
+        """The total its fraction is planned against: its smallest GPU's (the tightest binds)."""
+        return min(gpus[g].total for g in self.gpus)
+
     def footprint(self, gpu_total: float, exact: bool) -> float:
         """Physical GiB on each of its GPUs: what its budget holds (base and exact KV, else the whole budget vLLM
         fills) plus what it holds outside the budget."""
@@ -119,8 +123,7 @@ def share(gpus: dict[int, Gpu], servers: list[Server], *, exact: bool, notes: li
     on: dict[int, list[Server]] = {g: [s for s in servers if g in s.gpus] for g in gpus}
     for s in servers:
         if s.fixed is not None:
-            total = min(gpus[g].total for g in s.gpus)
-            _settle_kv(s, 0.0, total, exact)
+            _settle_kv(s, 0.0, s.gpu_total(gpus), exact)
     pending = [s for s in servers if s.fixed is None]
     while pending:
         best: tuple[float, int] | None = None
@@ -148,7 +151,7 @@ def share(gpus: dict[int, Gpu], servers: list[Server], *, exact: bool, notes: li
             kv = min(s.kv_gib_at(max(level, 0.0)), cap)
             if level >= 1 and kv < s.sequence_gib:
                 problems.append(_one_sequence(s, cap, gpus[g], pods))
-            _settle_kv(s, kv, min(gpus[i].total for i in s.gpus), exact)
+            _settle_kv(s, kv, s.gpu_total(gpus), exact)
             pending.remove(s)
 
 

@@ -180,7 +180,7 @@ def prepare(
     for g in groups.values():
         for mem in g.members:
             s = mem.server
-            total = min(gpus[i].total for i in s.gpus)
+            total = s.gpu_total(gpus)
             # auto: maxNumSeqs full sequences, exactly; a configured fraction sizes KV as it does for any server
             _settle_kv(s, s.max_num_seqs * s.sequence_gib if s.fixed is None else 0.0, total, exact)
         for i in g.members[0].server.gpus:
@@ -285,7 +285,7 @@ def group_plans(
     out = []
     for g in swapping.groups.values():
         head = g.members[0].server
-        total = min(gpus[i].total for i in head.gpus)
+        total = head.gpu_total(gpus)
         names = [m.config.name for m in g.members]
         host = sum(members[n].host_gib for n in names) + PROCESS_HOST_GIB * len(names)
         service = net.service(config.target, namespace, net.swap_service(g.name), net.SWAP_PORT, metrics_path=net.METRICS_PATH)
