@@ -155,9 +155,15 @@ def share(gpus: dict[int, Gpu], servers: list[Server], *, exact: bool, notes: li
             pending.remove(s)
 
 
+def auto_budget(total: float) -> float:
+    """The most ``auto`` budgets one server of a GPU of ``total`` GiB: under AUTO_MAX_FRACTION once the start gate
+    (three decimals) is rounded up."""
+    return (AUTO_MAX_FRACTION - 0.001) * total
+
+
 def _cap(s: Server, total: float) -> float:
-    """The most KV auto gives one server: its budget stays under the cap once the start gate is rounded up."""
-    return (AUTO_MAX_FRACTION - 0.001) * total - s.base
+    """The most KV auto gives one server."""
+    return auto_budget(total) - s.base
 
 
 def _one_sequence(s: Server, left: float, gpu: Gpu, pods: bool) -> GpuShortfall:
