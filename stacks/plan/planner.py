@@ -548,7 +548,7 @@ def _plan(config: StackConfig) -> StackPlan:
             # a swap group's members count as its reservation (in swapping.gpus' reserved), not one by one
             footprints = sum(p.memory.footprint_gib for p, md in zip(plans, models, strict=True) if g in md.server.gpus and p.swap is None)
             outside = sum(md.server.overhead.outside_budget for md in here if swapping.member(md.index) is None)
-            headroom = gpu.total * (1 - SAFETY_FRACTION) - swapping.gpus[g].reserved - footprints
+            headroom = swapping.gpus[g].room - footprints
             gpu_plans.append(
                 GpuPlan(
                     index=g,
@@ -606,7 +606,7 @@ def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, prob
     for g, gpu in sorted(gpus.items()):
         here = [md.server for md in models if g in md.server.gpus]
         need = sum(s.footprint(gpu.total, exact) for s in here)
-        room = gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved
+        room = gpu.room
         fixed = [s for s in here if s.fixed is not None]
         if fixed and need > room + 1e-9:
             out.add(g)

@@ -77,10 +77,15 @@ class Gpu:
     """GiB as CUDA reports it (what vLLM multiplies the fraction with)."""
     reserved: float = 0.0
 
+    @property
+    def room(self) -> float:
+        """What the servers may hold on it in all: its total less the safety margin and the reservation."""
+        return self.total * (1 - SAFETY_FRACTION) - self.reserved
+
 
 def usable(gpu: Gpu, servers: list[Server]) -> float:
     """What the servers' budgets may take of ``gpu``: its total less reservation, safety and what each holds outside its budget."""
-    return gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved - sum(s.overhead.outside_budget for s in servers)
+    return gpu.room - sum(s.overhead.outside_budget for s in servers)
 
 
 def _settle_kv(s: Server, kv_gib: float, gpu_total: float, exact: bool) -> None:
@@ -214,7 +219,6 @@ def _refuse_auto(gpu: Gpu, here: list[Server], autos: list[Server], gpu_key: str
     outside = sum(s.overhead.outside_budget for s in here)
     shares.append(f"CUDA contexts and graphs outside the budgets take {outside:.2f} GiB")
     alone = " (the weights and runtime overhead alone do not fit)" if bases > room else ""
-    usable_gib = gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved
     reserved = f" and {gpu.reserved} GiB reserved" if gpu.reserved else ""
     fixed = [s for s in settled if s.fixed is not None]
     # the key to change: the fixed fraction that took the memory, else the last model placed on the GPU (likely the new one)
@@ -226,7 +230,7 @@ def _refuse_auto(gpu: Gpu, here: list[Server], autos: list[Server], gpu_key: str
         key = gpu_key.format(i=max(s.index for s in autos))
     return GpuShortfall(
         key,
-        f"{gpu_name(gpu, pods)} is {need - room:.2f} GiB short{alone}: " + "; ".join(shares) + f"; {usable_gib:.2f} GiB are usable "
+        f"{gpu_name(gpu, pods)} is {need - room:.2f} GiB short{alone}: " + "; ".join(shares) + f"; {gpu.room:.2f} GiB are usable "
         f"(after the {SAFETY_FRACTION:.0%} safety margin{reserved})",
         gpu=gpu.index,
         models=tuple(sorted(s.index for s in here)),

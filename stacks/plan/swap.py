@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from stacks.config.schema import ModelConfig, StackConfig, SwapGroupConfig
 from stacks.errors import Problem
 from stacks.plan import topology as net
-from stacks.plan.memory import GIB, SAFETY_FRACTION
+from stacks.plan.memory import GIB
 from stacks.plan.releases import Version, version_text
 from stacks.plan.sharing import Gpu, Server, _settle_kv, gpu_name
 from stacks.plan.types import ScrapeTarget, Service, SwapGroupPlan, SwapMember
@@ -200,7 +200,7 @@ def fit_problems(swapping: Swapping, gpus: dict[int, Gpu], others: list[Server],
             gpu = gpus[i]
             here = [s for s in others if i in s.gpus]
             least = sum((s.fraction * gpu.total if s.fixed is not None else s.base + s.sequence_gib) + s.overhead.outside_budget for s in here)
-            room = gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved - least
+            room = gpu.room - least
             need = swapping.reservation(g, gpu.total)
             if need <= room + 1e-9:
                 continue
