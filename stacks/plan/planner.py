@@ -33,6 +33,7 @@ from stacks.plan.releases import (
     image_vllm_version,
     parse_version,
     release_rules,
+    runner_env_readable,
     version_text,
 )
 from stacks.plan.sharing import Gpu, GpuShortfall, Server, gpu_name, share
@@ -181,7 +182,7 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
         dtype_bytes = DTYPE_BYTES[arch.dtype if m.dtype == "auto" else m.dtype]
         kv_bytes = 1.0 if m.kv_cache_dtype.startswith("fp8") else dtype_bytes
         runner = m.env.get(V2_RUNNER_ENV)
-        if runner is not None and not runner.strip().lstrip("-").isdigit():
+        if runner is not None and not runner_env_readable(runner):
             problems.append(Problem(f"models[{i}].env.{V2_RUNNER_ENV}", f"vLLM reads it as an integer (bool(int(value))); set 0 or 1, not {runner!r}"))
             continue
         spec = Model(
