@@ -73,11 +73,6 @@ class Member:
     position: int
     """Its place in the group: start order, ports."""
 
-    @property
-    def level(self) -> int:
-        assert self.config.swap is not None
-        return self.config.swap.level
-
 
 @dataclass
 class Group:
