@@ -33,6 +33,7 @@ from stacks.plan.releases import (
     image_vllm_version,
     parse_version,
     release_rules,
+    runner_env_readable,
     version_text,
 )
 from stacks.plan.sharing import Gpu, GpuShortfall, Server, gpu_name, share
@@ -156,12 +157,12 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
             ids = config.docker_gpus(m)
             tp = m.tensor_parallel or max(1, len(ids) // pp)
             gpu_total = min(gpu_by_index[g].memory_gib for g in ids if g in gpu_by_index) if ids else 0.0
-            gpu_name = gpu_by_index[ids[0]].name if ids and ids[0] in gpu_by_index else ""
+            gpu_type = gpu_by_index[ids[0]].name if ids and ids[0] in gpu_by_index else ""
         else:
             assert kube is not None
             tp = m.tensor_parallel or 1
             ids = list(range(tp * pp))
-            gpu_total, gpu_name = kube.gpu.memory_gib, kube.gpu.name
+            gpu_total, gpu_type = kube.gpu.memory_gib, kube.gpu.name
         parallel = _parallel_problems(i, m, arch, tp, pp)
         problems += parallel
         quant = _quantization(i, m, arch, problems)
@@ -175,13 +176,13 @@ def _models(config: StackConfig, version: Version, problems: list[Problem]) -> l
         media = m.media_per_prompt.model_dump(exclude_none=True) if m.media_per_prompt else None
         if media_problems(i, m.model, arch.vision, media, problems):
             continue
-        default_tokens, _ = batch_defaults(version, gpu_total, gpu_name)
+        default_tokens, _ = batch_defaults(version, gpu_total, gpu_type)
         # vLLM caps its default batch at what maxNumSeqs full sequences need (EngineArgs defaults)
         batched = m.max_num_batched_tokens or min(default_tokens, m.max_num_seqs * mml)
         dtype_bytes = DTYPE_BYTES[arch.dtype if m.dtype == "auto" else m.dtype]
         kv_bytes = 1.0 if m.kv_cache_dtype.startswith("fp8") else dtype_bytes
         runner = m.env.get(V2_RUNNER_ENV)
-        if runner is not None and not runner.strip().lstrip("-").isdigit():
+        if runner is not None and not runner_env_readable(runner):
             problems.append(Problem(f"models[{i}].env.{V2_RUNNER_ENV}", f"vLLM reads it as an integer (bool(int(value))); set 0 or 1, not {runner!r}"))
             continue
         spec = Model(
@@ -405,7 +406,7 @@ def _plan(config: StackConfig) -> StackPlan:
     group_after: dict[str, list[str]] = {}
     for md in models:
         m, s = md.config, md.server
-        total = min(gpus[g].total for g in s.gpus)
+        total = s.gpu_total(gpus)
         o = s.overhead
         kv_gib = s.kv_bytes / GIB
         footprint = s.footprint(total, exact)
@@ -548,7 +549,7 @@ def _plan(config: StackConfig) -> StackPlan:
             # a swap group's members count as its reservation (in swapping.gpus' reserved), not one by one
             footprints = sum(p.memory.footprint_gib for p, md in zip(plans, models, strict=True) if g in md.server.gpus and p.swap is None)
             outside = sum(md.server.overhead.outside_budget for md in here if swapping.member(md.index) is None)
-            headroom = gpu.total * (1 - SAFETY_FRACTION) - swapping.gpus[g].reserved - footprints
+            headroom = swapping.gpus[g].room - footprints
             gpu_plans.append(
                 GpuPlan(
                     index=g,
@@ -606,7 +607,7 @@ def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, prob
     for g, gpu in sorted(gpus.items()):
         here = [md.server for md in models if g in md.server.gpus]
         need = sum(s.footprint(gpu.total, exact) for s in here)
-        room = gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved
+        room = gpu.room
         fixed = [s for s in here if s.fixed is not None]
         if fixed and need > room + 1e-9:
             out.add(g)
@@ -614,7 +615,7 @@ def _overcommitted(gpus: dict[int, Gpu], models: list[_Model], exact: bool, prob
             problems.append(
                 GpuShortfall(
                     f"models[{last.index}].gpuMemoryUtilization",
-                    f"GPU {g} ({gpu.name}, {gpu.total} GiB) is over-committed: "
+                    f"{gpu_name(gpu, False)} is over-committed: "
                     + ", ".join(f"models[{s.index}] {s.fraction:.3f}" for s in here)
                     + f" need {need:.2f} GiB with what each holds outside its budget (CUDA contexts, graphs) but {room:.2f} GiB "
                     f"are there after the reservation and safety margin",

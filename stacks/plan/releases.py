@@ -97,18 +97,23 @@ V2_RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 """Set to an integer, it picks the runner over the default (vllm/envs.py maybe_convert_bool: ``bool(int(value))``, 0.26)."""
 
 
+def runner_env_readable(value: str) -> bool:
+    """``V2_RUNNER_ENV``'s value is an integer vLLM reads (the planner refuses any other)."""
+    return value.strip().lstrip("-").isdigit()
+
+
 def uses_v2_model_runner(version: Version, *, moe: bool, pooling: bool, env: Mapping[str, str] | None = None) -> bool:
     """0.22-0.28 run dense generative models on the V2 model runner by default (VllmConfig.use_v2_model_runner ->
     _is_default_v2_model_runner_model: runner "generate", not hybrid, not MoE unless listed). From 0.29 every model
     does, unless it asks for a feature V2 lacks (VllmConfig.use_v2_model_runner and
     _get_v2_model_runner_unsupported_features, vllm/config/vllm.py, 0.29.0-0.33.0; V2 also batches one step more
     with pipeline parallelism, the safe side); 0.34.0 has no other runner (vllm/v1/worker/gpu_model_runner.py is gone). In 0.22-0.28
-    ``VLLM_USE_V2_MODEL_RUNNER`` in the server's environment decides instead (callers check it is an integer)."""
+    ``VLLM_USE_V2_MODEL_RUNNER`` in the server's environment decides instead (callers check ``runner_env_readable``)."""
     if version >= (0, 29, 0):
         return True
     in_releases = (0, 22, 0) <= version < (0, 29, 0)
     chosen = (env or {}).get(V2_RUNNER_ENV)
-    if in_releases and chosen is not None and chosen.strip().lstrip("-").isdigit():
+    if in_releases and chosen is not None and runner_env_readable(chosen):
         return bool(int(chosen))
     return in_releases and not moe and not pooling
 

@@ -58,6 +58,10 @@ class Server:
     def kv_gib_at(self, level: float) -> float:
         return self.sequences(level) * self.sequence_gib
 
+    def gpu_total(self, gpus: dict[int, Gpu]) -> float:
+        """The total its fraction is planned against: its smallest GPU's (the tightest binds)."""
+        return min(gpus[g].total for g in self.gpus)
+
     def footprint(self, gpu_total: float, exact: bool) -> float:
         """Physical GiB on each of its GPUs: what its budget holds (base and exact KV, else the whole budget vLLM
         fills) plus what it holds outside the budget."""
@@ -73,10 +77,15 @@ class Gpu:
     """GiB as CUDA reports it (what vLLM multiplies the fraction with)."""
     reserved: float = 0.0
 
+    @property
+    def room(self) -> float:
+        """What the servers may hold on it in all: its total less the safety margin and the reservation."""
+        return self.total * (1 - SAFETY_FRACTION) - self.reserved
+
 
 def usable(gpu: Gpu, servers: list[Server]) -> float:
     """What the servers' budgets may take of ``gpu``: its total less reservation, safety and what each holds outside its budget."""
-    return gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved - sum(s.overhead.outside_budget for s in servers)
+    return gpu.room - sum(s.overhead.outside_budget for s in servers)
 
 
 def _settle_kv(s: Server, kv_gib: float, gpu_total: float, exact: bool) -> None:
@@ -119,8 +128,7 @@ def share(gpus: dict[int, Gpu], servers: list[Server], *, exact: bool, notes: li
     on: dict[int, list[Server]] = {g: [s for s in servers if g in s.gpus] for g in gpus}
     for s in servers:
         if s.fixed is not None:
-            total = min(gpus[g].total for g in s.gpus)
-            _settle_kv(s, 0.0, total, exact)
+            _settle_kv(s, 0.0, s.gpu_total(gpus), exact)
     pending = [s for s in servers if s.fixed is None]
     while pending:
         best: tuple[float, int] | None = None
@@ -148,13 +156,19 @@ def share(gpus: dict[int, Gpu], servers: list[Server], *, exact: bool, notes: li
             kv = min(s.kv_gib_at(max(level, 0.0)), cap)
             if level >= 1 and kv < s.sequence_gib:
                 problems.append(_one_sequence(s, cap, gpus[g], pods))
-            _settle_kv(s, kv, min(gpus[i].total for i in s.gpus), exact)
+            _settle_kv(s, kv, s.gpu_total(gpus), exact)
             pending.remove(s)
 
 
+def auto_budget(total: float) -> float:
+    """The most ``auto`` budgets one server of a GPU of ``total`` GiB: under AUTO_MAX_FRACTION once the start gate
+    (three decimals) is rounded up."""
+    return (AUTO_MAX_FRACTION - 0.001) * total
+
+
 def _cap(s: Server, total: float) -> float:
-    """The most KV auto gives one server: its budget stays under the cap once the start gate is rounded up."""
-    return (AUTO_MAX_FRACTION - 0.001) * total - s.base
+    """The most KV auto gives one server."""
+    return auto_budget(total) - s.base
 
 
 def _one_sequence(s: Server, left: float, gpu: Gpu, pods: bool) -> GpuShortfall:
@@ -205,7 +219,6 @@ def _refuse_auto(gpu: Gpu, here: list[Server], autos: list[Server], gpu_key: str
     outside = sum(s.overhead.outside_budget for s in here)
     shares.append(f"CUDA contexts and graphs outside the budgets take {outside:.2f} GiB")
     alone = " (the weights and runtime overhead alone do not fit)" if bases > room else ""
-    usable_gib = gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved
     reserved = f" and {gpu.reserved} GiB reserved" if gpu.reserved else ""
     fixed = [s for s in settled if s.fixed is not None]
     # the key to change: the fixed fraction that took the memory, else the last model placed on the GPU (likely the new one)
@@ -217,7 +230,7 @@ def _refuse_auto(gpu: Gpu, here: list[Server], autos: list[Server], gpu_key: str
         key = gpu_key.format(i=max(s.index for s in autos))
     return GpuShortfall(
         key,
-        f"{gpu_name(gpu, pods)} is {need - room:.2f} GiB short{alone}: " + "; ".join(shares) + f"; {usable_gib:.2f} GiB are usable "
+        f"{gpu_name(gpu, pods)} is {need - room:.2f} GiB short{alone}: " + "; ".join(shares) + f"; {gpu.room:.2f} GiB are usable "
         f"(after the {SAFETY_FRACTION:.0%} safety margin{reserved})",
         gpu=gpu.index,
         models=tuple(sorted(s.index for s in here)),

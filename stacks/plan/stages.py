@@ -27,7 +27,7 @@ from stacks.plan.memory import (
 )
 from stacks.plan.multimodal import EncoderFigures, encoder_figures, text_parameters_b
 from stacks.plan.releases import Version, concurrent_batches, cudagraphs_in_budget, kv_block_tokens, uses_v2_model_runner
-from stacks.plan.sharing import AUTO_MAX_FRACTION
+from stacks.plan.sharing import auto_budget
 
 MAX_NODES = 64
 """The most nodes a refusal suggests (``models[].nodes`` allows as many)."""
@@ -60,8 +60,8 @@ class Sizing:
 
     def room(self, gpu_total: float) -> float:
         """What one GPU offers weights, overhead and KV under ``auto``: its total less the safety margin and what the
-        process holds outside its budget, and at most the largest fraction ``auto`` gives (sharing.AUTO_MAX_FRACTION)."""
-        return min(gpu_total * (1 - SAFETY_FRACTION) - self.overhead.outside_budget, (AUTO_MAX_FRACTION - 0.001) * gpu_total)
+        process holds outside its budget, and at most what ``auto`` budgets one server (sharing.auto_budget)."""
+        return min(gpu_total * (1 - SAFETY_FRACTION) - self.overhead.outside_budget, auto_budget(gpu_total))
 
     def fits(self, gpu_total: float, max_model_len: int) -> bool:
         """One maxModelLen sequence fits beside the heaviest stage's weights and overhead."""

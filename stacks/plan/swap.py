@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from stacks.config.schema import ModelConfig, StackConfig, SwapGroupConfig
 from stacks.errors import Problem
 from stacks.plan import topology as net
-from stacks.plan.memory import GIB, SAFETY_FRACTION
+from stacks.plan.memory import GIB
 from stacks.plan.releases import Version, version_text
 from stacks.plan.sharing import Gpu, Server, _settle_kv, gpu_name
 from stacks.plan.types import ScrapeTarget, Service, SwapGroupPlan, SwapMember
@@ -73,11 +73,6 @@ class Member:
     position: int
     """Its place in the group: start order, ports."""
 
-    @property
-    def level(self) -> int:
-        assert self.config.swap is not None
-        return self.config.swap.level
-
 
 @dataclass
 class Group:
@@ -94,6 +89,11 @@ def asleep_gib(s: Server) -> float:
 
 def awake_gib(s: Server, total: float, exact: bool) -> float:
     return s.footprint(total, exact)
+
+
+def waking_gib(s: Server, total: float, exact: bool) -> float:
+    """What waking a server adds on each GPU to what it keeps asleep: its weights and KV cache, as the plan sizes them."""
+    return awake_gib(s, total, exact) - asleep_gib(s)
 
 
 def _top(values: Sequence[float], k: int) -> float:
@@ -119,12 +119,16 @@ class Swapping:
     def group_of(self, index: int) -> Group | None:
         return next((g for g in self.groups.values() if any(m.index == index for m in g.members)), None)
 
+    def held(self, members: list[Member], awake: int, total: float) -> float:
+        """What ``members`` hold on each GPU: all of them asleep, the ``awake`` that add the most awake on top."""
+        extras = [waking_gib(m.server, total, self.exact) for m in members]
+        return sum(asleep_gib(m.server) for m in members) + _top(extras, awake)
+
     def reservation(self, g: Group, total: float) -> float:
-        extras = [awake_gib(m.server, total, self.exact) - asleep_gib(m.server) for m in g.members]
-        return sum(asleep_gib(m.server) for m in g.members) + _top(extras, g.settings.awake)
+        return self.held(g.members, g.settings.awake, total)
 
     def largest_awake(self, g: Group, total: float) -> list[str]:
-        ranked = sorted(g.members, key=lambda m: awake_gib(m.server, total, self.exact) - asleep_gib(m.server), reverse=True)
+        ranked = sorted(g.members, key=lambda m: waking_gib(m.server, total, self.exact), reverse=True)
         return [m.config.name for m in ranked[: g.settings.awake]]
 
     def awake_fraction(self, gpu: int) -> float:
@@ -140,9 +144,7 @@ class Swapping:
         """Free on its GPU when ``m`` (re)starts: the GPU's other servers running, the other members asleep and the
         ``awake - 1`` largest of them awake, its own CUDA context made."""
         others = [o for o in g.members if o is not m]
-        extras = [awake_gib(o.server, total, self.exact) - asleep_gib(o.server) for o in others]
-        held = sum(asleep_gib(o.server) for o in others) + _top(extras, g.settings.awake - 1)
-        return total - resident - held - m.server.overhead.context
+        return total - resident - self.held(others, g.settings.awake - 1, total) - m.server.overhead.context
 
 
 def prepare(
@@ -173,7 +175,7 @@ def prepare(
     for g in groups.values():
         for mem in g.members:
             s = mem.server
-            total = min(gpus[i].total for i in s.gpus)
+            total = s.gpu_total(gpus)
             # auto: maxNumSeqs full sequences, exactly; a configured fraction sizes KV as it does for any server
             _settle_kv(s, s.max_num_seqs * s.sequence_gib if s.fixed is None else 0.0, total, exact)
         for i in g.members[0].server.gpus:
@@ -193,7 +195,7 @@ def fit_problems(swapping: Swapping, gpus: dict[int, Gpu], others: list[Server],
             gpu = gpus[i]
             here = [s for s in others if i in s.gpus]
             least = sum((s.fraction * gpu.total if s.fixed is not None else s.base + s.sequence_gib) + s.overhead.outside_budget for s in here)
-            room = gpu.total * (1 - SAFETY_FRACTION) - gpu.reserved - least
+            room = gpu.room - least
             need = swapping.reservation(g, gpu.total)
             if need <= room + 1e-9:
                 continue
@@ -208,19 +210,14 @@ def _refusal(swapping: Swapping, g: Group, gpu: Gpu, room: float, gpu_key: str, 
     asleep = sum(asleep_gib(m.server) for m in g.members)
     need = swapping.reservation(g, total)
     what = f"swap group {g.name!r} needs {need:.2f} GiB on {where} ({asleep:.2f} asleep, {g.settings.awake} awake on top) and {room:.2f} GiB are left"
-    if g.settings.awake > 1:
-        one = replace(g, settings=g.settings.model_copy(update={"awake": 1}))
-        if swapping.reservation(one, total) <= room:
-            fits = max(
-                k for k in range(1, g.settings.awake) if swapping.reservation(replace(g, settings=g.settings.model_copy(update={"awake": k})), total) <= room
-            )
-            return Problem(f"swapGroups.{g.name}.awake", f"{what}; lower it to {fits}, or give the members less KV cache (maxNumSeqs, maxModelLen)")
+    if g.settings.awake > 1 and swapping.held(g.members, 1, total) <= room:
+        fits = max(k for k in range(1, g.settings.awake) if swapping.held(g.members, k, total) <= room)
+        return Problem(f"swapGroups.{g.name}.awake", f"{what}; lower it to {fits}, or give the members less KV cache (maxNumSeqs, maxModelLen)")
     # the member whose awake footprint sets the bill: its KV cache is the knob
-    heavy = max(g.members, key=lambda m: awake_gib(m.server, total, swapping.exact) - asleep_gib(m.server))
+    heavy = max(g.members, key=lambda m: waking_gib(m.server, total, swapping.exact))
     s = heavy.server
-    others = [m for m in g.members if m is not heavy]
-    extras = [awake_gib(m.server, total, swapping.exact) - asleep_gib(m.server) for m in others]
-    kv_room = room - asleep - _top(extras, g.settings.awake - 1) - (awake_gib(s, total, swapping.exact) - asleep_gib(s)) + s.kv_bytes / GIB
+    extras = [waking_gib(m.server, total, swapping.exact) for m in g.members if m is not heavy]
+    kv_room = room - asleep - _top(extras, g.settings.awake - 1) - waking_gib(s, total, swapping.exact) + s.kv_bytes / GIB
     seqs = math.floor(kv_room / s.sequence_gib) if s.sequence_gib else 0
     if s.base > room - asleep:
         wider = "a larger tensorParallel for every member, " if pods else ""
@@ -283,7 +280,7 @@ def group_plans(
     out = []
     for g in swapping.groups.values():
         head = g.members[0].server
-        total = min(gpus[i].total for i in head.gpus)
+        total = head.gpu_total(gpus)
         names = [m.config.name for m in g.members]
         host = sum(members[n].host_gib for n in names) + PROCESS_HOST_GIB * len(names)
         service = net.service(config.target, namespace, net.swap_service(g.name), net.SWAP_PORT, metrics_path=net.METRICS_PATH)
