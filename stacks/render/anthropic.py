@@ -5,7 +5,10 @@ vllm/entrypoints/anthropic/api_router.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from stacks.render.nginx_text import json_text
 
 MESSAGES_URI = r"~^(/[A-Za-z0-9][A-Za-z0-9._:-]*)?/v1/messages(/count_tokens)?/?([?]|$)"
 """A request URI of the Messages API, by body (``/v1/messages``) or by path (``/<model>/v1/messages``)."""
@@ -32,6 +35,15 @@ AUTH_MESSAGE = "Missing or invalid API key: send x-api-key: <key> or Authorizati
 def error_body(status: int, message: str) -> dict[str, Any]:
     """What the anthropic SDK reads: ``error.type`` and ``error.message`` of ``{"type": "error", ...}`` (its APIStatusError)."""
     return {"type": "error", "error": {"type": ERROR_TYPES.get(status, "invalid_request_error"), "message": message}}
+
+
+def error_map(variable: str, status: int, openai: dict[str, Any], message: str, echo: Mapping[str, str] | None = None) -> list[str]:
+    """A map choosing an error's body by the request's API: Anthropic's shape for the Messages API ($gw_anthropic), else
+    ``openai``. ``echo``: placeholders in the message -> the variables that replace them in both bodies."""
+    bodies = {"1": json_text(error_body(status, message)), "default": json_text(openai)}
+    for placeholder, value in (echo or {}).items():
+        bodies = {k: v.replace(placeholder, value) for k, v in bodies.items()}
+    return [f"map $gw_anthropic {variable} {{", *(f"    {k} '{v}\\n';" for k, v in bodies.items()), "}"]
 
 
 def map_lines() -> list[str]:

@@ -96,13 +96,8 @@ def maps(plan: StackPlan) -> list[str]:
     placeholder = "ENDPOINT_WHY"
     message = f"The endpoint `NAME` (URL) {placeholder}."
     openai_body = {"error": {"message": message, "type": "server_error", "param": None, "code": "endpoint_unavailable"}}
-    bodies = {"1": anthropic.error_body(502, message), "default": openai_body}
-    lines.append("map $gw_anthropic $gw_ep_502 {")
-    for key, body in bodies.items():
-        text = json_text(body).replace("NAME", "${gw_ep_name}").replace("URL", "${gw_ep_url}").replace(placeholder, "${gw_ep_why}")
-        lines.append(f"    {key} '{text}\\n';")
-    lines.append("}")
-    return lines
+    echo = {"NAME": "${gw_ep_name}", "URL": "${gw_ep_url}", placeholder: "${gw_ep_why}"}
+    return [*lines, *anthropic.error_map("$gw_ep_502", 502, openai_body, message, echo)]
 
 
 def _error(status: int, code: str, message: str) -> list[str]:

@@ -671,30 +671,21 @@ def _route_error_location() -> list[str]:
     return lines
 
 
-def _shaped(variable: str, status: int, openai: dict[str, object], message: str, echo: tuple[str, str] | None = None) -> list[str]:
-    """A map choosing an error's body by the request's API: Anthropic's shape for the Messages API ($gw_anthropic), else OpenAI's.
-    ``echo``: a placeholder in the message and the variable that replaces it in both bodies."""
-    bodies = {"1": _json_text(anthropic.error_body(status, message)), "default": _json_text(openai)}
-    if echo:
-        bodies = {k: v.replace(echo[0], echo[1]) for k, v in bodies.items()}
-    return [f"map $gw_anthropic {variable} {{", *(f"    {k} '{v}\\n';" for k, v in bodies.items()), "}"]
-
-
 def _shaped_errors(plan: StackPlan) -> list[str]:
     """Bodies of the errors the gateway answers in either API's shape, where a plain ``if`` cannot choose (a body in a
     variable, or an answer given from inside another ``if``)."""
-    lines = [*_shaped("$gw_503_body", 503, _error_body(503, ERRORS[503][1], ERRORS[503][2]), ERRORS[503][2])]
+    lines = [*anthropic.error_map("$gw_503_body", 503, _error_body(503, ERRORS[503][1], ERRORS[503][2]), ERRORS[503][2])]
     unknown = "Unknown model in path; GET /v1/models lists the served models."
-    lines += _shaped("$gw_path_unknown", 404, _error_body(404, "model_not_found", unknown), unknown)
+    lines += anthropic.error_map("$gw_path_unknown", 404, _error_body(404, "model_not_found", unknown), unknown)
     if plan.gateway.routing == "model":
-        lines += _shaped("$gw_not_post", 405, _error_body(405, NOT_POST[1], NOT_POST[2], NOT_POST[0]), NOT_POST[2])
+        lines += anthropic.error_map("$gw_not_post", 405, _error_body(405, NOT_POST[1], NOT_POST[2], NOT_POST[0]), NOT_POST[2])
         for verdict, (status, code, message) in ROUTE_ERRORS.items():
             if verdict != "model_not_found":
-                lines += _shaped(f"$gw_route_{verdict}", status, _error_body(status, code, message), message)
+                lines += anthropic.error_map(f"$gw_route_{verdict}", status, _error_body(status, code, message), message)
         status, code, message = ROUTE_ERRORS["model_not_found"]
         named = message.format(model="`MODEL` ")
-        lines += _shaped("$gw_route_named", status, _error_body(status, code, named), named, ("MODEL", "$http_x_gateway_model"))
-        lines += _shaped("$gw_route_unnamed", status, _error_body(status, code, message.format(model="")), message.format(model=""))
+        lines += anthropic.error_map("$gw_route_named", status, _error_body(status, code, named), named, {"MODEL": "$http_x_gateway_model"})
+        lines += anthropic.error_map("$gw_route_unnamed", status, _error_body(status, code, message.format(model="")), message.format(model=""))
     return lines
 
 
