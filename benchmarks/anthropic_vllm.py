@@ -43,7 +43,7 @@ from benchmarks.local_model import write_model_dir  # noqa: E402
 from benchmarks.processes import stop_group  # noqa: E402
 from stacks.catalog import config_json  # noqa: E402
 from stacks.plan import ModelPlan, StackPlan  # noqa: E402
-from tests.gateway_harness import JS_ENGINE, NGINX, access_log_line, free_port, render_into, stop, wait_port  # noqa: E402
+from tests.gateway_harness import JS_ENGINE, NGINX, access_log_line, free_port, render_into, start_nginx, stop  # noqa: E402
 
 STACK = ROOT / "benchmarks" / "stacks" / "gateway-vllm.yaml"
 KEY = "sk-anthropic-check"
@@ -226,8 +226,7 @@ def main() -> int:
         result["steps"]["server"] = f"healthy after {time.monotonic() - started:.0f} s"
         gw_port = free_port()
         conf = render_into(work / "gw", p, gw_port, {m.service: f"127.0.0.1:{port}"}, [f"team-a:{KEY}"], VLLM_KEY)
-        nginx = subprocess.Popen([NGINX, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(gw_port, nginx)
+        nginx = start_nginx(conf, gw_port)
         result["steps"]["gateway"] = "listening"
         checks, figures = through_gateway(anthropic, f"http://127.0.0.1:{gw_port}", conf.parent / "access.log", p, args.streams)
         result["checks"], result["figures"] = checks, figures

@@ -414,7 +414,7 @@ def free_port() -> int:
 def swapper_and_gateway(run: Run, p: StackPlan, members: list[str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The plan's swapper adopting the running servers (it starts none), and the rendered gateway in front on a real
     nginx when one is there (else the swapper's own ports); yields the URL to send requests to."""
-    from tests.gateway_harness import NGINX, render_into, stop, wait_port
+    from tests.gateway_harness import NGINX, render_into, start_nginx, stop
 
     [g] = p.swap_groups
     config = swap_files.config(p, g)
@@ -443,8 +443,7 @@ def swapper_and_gateway(run: Run, p: StackPlan, members: list[str]) -> Iterator[
             upstreams = {p.model(m["name"]).service: f"127.0.0.1:{m['port']}" for m in config["members"]}
             upstreams |= {p.model(n).service: "127.0.0.1:9" for n in g.members if n not in members}
             conf = render_into(run.work / "gateway", p, gw_port, upstreams, [], None)
-            nginx = subprocess.Popen([NGINX, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            wait_port(gw_port, nginx)
+            nginx = start_nginx(conf, gw_port)
             url = f"http://127.0.0.1:{gw_port}"
             run.result["swap"]["through"] = f"gateway ({NGINX})"
         except Exception as e:

@@ -42,7 +42,7 @@ from benchmarks.processes import stop_group  # noqa: E402
 from stacks.catalog import config_json  # noqa: E402
 from stacks.plan import ModelPlan, StackPlan  # noqa: E402
 from tests.fake_vllm import AUTO_TOOLS_REFUSED, vllm_error_body  # noqa: E402
-from tests.gateway_harness import NGINX, free_port, render_into, stop, wait_port  # noqa: E402
+from tests.gateway_harness import NGINX, free_port, render_into, start_nginx, stop  # noqa: E402
 
 STACK = ROOT / "benchmarks" / "stacks" / "tools-vllm.yaml"
 CHAT = ROOT / "tests" / "data" / "open-webui-0.12.4-chat.json"
@@ -174,8 +174,7 @@ def main() -> int:
                 result["servers"][m.name] = wait_healthy(proc, ports[m.name], log, deadline)
         gw_port = free_port()
         conf = render_into(work / "gw", p, gw_port, {m.service: f"127.0.0.1:{ports[m.name]}" for m in p.models}, [f"open-webui:{KEY}"], None)
-        nginx = subprocess.Popen([NGINX, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(gw_port, nginx)
+        nginx = start_nginx(conf, gw_port)
         chat = json.loads(CHAT.read_text())
         checks, seen = run_checks(p, {n: f"http://127.0.0.1:{port}" for n, port in ports.items()}, f"http://127.0.0.1:{gw_port}", chat)
         result["checks"], result["answers"] = checks, seen
