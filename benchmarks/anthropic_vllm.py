@@ -38,10 +38,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.calibrate import command, gpu_facts, planned  # noqa: E402
+from benchmarks.calibrate import catalog_config, command, gpu_facts, planned  # noqa: E402
 from benchmarks.local_model import write_model_dir  # noqa: E402
 from benchmarks.processes import stop_group  # noqa: E402
-from stacks.catalog import config_json  # noqa: E402
 from stacks.plan import ModelPlan, StackPlan  # noqa: E402
 from tests.gateway_harness import JS_ENGINE, NGINX, access_log_line, free_port, render_into, start_nginx, stop  # noqa: E402
 
@@ -53,13 +52,11 @@ HELLO = [{"role": "user", "content": "hello there, how are you"}]
 
 def server_command(m: ModelPlan, folder: Path, port: int) -> list[str]:
     """The plan's vLLM command with the model folder, random weights and its tokenizer (the Messages API needs one)."""
-    return [a for a in command(m, folder, port) if a != "--skip-tokenizer-init"]
+    return command(m, folder, port, tokenizer=True)
 
 
 def write_folder(m: ModelPlan, folder: Path) -> Path:
-    config = config_json(m.model)
-    assert config is not None, f"{m.model} is not in the catalog"
-    return write_model_dir(folder, {"torch_dtype": "bfloat16", **config})
+    return write_model_dir(folder, catalog_config(m))
 
 
 def start_vllm(m: ModelPlan, work: Path, port: int, limit_s: float) -> subprocess.Popen[bytes]:

@@ -115,19 +115,27 @@ def by_process(text: str, pattern: re.Pattern[str]) -> dict[str, float]:
     return out
 
 
-def command(m: ModelPlan, folder: Path, port: int) -> list[str]:
+def command(m: ModelPlan, folder: Path, port: int, *, tokenizer: bool = False, dummy: bool = True) -> list[str]:
+    """The plan's ``vllm serve`` arguments on the local ``folder`` at 127.0.0.1:``port``: random weights unless ``dummy``
+    is off, no tokenizer unless ``tokenizer`` is on (chat, tool calls and the Messages API need one)."""
     args = list(m.args[1:])  # the plan's arguments, the model id replaced by the local folder
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(folder), *args, "--load-format", "dummy", "--skip-tokenizer-init"]
+    weights = ["--load-format", "dummy"] if dummy else []
+    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(folder), *args, *weights, *([] if tokenizer else ["--skip-tokenizer-init"])]
+
+
+def catalog_config(m: ModelPlan) -> dict[str, Any]:
+    """The catalog's config.json of ``m``'s model, bfloat16 unless it names its dtype: what its folder is served from."""
+    config = config_json(m.model)
+    assert config is not None, f"{m.model} is not in the catalog"
+    return {"torch_dtype": "bfloat16", **config}
 
 
 def model_folder(m: ModelPlan, workdir: Path) -> Path:
     folder = workdir / m.name
     folder.mkdir(parents=True, exist_ok=True)
-    config = config_json(m.model)
-    assert config is not None, f"{m.model} is not in the catalog"
-    (folder / "config.json").write_text(json.dumps({"torch_dtype": "bfloat16", **config}))
+    (folder / "config.json").write_text(json.dumps(catalog_config(m)))
     return folder
 
 

@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.calibrate import gpu_facts, used_bytes  # noqa: E402
+from benchmarks.calibrate import command, gpu_facts, used_bytes, without_kv_bytes  # noqa: E402
 from benchmarks.local_model import write_gemma3_dir  # noqa: E402
 from benchmarks.processes import stop_group  # noqa: E402
 from stacks.catalog import entry, text_config  # noqa: E402
@@ -144,25 +144,10 @@ def stack_raw(model: str, gpu_name: str, total_gib: float, version: str, media: 
     }
 
 
-def fraction_only(args: list[str]) -> list[str]:
-    """The plan's arguments without --kv-cache-memory-bytes: vLLM then profiles and reports what it finds room for."""
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a == "--kv-cache-memory-bytes":
-            skip = True
-            continue
-        out.append(a)
-    return out
-
-
 def serve_command(m: ModelPlan, folder: Path, port: int) -> list[str]:
-    args = fraction_only(m.args[1:])  # the model id replaced by the local folder
-    args[args.index("--host") + 1] = "127.0.0.1"
-    args[args.index("--port") + 1] = str(port)
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(folder), *args, "--load-format", "dummy"]
+    """The plan's command with the tokenizer (chat with images needs it and the processor), without the KV bytes: vLLM
+    then profiles and reports what it finds room for."""
+    return without_kv_bytes(command(m, folder, port, tokenizer=True))
 
 
 def planned_figures(m: ModelPlan, total_gib: float) -> dict[str, Any]:
@@ -254,7 +239,7 @@ def run_case(name: str, case: dict[str, Any], model: str, folder: Path, facts: t
         row["error"] = f"plan: {err}"
         return row
     row["planned"] = planned_figures(m, total_gib)
-    row["args"] = fraction_only(m.args)
+    row["args"] = without_kv_bytes(m.args)
     log = work / f"{name}.log"
     env = {**os.environ, **m.env, "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "0"}
     baseline = used_bytes()

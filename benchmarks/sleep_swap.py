@@ -51,9 +51,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.calibrate import gpu_facts  # noqa: E402
+from benchmarks.calibrate import catalog_config, command, gpu_facts  # noqa: E402
+from benchmarks.calibrate import model_folder as calibrate_folder  # noqa: E402
 from benchmarks.processes import stop_group  # noqa: E402
-from stacks.catalog import config_json  # noqa: E402
 from stacks.config import parse  # noqa: E402
 from stacks.plan import GIB, ModelPlan, StackPlan, plan  # noqa: E402
 from stacks.render import swap as swap_files  # noqa: E402
@@ -114,19 +114,8 @@ def server_command(m: ModelPlan, folder: Path, port: int, dummy: bool, fake: dic
     if fake is not None:
         cmd = [sys.executable, "-m", "tests.fake_sleepy_vllm", "--port", str(port), "--name", m.name, "--models", ",".join(m.served_names)]
         return cmd + [f"--{k.replace('_', '-')}={v}" for k, v in fake.items()]
-    args = list(m.args[1:])
-    assert args[args.index("--host") + 1] == "127.0.0.1", "members listen on 127.0.0.1"
-    args[args.index("--port") + 1] = str(port)
-    return [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.cli.main",
-        "serve",
-        str(folder),
-        *args,
-        *(["--load-format", "dummy"] if dummy else []),
-        "--skip-tokenizer-init",
-    ]
+    assert m.args[m.args.index("--host") + 1] == "127.0.0.1", "members listen on 127.0.0.1"
+    return command(m, folder, port, dummy=dummy)
 
 
 # --------------------------------------------------------------------------------------------------- weights
@@ -181,13 +170,11 @@ def write_zero_safetensors(path: Path, tensors: list[tuple[str, list[int]]], dty
 
 
 def model_folder(work: Path, m: ModelPlan, weights: bool) -> Path:
-    folder = work / m.name
-    folder.mkdir(parents=True, exist_ok=True)
-    config = config_json(m.model)
-    assert config is not None, f"{m.model} is not in the catalog"
-    (folder / "config.json").write_text(json.dumps({"torch_dtype": "bfloat16", **config}))
+    """calibrate's folder (the catalog's config.json), with ``weights`` a checkpoint of zeros beside it."""
+    folder = calibrate_folder(m, work)
     if weights:
-        write_zero_safetensors(folder / "model.safetensors", llama_tensors(config), config.get("torch_dtype", "bfloat16"))
+        config = catalog_config(m)
+        write_zero_safetensors(folder / "model.safetensors", llama_tensors(config), config["torch_dtype"])
     return folder
 
 

@@ -36,10 +36,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.calibrate import gpu_facts, planned  # noqa: E402
+from benchmarks.calibrate import catalog_config, gpu_facts, planned  # noqa: E402
+from benchmarks.calibrate import command as vllm_command  # noqa: E402
 from benchmarks.local_model import write_model_dir  # noqa: E402
 from benchmarks.processes import stop_group  # noqa: E402
-from stacks.catalog import config_json  # noqa: E402
 from stacks.plan import ModelPlan, StackPlan  # noqa: E402
 from tests.fake_vllm import AUTO_TOOLS_REFUSED, vllm_error_body  # noqa: E402
 from tests.gateway_harness import NGINX, free_port, render_into, start_nginx, stop  # noqa: E402
@@ -58,17 +58,11 @@ machine, and sampling is not what is checked)."""
 
 def command(m: ModelPlan, folder: Path, port: int) -> list[str]:
     """The plan's ``vllm serve`` arguments on ``folder`` at 127.0.0.1:``port``, random weights; the tokenizer is kept."""
-    args = list(m.args[1:])
-    args[args.index("--host") + 1] = "127.0.0.1"
-    args[args.index("--port") + 1] = str(port)
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(folder), *args, "--load-format", "dummy"]
+    return vllm_command(m, folder, port, tokenizer=True)
 
 
 def model_folder(m: ModelPlan, workdir: Path) -> Path:
-    config = config_json(m.model)
-    assert config is not None, f"{m.model} is not in the catalog"
-    specials = PARSER_TOKENS.get(m.tool_call_parser or "", {})
-    return write_model_dir(workdir / m.name, {"torch_dtype": "bfloat16", **config}, specials)
+    return write_model_dir(workdir / m.name, catalog_config(m), PARSER_TOKENS.get(m.tool_call_parser or "", {}))
 
 
 def launch(m: ModelPlan, workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], Path]:
