@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.calibrate import catalog_config, command, gpu_facts, planned  # noqa: E402
 from benchmarks.local_model import write_model_dir  # noqa: E402
-from benchmarks.processes import stop_group  # noqa: E402
+from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
 from stacks.plan import ModelPlan, StackPlan  # noqa: E402
 from tests.gateway_harness import JS_ENGINE, NGINX, access_log_line, free_port, render_into, start_nginx, stop  # noqa: E402
 
@@ -77,19 +77,8 @@ def start_fake(m: ModelPlan, work: Path, port: int, limit_s: float) -> subproces
 
 
 def _healthy(proc: subprocess.Popen[bytes], port: int, limit_s: float, log: Path) -> None:
-    import urllib.request
-
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: " + " | ".join(log.read_text(errors="replace").splitlines()[-15:]))
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise RuntimeError(f"server not healthy within {limit_s:.0f} s: " + " | ".join(log.read_text(errors="replace").splitlines()[-15:]))
+    if error := wait_healthy(proc, port, limit_s, poll_s=1):
+        raise RuntimeError(f"server {error}: " + " | ".join(log.read_text(errors="replace").splitlines()[-15:]))
 
 
 def through_gateway(anthropic: ModuleType, gw: str, log: Path, p: StackPlan, streams: int) -> tuple[dict[str, bool], dict[str, Any]]:

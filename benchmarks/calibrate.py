@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.gpu_profile import PATTERNS as PROFILE_PATTERNS  # noqa: E402
-from benchmarks.processes import stop_group  # noqa: E402
+from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
 from stacks.catalog import config_json  # noqa: E402
 from stacks.config import parse, read_stack_file  # noqa: E402
 from stacks.errors import ConfigError  # noqa: E402
@@ -183,19 +183,8 @@ def start(m: ModelPlan, workdir: Path, port: int, log: Path, limit_s: float) -> 
     with log.open("wb") as out:
         proc = subprocess.Popen(command(m, folder, port), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     seen: dict[str, Any] = {}
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            seen["error"] = f"exited with {proc.returncode}"
-            break
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(2)
-    else:
-        seen["error"] = f"not healthy within {limit_s:.0f} s"
+    if error := wait_healthy(proc, port, limit_s):
+        seen["error"] = error
     text = log.read_text(errors="replace")
     for key, pattern in PATTERNS.items():
         found = pattern.findall(text)

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.calibrate import command, gpu_facts, used_bytes, without_kv_bytes  # noqa: E402
 from benchmarks.local_model import write_gemma3_dir  # noqa: E402
-from benchmarks.processes import stop_group  # noqa: E402
+from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
 from stacks.catalog import entry, text_config  # noqa: E402
 from stacks.config import parse  # noqa: E402
 from stacks.plan import GIB, ModelPlan, plan  # noqa: E402
@@ -206,20 +206,6 @@ def image_load(port: int, requests: int, per_request: int) -> dict[str, Any]:
     prompt_tokens = sorted({r[1].get("usage", {}).get("prompt_tokens") for r in ok})
     failures = [r if isinstance(r, str) else f"{r[0]}: {str(r[1])[:200]}" for r in results if not (isinstance(r, tuple) and r[0] == 200)]
     return {"requests": requests, "images_each": per_request, "ok": len(ok), "prompt_tokens": prompt_tokens, "failures": failures[:3]}
-
-
-def wait_healthy(proc: subprocess.Popen[bytes], port: int, limit_s: float) -> str | None:
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return f"exited with {proc.returncode}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return None
-        except OSError:
-            time.sleep(2)
-    return f"not healthy within {limit_s:.0f} s"
 
 
 def wait_released(baseline: int, limit_s: float = 90) -> None:

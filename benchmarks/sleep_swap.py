@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.calibrate import catalog_config, command, gpu_facts  # noqa: E402
 from benchmarks.calibrate import model_folder as calibrate_folder  # noqa: E402
-from benchmarks.processes import stop_group  # noqa: E402
+from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
 from stacks.config import parse  # noqa: E402
 from stacks.plan import GIB, ModelPlan, StackPlan, plan  # noqa: E402
 from stacks.render import swap as swap_files  # noqa: E402
@@ -323,16 +323,8 @@ class Run:
                 server_command(m, folder, port, dummy=not weights, fake=fake), stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=ROOT
             )
         self.servers[m.name], self.ports[m.name] = proc, port
-        end = t0 + min(limit_s, max(self.left() - 30, 10))
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{m.name} exited with {proc.returncode}: {log.read_text(errors='replace').splitlines()[-8:]}")
-            with contextlib.suppress(OSError):
-                if http(f"http://127.0.0.1:{port}/health", timeout=2)[0] == 200:
-                    break
-            if time.monotonic() > end:
-                raise TimeoutError(f"{m.name} not healthy within {end - t0:.0f} s")
-            time.sleep(1)
+        if error := wait_healthy(proc, port, min(limit_s, max(self.left() - 30, 10)), poll_s=1):
+            raise RuntimeError(f"{m.name} {error}: {log.read_text(errors='replace').splitlines()[-8:]}")
         self.server(m.name)["cold_start_s"] = round(time.monotonic() - t0, 1)
 
     def url(self, name: str, path: str) -> str:
