@@ -57,6 +57,7 @@ from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
 from stacks.config import parse  # noqa: E402
 from stacks.plan import GIB, ModelPlan, StackPlan, plan  # noqa: E402
 from stacks.render import swap as swap_files  # noqa: E402
+from tests.gateway_harness import NGINX, free_port, render_into, start_nginx, stop  # noqa: E402
 
 SMALL, MEDIUM, LARGE = "llama-1b", "qwen3-8b", "qwen3-14b"
 MODELS = {SMALL: "meta-llama/Llama-3.2-1B-Instruct", MEDIUM: "Qwen/Qwen3-8B", LARGE: "Qwen/Qwen3-14B"}
@@ -381,20 +382,10 @@ class Run:
                 stop_group(proc, grace_s=STOP_GRACE_S)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def swapper_and_gateway(run: Run, p: StackPlan, members: list[str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The plan's swapper adopting the running servers (it starts none), and the rendered gateway in front on a real
     nginx when one is there (else the swapper's own ports); yields the URL to send requests to."""
-    from tests.gateway_harness import NGINX, render_into, start_nginx, stop
-
     [g] = p.swap_groups
     config = swap_files.config(p, g)
     state = run.work / "swap-state"
@@ -411,12 +402,8 @@ def swapper_and_gateway(run: Run, p: StackPlan, members: list[str]) -> Iterator[
         )
     nginx: subprocess.Popen[bytes] | None = None
     try:
-        end = time.monotonic() + 60
-        while not _ready(config["port"]):
-            if swapper.poll() is not None or time.monotonic() > end:
-                raise RuntimeError(f"the swapper did not become ready: {(run.work / 'swapper.log').read_text()[-600:]}")
-            time.sleep(0.2)
-        url = f"http://127.0.0.1:{config['members'][0]['port']}"
+        if wait_healthy(swapper, config["port"], 60, poll_s=0.2):
+            raise RuntimeError(f"the swapper did not become ready: {(run.work / 'swapper.log').read_text()[-600:]}")
         try:
             gw_port = free_port()
             upstreams = {p.model(m["name"]).service: f"127.0.0.1:{m['port']}" for m in config["members"]}
@@ -438,13 +425,6 @@ def swapper_and_gateway(run: Run, p: StackPlan, members: list[str]) -> Iterator[
         if swapper.poll() is None:
             swapper.send_signal(signal.SIGKILL)
             swapper.wait(10)
-
-
-def _ready(port: int) -> bool:
-    try:
-        return http(f"http://127.0.0.1:{port}/health", timeout=2)[0] == 200
-    except OSError:
-        return False
 
 
 def alternate(run: Run, url: str, swapper_port: int, pair: list[str], n: int) -> None:
