@@ -42,7 +42,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.calibrate import PATTERNS as CALIBRATE_PATTERNS  # noqa: E402
 from benchmarks.calibrate import command, gpu_facts, used_bytes, without_kv_bytes  # noqa: E402
+from benchmarks.gpu_profile import PATTERNS as PROFILE_PATTERNS  # noqa: E402
 from benchmarks.local_model import write_gemma3_dir  # noqa: E402
 from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
 from stacks.catalog import entry, text_config  # noqa: E402
@@ -71,11 +73,11 @@ DEFAULT_CASES = ("images", "text", "images-v1")
 # utils/mem_utils.py MemoryProfilingResult.__repr__), v1/core/kv_cache_utils.py (GPU KV cache size), the runners'
 # load_model (Model loading took), profile_run (Encoder cache will be initialized ...), MMEncoderAttention.__init__.
 PATTERNS = {
-    "model_loading_gib": re.compile(r"Model loading took ([\d.]+) GiB"),
-    "available_kv_gib": re.compile(r"Available KV cache memory: (-?[\d.]+) GiB"),
-    "kv_tokens": re.compile(r"GPU KV cache size: ([\d,]+) tokens"),
-    "peak_activation_gib": re.compile(r"torch peak memory increase: ([\d.]+)GiB"),
-    "non_torch_gib": re.compile(r"non-torch forward increase memory: ([\d.]+)GiB"),
+    "model_loading_gib": CALIBRATE_PATTERNS["model_loading_gib"],
+    "available_kv_gib": PROFILE_PATTERNS["available_kv_gib"],
+    "kv_tokens": CALIBRATE_PATTERNS["kv_tokens"],
+    "peak_activation_gib": PROFILE_PATTERNS["peak_activation_gib"],
+    "non_torch_gib": PROFILE_PATTERNS["non_torch_gib"],
     "encoder_profile": re.compile(r"Encoder cache will be initialized with a budget of (\d+) tokens, and profiled with (\d+) (\w+) items"),
     "vit_attention": re.compile(r"Using (\S+) for MMEncoderAttention"),
     "v2_runner": re.compile(r"Using V2 Model Runner"),

@@ -51,6 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.calibrate import PATTERNS as CALIBRATE_PATTERNS  # noqa: E402
 from benchmarks.calibrate import catalog_config, command, gpu_facts  # noqa: E402
 from benchmarks.calibrate import model_folder as calibrate_folder  # noqa: E402
 from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
@@ -69,9 +70,7 @@ ALTERNATIONS = 10
 STOP_GRACE_S = 10
 WAKE_CYCLES = {SMALL: 2, MEDIUM: 3, LARGE: 2}
 PATTERNS = {
-    "model_loading_gib": re.compile(r"Model loading took ([\d.]+) GiB"),
-    "kv_tokens": re.compile(r"GPU KV cache size: ([\d,]+) tokens"),
-    "graphs_gib": re.compile(r"Graph capturing finished in \d+ secs, took (-?[\d.]+) GiB"),
+    **CALIBRATE_PATTERNS,  # weights, KV tokens, CUDA graphs
     # vllm/v1/worker/gpu_worker.py sleep(), vllm/v1/executor/abstract.py sleep()/wake_up(), 0.26.0
     "sleep_freed_gib": re.compile(r"Sleep mode freed ([\d.]+) GiB memory, ([\d.]+) GiB memory is still in use"),
     "fall_asleep_s": re.compile(r"It took ([\d.]+) seconds to fall asleep"),
