@@ -38,12 +38,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.calibrate import command, gpu_facts, planned  # noqa: E402
+from benchmarks.calibrate import catalog_config, command, gpu_facts, planned  # noqa: E402
 from benchmarks.local_model import write_model_dir  # noqa: E402
-from benchmarks.processes import stop_group  # noqa: E402
-from stacks.catalog import config_json  # noqa: E402
+from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
 from stacks.plan import ModelPlan, StackPlan  # noqa: E402
-from tests.gateway_harness import JS_ENGINE, NGINX, access_log_line, free_port, render_into, stop, wait_port  # noqa: E402
+from tests.gateway_harness import JS_ENGINE, NGINX, access_log_line, free_port, render_into, start_nginx, stop  # noqa: E402
 
 STACK = ROOT / "benchmarks" / "stacks" / "gateway-vllm.yaml"
 KEY = "sk-anthropic-check"
@@ -53,13 +52,11 @@ HELLO = [{"role": "user", "content": "hello there, how are you"}]
 
 def server_command(m: ModelPlan, folder: Path, port: int) -> list[str]:
     """The plan's vLLM command with the model folder, random weights and its tokenizer (the Messages API needs one)."""
-    return [a for a in command(m, folder, port) if a != "--skip-tokenizer-init"]
+    return command(m, folder, port, tokenizer=True)
 
 
 def write_folder(m: ModelPlan, folder: Path) -> Path:
-    config = config_json(m.model)
-    assert config is not None, f"{m.model} is not in the catalog"
-    return write_model_dir(folder, {"torch_dtype": "bfloat16", **config})
+    return write_model_dir(folder, catalog_config(m))
 
 
 def start_vllm(m: ModelPlan, work: Path, port: int, limit_s: float) -> subprocess.Popen[bytes]:
@@ -80,19 +77,8 @@ def start_fake(m: ModelPlan, work: Path, port: int, limit_s: float) -> subproces
 
 
 def _healthy(proc: subprocess.Popen[bytes], port: int, limit_s: float, log: Path) -> None:
-    import urllib.request
-
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: " + " | ".join(log.read_text(errors="replace").splitlines()[-15:]))
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise RuntimeError(f"server not healthy within {limit_s:.0f} s: " + " | ".join(log.read_text(errors="replace").splitlines()[-15:]))
+    if error := wait_healthy(proc, port, limit_s, poll_s=1):
+        raise RuntimeError(f"server {error}: " + " | ".join(log.read_text(errors="replace").splitlines()[-15:]))
 
 
 def through_gateway(anthropic: ModuleType, gw: str, log: Path, p: StackPlan, streams: int) -> tuple[dict[str, bool], dict[str, Any]]:
@@ -226,8 +212,7 @@ def main() -> int:
         result["steps"]["server"] = f"healthy after {time.monotonic() - started:.0f} s"
         gw_port = free_port()
         conf = render_into(work / "gw", p, gw_port, {m.service: f"127.0.0.1:{port}"}, [f"team-a:{KEY}"], VLLM_KEY)
-        nginx = subprocess.Popen([NGINX, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(gw_port, nginx)
+        nginx = start_nginx(conf, gw_port)
         result["steps"]["gateway"] = "listening"
         checks, figures = through_gateway(anthropic, f"http://127.0.0.1:{gw_port}", conf.parent / "access.log", p, args.streams)
         result["checks"], result["figures"] = checks, figures

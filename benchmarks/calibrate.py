@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.gpu_profile import PATTERNS as PROFILE_PATTERNS  # noqa: E402
-from benchmarks.processes import stop_group  # noqa: E402
+from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
 from stacks.catalog import config_json  # noqa: E402
 from stacks.config import parse, read_stack_file  # noqa: E402
 from stacks.errors import ConfigError  # noqa: E402
@@ -115,19 +115,27 @@ def by_process(text: str, pattern: re.Pattern[str]) -> dict[str, float]:
     return out
 
 
-def command(m: ModelPlan, folder: Path, port: int) -> list[str]:
+def command(m: ModelPlan, folder: Path, port: int, *, tokenizer: bool = False, dummy: bool = True) -> list[str]:
+    """The plan's ``vllm serve`` arguments on the local ``folder`` at 127.0.0.1:``port``: random weights unless ``dummy``
+    is off, no tokenizer unless ``tokenizer`` is on (chat, tool calls and the Messages API need one)."""
     args = list(m.args[1:])  # the plan's arguments, the model id replaced by the local folder
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(folder), *args, "--load-format", "dummy", "--skip-tokenizer-init"]
+    weights = ["--load-format", "dummy"] if dummy else []
+    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(folder), *args, *weights, *([] if tokenizer else ["--skip-tokenizer-init"])]
+
+
+def catalog_config(m: ModelPlan) -> dict[str, Any]:
+    """The catalog's config.json of ``m``'s model, bfloat16 unless it names its dtype: what its folder is served from."""
+    config = config_json(m.model)
+    assert config is not None, f"{m.model} is not in the catalog"
+    return {"torch_dtype": "bfloat16", **config}
 
 
 def model_folder(m: ModelPlan, workdir: Path) -> Path:
     folder = workdir / m.name
     folder.mkdir(parents=True, exist_ok=True)
-    config = config_json(m.model)
-    assert config is not None, f"{m.model} is not in the catalog"
-    (folder / "config.json").write_text(json.dumps({"torch_dtype": "bfloat16", **config}))
+    (folder / "config.json").write_text(json.dumps(catalog_config(m)))
     return folder
 
 
@@ -175,19 +183,8 @@ def start(m: ModelPlan, workdir: Path, port: int, log: Path, limit_s: float) -> 
     with log.open("wb") as out:
         proc = subprocess.Popen(command(m, folder, port), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     seen: dict[str, Any] = {}
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            seen["error"] = f"exited with {proc.returncode}"
-            break
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(2)
-    else:
-        seen["error"] = f"not healthy within {limit_s:.0f} s"
+    if error := wait_healthy(proc, port, limit_s):
+        seen["error"] = error
     text = log.read_text(errors="replace")
     for key, pattern in PATTERNS.items():
         found = pattern.findall(text)

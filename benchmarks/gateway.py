@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stacks.config.schema import GatewayConfig
 from tests.conftest import docker_raw
-from tests.gateway_harness import NGINX, SHARED_DICT, child_pids, cpu_seconds, free_port, running_gateway, start_backend, stop, wait_port
+from tests.gateway_harness import NGINX, SHARED_DICT, child_pids, cpu_seconds, free_port, running_gateway, start_backend, start_nginx, stop
 from tests.loadgen import percentile, request_bytes, run_load
 
 KEY = "sk-bench"
@@ -84,9 +84,8 @@ def floor_proxy(directory: Path, backend: int) -> Iterator[tuple[int, subprocess
     (directory / "tmp").mkdir(parents=True, exist_ok=True)
     conf = directory / "floor.conf"
     conf.write_text(FLOOR_CONF.format(dir=directory, backend=backend, port=port))
-    proc = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_nginx(conf, port)
     try:
-        wait_port(port, proc)
         yield port, proc
     finally:
         stop(proc)

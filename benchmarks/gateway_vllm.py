@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.calibrate import gpu_facts, planned, start  # noqa: E402
 from benchmarks.processes import stop_group  # noqa: E402
-from tests.gateway_harness import JS_ENGINE, NGINX, access_log_line, free_port, render_into, stop, wait_port  # noqa: E402
+from tests.gateway_harness import JS_ENGINE, NGINX, access_log_line, free_port, render_into, start_nginx, stop  # noqa: E402
 
 STACK = ROOT / "benchmarks" / "stacks" / "gateway-vllm.yaml"
 KEY = "sk-gpu-check"
@@ -82,8 +82,7 @@ def main() -> int:
             return 1
         gw_port = free_port()
         conf = render_into(work / "gw", p, gw_port, {m.service: f"127.0.0.1:{port}"}, [f"team-a:{KEY}"], None)
-        nginx = subprocess.Popen([NGINX, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(gw_port, nginx)
+        nginx = start_nginx(conf, gw_port)
         gw, direct = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{port}"
         auth = {"Authorization": f"Bearer {KEY}"}
         log = conf.parent / "access.log"

@@ -42,9 +42,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.calibrate import gpu_facts, used_bytes  # noqa: E402
+from benchmarks.calibrate import PATTERNS as CALIBRATE_PATTERNS  # noqa: E402
+from benchmarks.calibrate import command, gpu_facts, used_bytes, without_kv_bytes  # noqa: E402
+from benchmarks.gpu_profile import PATTERNS as PROFILE_PATTERNS  # noqa: E402
 from benchmarks.local_model import write_gemma3_dir  # noqa: E402
-from benchmarks.processes import stop_group  # noqa: E402
+from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
 from stacks.catalog import entry, text_config  # noqa: E402
 from stacks.config import parse  # noqa: E402
 from stacks.plan import GIB, ModelPlan, plan  # noqa: E402
@@ -71,11 +73,11 @@ DEFAULT_CASES = ("images", "text", "images-v1")
 # utils/mem_utils.py MemoryProfilingResult.__repr__), v1/core/kv_cache_utils.py (GPU KV cache size), the runners'
 # load_model (Model loading took), profile_run (Encoder cache will be initialized ...), MMEncoderAttention.__init__.
 PATTERNS = {
-    "model_loading_gib": re.compile(r"Model loading took ([\d.]+) GiB"),
-    "available_kv_gib": re.compile(r"Available KV cache memory: (-?[\d.]+) GiB"),
-    "kv_tokens": re.compile(r"GPU KV cache size: ([\d,]+) tokens"),
-    "peak_activation_gib": re.compile(r"torch peak memory increase: ([\d.]+)GiB"),
-    "non_torch_gib": re.compile(r"non-torch forward increase memory: ([\d.]+)GiB"),
+    "model_loading_gib": CALIBRATE_PATTERNS["model_loading_gib"],
+    "available_kv_gib": PROFILE_PATTERNS["available_kv_gib"],
+    "kv_tokens": CALIBRATE_PATTERNS["kv_tokens"],
+    "peak_activation_gib": PROFILE_PATTERNS["peak_activation_gib"],
+    "non_torch_gib": PROFILE_PATTERNS["non_torch_gib"],
     "encoder_profile": re.compile(r"Encoder cache will be initialized with a budget of (\d+) tokens, and profiled with (\d+) (\w+) items"),
     "vit_attention": re.compile(r"Using (\S+) for MMEncoderAttention"),
     "v2_runner": re.compile(r"Using V2 Model Runner"),
@@ -144,25 +146,10 @@ def stack_raw(model: str, gpu_name: str, total_gib: float, version: str, media: 
     }
 
 
-def fraction_only(args: list[str]) -> list[str]:
-    """The plan's arguments without --kv-cache-memory-bytes: vLLM then profiles and reports what it finds room for."""
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a == "--kv-cache-memory-bytes":
-            skip = True
-            continue
-        out.append(a)
-    return out
-
-
 def serve_command(m: ModelPlan, folder: Path, port: int) -> list[str]:
-    args = fraction_only(m.args[1:])  # the model id replaced by the local folder
-    args[args.index("--host") + 1] = "127.0.0.1"
-    args[args.index("--port") + 1] = str(port)
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(folder), *args, "--load-format", "dummy"]
+    """The plan's command with the tokenizer (chat with images needs it and the processor), without the KV bytes: vLLM
+    then profiles and reports what it finds room for."""
+    return without_kv_bytes(command(m, folder, port, tokenizer=True))
 
 
 def planned_figures(m: ModelPlan, total_gib: float) -> dict[str, Any]:
@@ -223,20 +210,6 @@ def image_load(port: int, requests: int, per_request: int) -> dict[str, Any]:
     return {"requests": requests, "images_each": per_request, "ok": len(ok), "prompt_tokens": prompt_tokens, "failures": failures[:3]}
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], port: int, limit_s: float) -> str | None:
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return f"exited with {proc.returncode}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return None
-        except OSError:
-            time.sleep(2)
-    return f"not healthy within {limit_s:.0f} s"
-
-
 def wait_released(baseline: int, limit_s: float = 90) -> None:
     """Until the GPU is back near what it held before the last server (its memory is freed after the process exits)."""
     end = time.monotonic() + limit_s
@@ -254,7 +227,7 @@ def run_case(name: str, case: dict[str, Any], model: str, folder: Path, facts: t
         row["error"] = f"plan: {err}"
         return row
     row["planned"] = planned_figures(m, total_gib)
-    row["args"] = fraction_only(m.args)
+    row["args"] = without_kv_bytes(m.args)
     log = work / f"{name}.log"
     env = {**os.environ, **m.env, "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "0"}
     baseline = used_bytes()

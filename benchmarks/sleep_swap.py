@@ -51,12 +51,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.calibrate import gpu_facts  # noqa: E402
-from benchmarks.processes import stop_group  # noqa: E402
-from stacks.catalog import config_json  # noqa: E402
+from benchmarks.calibrate import PATTERNS as CALIBRATE_PATTERNS  # noqa: E402
+from benchmarks.calibrate import catalog_config, command, gpu_facts  # noqa: E402
+from benchmarks.calibrate import model_folder as calibrate_folder  # noqa: E402
+from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
 from stacks.config import parse  # noqa: E402
 from stacks.plan import GIB, ModelPlan, StackPlan, plan  # noqa: E402
 from stacks.render import swap as swap_files  # noqa: E402
+from tests.gateway_harness import NGINX, free_port, render_into, start_nginx, stop  # noqa: E402
 
 SMALL, MEDIUM, LARGE = "llama-1b", "qwen3-8b", "qwen3-14b"
 MODELS = {SMALL: "meta-llama/Llama-3.2-1B-Instruct", MEDIUM: "Qwen/Qwen3-8B", LARGE: "Qwen/Qwen3-14B"}
@@ -68,9 +70,7 @@ ALTERNATIONS = 10
 STOP_GRACE_S = 10
 WAKE_CYCLES = {SMALL: 2, MEDIUM: 3, LARGE: 2}
 PATTERNS = {
-    "model_loading_gib": re.compile(r"Model loading took ([\d.]+) GiB"),
-    "kv_tokens": re.compile(r"GPU KV cache size: ([\d,]+) tokens"),
-    "graphs_gib": re.compile(r"Graph capturing finished in \d+ secs, took (-?[\d.]+) GiB"),
+    **CALIBRATE_PATTERNS,  # weights, KV tokens, CUDA graphs
     # vllm/v1/worker/gpu_worker.py sleep(), vllm/v1/executor/abstract.py sleep()/wake_up(), 0.26.0
     "sleep_freed_gib": re.compile(r"Sleep mode freed ([\d.]+) GiB memory, ([\d.]+) GiB memory is still in use"),
     "fall_asleep_s": re.compile(r"It took ([\d.]+) seconds to fall asleep"),
@@ -114,19 +114,8 @@ def server_command(m: ModelPlan, folder: Path, port: int, dummy: bool, fake: dic
     if fake is not None:
         cmd = [sys.executable, "-m", "tests.fake_sleepy_vllm", "--port", str(port), "--name", m.name, "--models", ",".join(m.served_names)]
         return cmd + [f"--{k.replace('_', '-')}={v}" for k, v in fake.items()]
-    args = list(m.args[1:])
-    assert args[args.index("--host") + 1] == "127.0.0.1", "members listen on 127.0.0.1"
-    args[args.index("--port") + 1] = str(port)
-    return [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.cli.main",
-        "serve",
-        str(folder),
-        *args,
-        *(["--load-format", "dummy"] if dummy else []),
-        "--skip-tokenizer-init",
-    ]
+    assert m.args[m.args.index("--host") + 1] == "127.0.0.1", "members listen on 127.0.0.1"
+    return command(m, folder, port, dummy=dummy)
 
 
 # --------------------------------------------------------------------------------------------------- weights
@@ -181,13 +170,11 @@ def write_zero_safetensors(path: Path, tensors: list[tuple[str, list[int]]], dty
 
 
 def model_folder(work: Path, m: ModelPlan, weights: bool) -> Path:
-    folder = work / m.name
-    folder.mkdir(parents=True, exist_ok=True)
-    config = config_json(m.model)
-    assert config is not None, f"{m.model} is not in the catalog"
-    (folder / "config.json").write_text(json.dumps({"torch_dtype": "bfloat16", **config}))
+    """calibrate's folder (the catalog's config.json), with ``weights`` a checkpoint of zeros beside it."""
+    folder = calibrate_folder(m, work)
     if weights:
-        write_zero_safetensors(folder / "model.safetensors", llama_tensors(config), config.get("torch_dtype", "bfloat16"))
+        config = catalog_config(m)
+        write_zero_safetensors(folder / "model.safetensors", llama_tensors(config), config["torch_dtype"])
     return folder
 
 
@@ -336,16 +323,8 @@ class Run:
                 server_command(m, folder, port, dummy=not weights, fake=fake), stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=ROOT
             )
         self.servers[m.name], self.ports[m.name] = proc, port
-        end = t0 + min(limit_s, max(self.left() - 30, 10))
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{m.name} exited with {proc.returncode}: {log.read_text(errors='replace').splitlines()[-8:]}")
-            with contextlib.suppress(OSError):
-                if http(f"http://127.0.0.1:{port}/health", timeout=2)[0] == 200:
-                    break
-            if time.monotonic() > end:
-                raise TimeoutError(f"{m.name} not healthy within {end - t0:.0f} s")
-            time.sleep(1)
+        if error := wait_healthy(proc, port, min(limit_s, max(self.left() - 30, 10)), poll_s=1):
+            raise RuntimeError(f"{m.name} {error}: {log.read_text(errors='replace').splitlines()[-8:]}")
         self.server(m.name)["cold_start_s"] = round(time.monotonic() - t0, 1)
 
     def url(self, name: str, path: str) -> str:
@@ -402,20 +381,10 @@ class Run:
                 stop_group(proc, grace_s=STOP_GRACE_S)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def swapper_and_gateway(run: Run, p: StackPlan, members: list[str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The plan's swapper adopting the running servers (it starts none), and the rendered gateway in front on a real
     nginx when one is there (else the swapper's own ports); yields the URL to send requests to."""
-    from tests.gateway_harness import NGINX, render_into, stop, wait_port
-
     [g] = p.swap_groups
     config = swap_files.config(p, g)
     state = run.work / "swap-state"
@@ -432,19 +401,14 @@ def swapper_and_gateway(run: Run, p: StackPlan, members: list[str]) -> Iterator[
         )
     nginx: subprocess.Popen[bytes] | None = None
     try:
-        end = time.monotonic() + 60
-        while not _ready(config["port"]):
-            if swapper.poll() is not None or time.monotonic() > end:
-                raise RuntimeError(f"the swapper did not become ready: {(run.work / 'swapper.log').read_text()[-600:]}")
-            time.sleep(0.2)
-        url = f"http://127.0.0.1:{config['members'][0]['port']}"
+        if wait_healthy(swapper, config["port"], 60, poll_s=0.2):
+            raise RuntimeError(f"the swapper did not become ready: {(run.work / 'swapper.log').read_text()[-600:]}")
         try:
             gw_port = free_port()
             upstreams = {p.model(m["name"]).service: f"127.0.0.1:{m['port']}" for m in config["members"]}
             upstreams |= {p.model(n).service: "127.0.0.1:9" for n in g.members if n not in members}
             conf = render_into(run.work / "gateway", p, gw_port, upstreams, [], None)
-            nginx = subprocess.Popen([NGINX, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            wait_port(gw_port, nginx)
+            nginx = start_nginx(conf, gw_port)
             url = f"http://127.0.0.1:{gw_port}"
             run.result["swap"]["through"] = f"gateway ({NGINX})"
         except Exception as e:
@@ -460,13 +424,6 @@ def swapper_and_gateway(run: Run, p: StackPlan, members: list[str]) -> Iterator[
         if swapper.poll() is None:
             swapper.send_signal(signal.SIGKILL)
             swapper.wait(10)
-
-
-def _ready(port: int) -> bool:
-    try:
-        return http(f"http://127.0.0.1:{port}/health", timeout=2)[0] == 200
-    except OSError:
-        return False
 
 
 def alternate(run: Run, url: str, swapper_port: int, pair: list[str], n: int) -> None:

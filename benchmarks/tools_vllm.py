@@ -36,13 +36,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.calibrate import gpu_facts, planned  # noqa: E402
+from benchmarks.calibrate import catalog_config, gpu_facts, planned  # noqa: E402
+from benchmarks.calibrate import command as vllm_command  # noqa: E402
 from benchmarks.local_model import write_model_dir  # noqa: E402
-from benchmarks.processes import stop_group  # noqa: E402
-from stacks.catalog import config_json  # noqa: E402
+from benchmarks.processes import stop_group, wait_healthy  # noqa: E402
 from stacks.plan import ModelPlan, StackPlan  # noqa: E402
 from tests.fake_vllm import AUTO_TOOLS_REFUSED, vllm_error_body  # noqa: E402
-from tests.gateway_harness import NGINX, free_port, render_into, stop, wait_port  # noqa: E402
+from tests.gateway_harness import NGINX, free_port, render_into, start_nginx, stop  # noqa: E402
 
 STACK = ROOT / "benchmarks" / "stacks" / "tools-vllm.yaml"
 CHAT = ROOT / "tests" / "data" / "open-webui-0.12.4-chat.json"
@@ -58,17 +58,11 @@ machine, and sampling is not what is checked)."""
 
 def command(m: ModelPlan, folder: Path, port: int) -> list[str]:
     """The plan's ``vllm serve`` arguments on ``folder`` at 127.0.0.1:``port``, random weights; the tokenizer is kept."""
-    args = list(m.args[1:])
-    args[args.index("--host") + 1] = "127.0.0.1"
-    args[args.index("--port") + 1] = str(port)
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(folder), *args, "--load-format", "dummy"]
+    return vllm_command(m, folder, port, tokenizer=True)
 
 
 def model_folder(m: ModelPlan, workdir: Path) -> Path:
-    config = config_json(m.model)
-    assert config is not None, f"{m.model} is not in the catalog"
-    specials = PARSER_TOKENS.get(m.tool_call_parser or "", {})
-    return write_model_dir(workdir / m.name, {"torch_dtype": "bfloat16", **config}, specials)
+    return write_model_dir(workdir / m.name, catalog_config(m), PARSER_TOKENS.get(m.tool_call_parser or "", {}))
 
 
 def launch(m: ModelPlan, workdir: Path, port: int) -> tuple[subprocess.Popen[bytes], Path]:
@@ -80,19 +74,12 @@ def launch(m: ModelPlan, workdir: Path, port: int) -> tuple[subprocess.Popen[byt
     return proc, log
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path, deadline: float) -> dict[str, Any]:
-    """``{"start_s": ...}`` once /health answers, else ``{"error": ..., "tail": [...]}``."""
+def server_ready(proc: subprocess.Popen[bytes], port: int, log: Path, deadline: float) -> dict[str, Any]:
+    """``{"ready_after_s": ...}`` once /health answers, else ``{"error": ..., "tail": [...]}``."""
     t0 = time.monotonic()
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return {"error": f"exited with {proc.returncode}", "tail": log.read_text(errors="replace").splitlines()[-25:]}
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return {"ready_after_s": round(time.monotonic() - t0, 1)}
-        except OSError:
-            time.sleep(2)
-    return {"error": "not healthy in time", "tail": log.read_text(errors="replace").splitlines()[-25:]}
+    if error := wait_healthy(proc, port, max(0.0, deadline - t0)):
+        return {"error": error, "tail": log.read_text(errors="replace").splitlines()[-25:]}
+    return {"ready_after_s": round(time.monotonic() - t0, 1)}
 
 
 def send(url: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
@@ -168,14 +155,13 @@ def main() -> int:
             procs.append(proc)
             launched.append((m, proc, log))
             if args.sequential:
-                result["servers"][m.name] = wait_healthy(proc, ports[m.name], log, deadline)
+                result["servers"][m.name] = server_ready(proc, ports[m.name], log, deadline)
         for m, proc, log in launched:
             if m.name not in result["servers"]:
-                result["servers"][m.name] = wait_healthy(proc, ports[m.name], log, deadline)
+                result["servers"][m.name] = server_ready(proc, ports[m.name], log, deadline)
         gw_port = free_port()
         conf = render_into(work / "gw", p, gw_port, {m.service: f"127.0.0.1:{ports[m.name]}" for m in p.models}, [f"open-webui:{KEY}"], None)
-        nginx = subprocess.Popen([NGINX, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(gw_port, nginx)
+        nginx = start_nginx(conf, gw_port)
         chat = json.loads(CHAT.read_text())
         checks, seen = run_checks(p, {n: f"http://127.0.0.1:{port}" for n, port in ports.items()}, f"http://127.0.0.1:{gw_port}", chat)
         result["checks"], result["answers"] = checks, seen

@@ -73,7 +73,9 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, obj: Any) -> None:
-        data = json.dumps(obj).encode()
+        self._send_bytes(status, json.dumps(obj).encode())
+
+    def _send_bytes(self, status: int, data: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -157,13 +159,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         refusal = tool_refusal(body, self.server.tool_parser) if self.path.endswith("/chat/completions") else None
         if refusal:
-            data = vllm_error_body(refusal)
-            self.send_response(400)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self._echo_headers()
-            self.end_headers()
-            self.wfile.write(data)
+            self._send_bytes(400, vllm_error_body(refusal))
             return
         if body.get("sleep_ms"):
             time.sleep(body["sleep_ms"] / 1000)
@@ -191,12 +187,7 @@ class Handler(BaseHTTPRequestHandler):
             answer = {"id": "cmpl-1", "object": obj, "created": 0, "model": model, "choices": [choice], "usage": usage}
             self._send(200, answer | (TRAILING_CHAT if chat else TRAILING_COMPLETION))
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self._echo_headers()
-        self.end_headers()
-        self.wfile.flush()
+        self._start_stream()
         tokens = int(body.get("max_tokens") or 5)
         delay = body.get("delay_ms", 0) / 1000
         words = [text] + [f" t{i}" for i in range(1, tokens)]
@@ -258,11 +249,7 @@ class Handler(BaseHTTPRequestHandler):
             answer = {"id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": content}
             self._send(200, answer | {"stop_reason": "end_turn", "stop_sequence": None, "usage": usage})
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self._echo_headers()
-        self.end_headers()
+        self._start_stream()
         delay = body.get("delay_ms", 0) / 1000
         start: dict[str, Any] = {
             "id": "msg_1",
@@ -291,6 +278,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def stream_cut_off(self, epoch: int) -> bool:
         return False
+
+    def _start_stream(self) -> None:
+        """A 200 of chunked server-sent events; the events follow as ``_chunk``s."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self._echo_headers()
+        self.end_headers()
+        self.wfile.flush()
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

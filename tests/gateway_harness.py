@@ -60,6 +60,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+def start_nginx(conf: Path, port: int) -> subprocess.Popen[bytes]:
+    """nginx on ``conf`` (its prefix the file's folder), once it listens on ``port``; stopped again if it never does."""
+    proc = subprocess.Popen([NGINX, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
 @dataclass
 class Running:
     url: str
@@ -253,8 +264,7 @@ def running_gateway(
         gw_port, metrics_port = free_port(), free_port()
         upstreams = {s: f"127.0.0.1:{port}" for s, port in ports.items()} | (endpoint_addresses or {})
         conf = render_into(directory, p, gw_port, upstreams, api_keys or [], vllm_key, metrics_port, endpoint_keys)
-        nginx = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(gw_port, nginx)
+        nginx = start_nginx(conf, gw_port)
         yield Running(
             url=f"http://127.0.0.1:{gw_port}",
             port=gw_port,
@@ -322,9 +332,8 @@ def running_scanner(directory: Path) -> Iterator[int]:
     pattern = gateway.nginx_string("~" + gateway.top_level_model_pattern())
     conf = directory / "scanner.conf"
     conf.write_text(SCANNER_CONF.format(dir=directory, port=port, echo=echo, pattern=pattern))
-    proc = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_nginx(conf, port)
     try:
-        wait_port(port, proc)
         yield port
     finally:
         stop(proc)

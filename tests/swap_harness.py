@@ -26,7 +26,7 @@ from stacks.plan import StackPlan
 from stacks.plan.types import SwapGroupPlan
 from stacks.render import swap as swap_files
 from tests.fake_sleepy_vllm import read_ledger
-from tests.gateway_harness import NGINX, Running, free_port, render_into, start_backend, stop, wait_port
+from tests.gateway_harness import Running, free_port, render_into, start_backend, start_nginx, stop, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_KEY = "internal-vllm-key-for-the-swap-tests"
@@ -205,8 +205,7 @@ def running_group(
                 upstreams[m.service] = f"127.0.0.1:{port}"
             gw_dir = directory / "gateway"
             conf = render_into(gw_dir, plan, gw_port, upstreams, api_keys or [], VLLM_KEY, metrics_port)
-            nginx = subprocess.Popen([NGINX, "-p", str(gw_dir), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            wait_port(gw_port, nginx)
+            nginx = start_nginx(conf, gw_port)
             group.gateway = Running(url=f"http://127.0.0.1:{gw_port}", port=gw_port, metrics_port=metrics_port, plan=plan, dir=gw_dir, nginx=nginx)
         yield group
     finally:

@@ -4,12 +4,11 @@ against the stand-in vLLM (started with the plan's flags) behind the rendered ga
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from benchmarks.calibrate import planned
 from benchmarks.tools_vllm import CHAT, KEY, PARSER_TOKENS, STACK, command, model_folder, run_checks
-from tests.gateway_harness import NGINX, free_port, render_into, require_nginx_njs, start_backend, stop, tool_flags, wait_port
+from tests.gateway_harness import free_port, render_into, require_nginx_njs, start_backend, start_nginx, stop, tool_flags
 
 H100 = ([("NVIDIA H100 80GB HBM3", int(79.18 * 2**30))], "0.26.0")
 
@@ -38,8 +37,7 @@ def test_checks_pass_against_the_stand_in_behind_the_gateway(tmp_path: Path) -> 
     try:
         gw_port = free_port()
         conf = render_into(tmp_path, p, gw_port, {m.service: f"127.0.0.1:{ports[m.name]}" for m in p.models}, [f"open-webui:{KEY}"], None)
-        nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(gw_port, nginx)
+        nginx = start_nginx(conf, gw_port)
         chat = json.loads(CHAT.read_text())
         checks, seen = run_checks(p, {n: f"http://127.0.0.1:{port}" for n, port in ports.items()}, f"http://127.0.0.1:{gw_port}", chat)
     finally:
