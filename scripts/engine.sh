@@ -133,19 +133,6 @@ build pulumi-resource-kubernetes kubernetes . "$kubernetes_version ($kubernetes_
 build pulumi-resource-random random . "$random_version (bridged)" $tags "-X main.version=$random_version"
 build pulumi-resource-docker docker . "$docker_version (bridged)" $tags "-X main.version=$docker_version"
 
-# the language host runs programs through the SDK module's exec script, found beside it
-if [ -x "$bin/pulumi-language-python" ] && [ ! -x "$bin/pulumi-language-python-exec" ]; then
-  sdk_dir=$(cd "$cache/src/language-python" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
-  install -m 755 "$sdk_dir/python/cmd/pulumi-language-python-exec" "$bin/pulumi-language-python-exec"
-fi
-# the bridged providers' schemas, for GetSchema and for the tests that compare them with the Python SDKs
-for p in random docker; do
-  exe=$bin/pulumi-resource-$p
-  if [ -x "$exe" ] && [ ! -s "$exe.schema.json" ]; then
-    "$exe" --write-schema > "$exe.schema.json.tmp" 2>"$cache/log/$p-schema.log" && mv "$exe.schema.json.tmp" "$exe.schema.json"
-  fi
-done
-
 printf '%s\n' "${summary[@]}"
 echo "engine: $bin"
 if [ ${#failed[@]} -gt 0 ]; then

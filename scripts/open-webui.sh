@@ -18,6 +18,8 @@ playwright="playwright-core@1.65.2"
 webui=${OPEN_WEBUI_VENV:-$cache/open-webui-$webui_version}
 node_dir=${PLAYWRIGHT_DIR:-$cache/playwright-core}
 left_out="sentence-transformers transformers accelerate einops faster-whisper opencv-python-headless rapidocr pandas pyarrow"
+# what the marker of a complete Open WebUI install says
+webui_marker="open-webui==$webui_version without $left_out"
 
 # what cannot be installed fails `make test` under CI=true only; elsewhere the test that needs it skips, saying why
 give_up() {
@@ -27,7 +29,7 @@ give_up() {
   exit 0
 }
 
-if [ ! -f "$webui/.installed" ] || [ "$(cat "$webui/.installed")" != "open-webui==$webui_version without $left_out" ]; then
+if [ ! -f "$webui/.installed" ] || [ "$(cat "$webui/.installed")" != "$webui_marker" ]; then
   py=${OPEN_WEBUI_PYTHON:-python3}
   # Open WebUI 0.12.4: Requires-Python >=3.11, <3.13
   if ! "$py" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))'; then
@@ -56,7 +58,7 @@ with os.fdopen(3, "w") as f:
     f.write("\n".join(wanted) + "\n")
 EOF
   pip -c "$webui/constraints.txt" -r "$webui/requirements.txt"
-  echo "open-webui==$webui_version without $left_out" > "$webui/.installed"
+  echo "$webui_marker" > "$webui/.installed"
   echo "open-webui: installed in $(($(date +%s) - start)) s, $(du -sh "$webui" | cut -f1) in $webui" >&2
 fi
 

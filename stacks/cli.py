@@ -119,7 +119,7 @@ def _stages_table(m: ModelPlan) -> Table:
     for i, col in enumerate(("stage", "node", "layers", "weights GiB", "activation GiB", "KV GiB", "footprint GiB")):
         table.add_column(col, justify="left" if i < 3 else "right", overflow="fold")
     for st in m.memory.stages:
-        node = f"{st.node}" + (" (leader)" if m.nodes > 1 and st.node == 0 else "") if m.nodes > 1 else "-"
+        node = f"{st.node}" + (" (leader)" if st.node == 0 else "") if m.nodes > 1 else "-"
         layers = f"{st.first_layer}-{st.first_layer + st.layers - 1}"
         table.add_row(str(st.stage), node, layers, f"{st.weights_gib:.2f}", f"{st.activation_gib:.2f}", f"{st.kv_gib:.2f}", f"{st.footprint_gib:.2f}")
     return table

@@ -7,10 +7,13 @@ from stacks.doctor.endpoint_checks import endpoint_checks
 from stacks.doctor.gpu_checks import DEPENDENT, gpu_checks
 from stacks.doctor.host_checks import disk_check, port_checks, published, pvc_check, token_check
 from stacks.doctor.kube_checks import kube_checks
-from stacks.doctor.probes import Probes, is_remote
+from stacks.doctor.probes import DockerInfo, Probes, is_remote
 from stacks.doctor.result import Check, skipped
 from stacks.doctor.swap_checks import host_memory_check
 from stacks.plan.types import StackPlan
+
+GPU_CHECKS = ["NVIDIA driver", *DEPENDENT]
+"""Every check of the gpu area, skipped as one where none applies."""
 
 
 def doctor(plan: StackPlan, probes: Probes, *, hf_token_set: bool) -> list[Check]:
@@ -34,6 +37,10 @@ def _uses_gpus(plan: StackPlan) -> bool:
     return bool(plan.models) or bool(plan.ollama and plan.ollama.gpus)
 
 
+def _gpu_access(info: DockerInfo | None, probes: Probes) -> list[Check]:
+    return [gpu_runtime_check(info, probes.host)] if info is not None else skipped("docker", ["GPU access"], "needs the Docker daemon")
+
+
 def _docker_host(plan: StackPlan, probes: Probes) -> list[Check]:
     daemon, info = daemon_check(probes.docker, "it runs every container of the stack")
     out = [daemon]
@@ -41,22 +48,18 @@ def _docker_host(plan: StackPlan, probes: Probes) -> list[Check]:
         # answering or not, the daemon is on another machine: this one's GPUs, disk and ports say nothing about it
         away = f"the Docker daemon is remote ({probes.docker.host}): this machine's GPUs, disk and ports are not the ones that count"
         fix = "run `python -m stacks doctor STACK` on that host"
-        out += [gpu_runtime_check(info, probes.host)] if info is not None else skipped("docker", ["GPU access"], "needs the Docker daemon")
-        names = ["NVIDIA driver", *DEPENDENT]
+        out += _gpu_access(info, probes)
         return [
             *out,
-            *skipped("gpu", names, away, fix),
+            *skipped("gpu", GPU_CHECKS, away, fix),
             *skipped("disk", ["model cache"], away, fix),
             *(skipped("host", ["host memory"], away, fix) if plan.swap_groups else []),
             *skipped("ports", [p.name for p in published(plan)], away, fix),
         ]
     if not _uses_gpus(plan):
-        out += skipped("gpu", ["NVIDIA driver", *DEPENDENT], "the stack uses no NVIDIA GPU (no vLLM; Ollama, if any, on the CPU)")
-    elif info is not None:
-        out.append(gpu_runtime_check(info, probes.host))
-        out += gpu_checks(plan, probes.gpu)
+        out += skipped("gpu", GPU_CHECKS, "the stack uses no NVIDIA GPU (no vLLM; Ollama, if any, on the CPU)")
     else:
-        out += skipped("docker", ["GPU access"], "needs the Docker daemon")
+        out += _gpu_access(info, probes)
         out += gpu_checks(plan, probes.gpu)
     out.append(disk_check(plan, probes.host, info))
     out += host_memory_check(plan, probes.host)

@@ -331,6 +331,25 @@ class Member:
     last_wake_s: float = 0.0
 
 
+def _answer_all(m: Member, outcome: str) -> None:
+    """Every request waiting for ``m`` gets ``outcome`` (those whose client left are dropped)."""
+    while m.waiters:
+        w = m.waiters.popleft()
+        if not w.future.done():
+            w.future.set_result(outcome)
+
+
+def _retry_after(m: Member) -> str:
+    """Retry-After of a request ``m`` could not take now: its last wake's time, else 5 s."""
+    return str(max(1, math.ceil(m.last_wake_s or 5)))
+
+
+def _back_off(m: Member) -> None:
+    """One more failure of ``m``: its next start waits longer (``RESTART_BACKOFF_S``)."""
+    m.failures += 1
+    m.restart_at = time.monotonic() + RESTART_BACKOFF_S[min(m.failures, len(RESTART_BACKOFF_S)) - 1]
+
+
 class Swapper:
     def __init__(self, config: dict[str, Any], key: str | None) -> None:
         self.group: str = config["group"]
@@ -450,11 +469,8 @@ class Swapper:
                     if not w.future.done():
                         m.in_flight += 1
                         w.future.set_result("go")
-            elif m.state == "failed" and m.waiters:
-                while m.waiters:
-                    w = m.waiters.popleft()
-                    if not w.future.done():
-                        w.future.set_result("down")
+            elif m.state == "failed":
+                _answer_all(m, "down")
         for m in self.members:
             if m.state == "draining" and not any(self.needs_place(x, now) for x in self.members if x is not m):
                 # whoever it made room for is gone (the client left, the wait timed out): it stays awake
@@ -532,9 +548,7 @@ class Swapper:
         """Put ``m`` to sleep (``mode=abort``: what still runs after the drain ends now); a member that will not sleep is stopped."""
         started = time.monotonic()
         try:
-            status, _ = await call(m.engine_port, "POST", f"/sleep?level={m.level}&mode=abort", self.key, timeout=self.wake_timeout)
-            if status != 200 or not await self.is_sleeping(m):
-                raise HttpError(f"/sleep answered {status}")
+            await self._sleep_call(m)
             self.metrics.inc("vllm_stack_swap_sleeps_total", {**self.labels(m), "reason": reason})
             self.metrics.observe("vllm_stack_swap_sleep_seconds", self.labels(m), time.monotonic() - started)
             self.metrics.inc("vllm_stack_swap_busy_seconds_total", {"group": self.group}, time.monotonic() - started)
@@ -543,6 +557,12 @@ class Swapper:
             print(f"swapper: {m.name} did not fall asleep ({e!r}); stopping it", file=sys.stderr, flush=True)
             await self.stop_member(m)
             self.set_state(m, "down")
+
+    async def _sleep_call(self, m: Member) -> None:
+        """``POST /sleep`` at ``m``'s level, checked with ``/is_sleeping``; HttpError when it is not asleep after it."""
+        status, _ = await call(m.engine_port, "POST", f"/sleep?level={m.level}&mode=abort", self.key, timeout=self.wake_timeout)
+        if status != 200 or not await self.is_sleeping(m):
+            raise HttpError(f"/sleep answered {status}")
 
     async def wake(self, m: Member) -> None:
         started = time.monotonic()
@@ -559,10 +579,7 @@ class Swapper:
             print(f"swapper: {m.name} failed to wake ({e!r})", file=sys.stderr, flush=True)
             self.metrics.inc("vllm_stack_swap_wakes_total", {**self.labels(m), "result": "failed"})
             self.metrics.inc("vllm_stack_swap_busy_seconds_total", {"group": self.group}, time.monotonic() - started)
-            while m.waiters:
-                w = m.waiters.popleft()
-                if not w.future.done():
-                    w.future.set_result("wake_failed")
+            _answer_all(m, "wake_failed")
             self.set_state(m, "sleeping")
             await self.sleep(m, "wake_failed")
 
@@ -609,9 +626,7 @@ class Swapper:
                     raise HttpError(f"no healthy answer within {m.startup_seconds:.0f} s")
                 await asyncio.sleep(1.0)
             if not await self.is_sleeping(m):
-                status, _ = await call(m.engine_port, "POST", f"/sleep?level={m.level}&mode=abort", self.key, timeout=self.wake_timeout)
-                if status != 200 or not await self.is_sleeping(m):
-                    raise HttpError(f"/sleep answered {status}")
+                await self._sleep_call(m)
                 self.metrics.inc("vllm_stack_swap_sleeps_total", {**self.labels(m), "reason": "started"})
             m.failures = 0
             m.started_once = True
@@ -619,8 +634,7 @@ class Swapper:
         except Exception as e:  # a failed start is retried with backoff; the member's memory is freed first
             print(f"swapper: {m.name} failed to start ({e!r})", file=sys.stderr, flush=True)
             await self.stop_member(m)
-            m.failures += 1
-            m.restart_at = time.monotonic() + RESTART_BACKOFF_S[min(m.failures, len(RESTART_BACKOFF_S)) - 1]
+            _back_off(m)
             self.set_state(m, "failed" if m.failures >= FAILED_AFTER else "down")
         finally:
             if self.starting is m:
@@ -636,8 +650,7 @@ class Swapper:
                 self.pidfile(m).unlink()
             if m.state not in ("down", "failed", "starting") and not self.stopping:
                 print(f"swapper: {m.name} exited with {proc.returncode} ({m.state}); restarting it", file=sys.stderr, flush=True)
-                m.failures += 1
-                m.restart_at = time.monotonic() + RESTART_BACKOFF_S[min(m.failures, len(RESTART_BACKOFF_S)) - 1]
+                _back_off(m)
                 self.set_state(m, "down")
 
     async def watch_adopted(self) -> None:
@@ -767,9 +780,8 @@ class Swapper:
             return False
         if sum(len(x.waiters) for x in self.members) >= self.queue_size:
             self.metrics.inc("vllm_stack_swap_rejected_total", {**lab, "reason": "queue_full"})
-            retry = str(max(1, math.ceil(m.last_wake_s or 5)))
             message = f"{self.queue_size} requests already wait for their models to wake; retry after the time in Retry-After."
-            await send_json(writer, 429, error_body(message, "rate_limit_error", "swap_queue_full", 429, path), [("Retry-After", retry)])
+            await send_json(writer, 429, error_body(message, "rate_limit_error", "swap_queue_full", 429, path), [("Retry-After", _retry_after(m))])
             return False
         waiter = Waiter(asyncio.get_running_loop().create_future(), now, now + self.max_wait)
         m.waiters.append(waiter)
@@ -800,7 +812,7 @@ class Swapper:
             "down": (f"Model {m.name} is not running; it is being restarted.", "model_unavailable"),
         }
         message, code = messages.get(outcome, (f"Model {m.name} is unavailable.", "model_unavailable"))
-        await send_json(writer, 503, error_body(message, "server_error", code, 503, path), [("Retry-After", str(max(1, math.ceil(m.last_wake_s or 5))))])
+        await send_json(writer, 503, error_body(message, "server_error", code, 503, path), [("Retry-After", _retry_after(m))])
         return False
 
     async def forward(self, m: Member, req: Request, writer: asyncio.StreamWriter) -> bool:
@@ -986,7 +998,7 @@ def supervise(argv: list[str], config: dict[str, Any]) -> int:
             print(f"swapper: exited ({os.waitstatus_to_exitcode(status)}); starting it again", file=sys.stderr, flush=True)
             time.sleep(1.0)
     # whatever the swapper could not stop
-    for pidfile in Path(config.get("state_dir", "/tmp/vllm-swap")).glob("*.pid"):
+    for pidfile in state_dir.glob("*.pid"):
         with contextlib.suppress(OSError, ValueError):
             os.killpg(int(pidfile.read_text()), signal.SIGKILL)
     return 0
