@@ -37,13 +37,13 @@ SWAP_SINCE: Version = (0, 26, 0)
 """The routes and their answers the swapper relies on were read in vLLM 0.26.0 and 0.34.0 (an image whose reference does
 not say its release states it in ``image.vllmVersion``)."""
 
-ASLEEP_BUFFERS_GIB = 0.5
+ASLEEP_BUFFERS_GIB = 0.51
 """What a sleeping server keeps besides its CUDA context, CUDA graphs and non-torch memory: tensors outside the sleep
 pools (the model runner's input and sampler buffers, and what the caching allocator keeps). Measured on the H100 with
 vLLM 0.26.0 (benchmarks/results/h100-vllm-0.26.0-sleep-swap.json, NVML per process, at levels 1 and 2): Qwen3-8B 0.898
 GiB asleep, Qwen3-14B 0.924, Llama-3.2-1B 1.322 (the same with the dummy loader: ...-sleep-swap-1b-dummy.json), against
-0.82-0.84 GiB of context, graphs and non-torch; 0.5 covers the 1B (the larger rest, not explained by the log) and
-keeps the 8B and 14B 0.46 GiB above what they held."""
+0.82-0.84 GiB of context, graphs and non-torch. 0.51 plans the 1B at 1.329 GiB, above what it kept (the larger rest,
+which the log does not explain), and the 8B and 14B 0.47 GiB above what they held."""
 HOST_COPY_GIB_S = 35.0
 """Weights copied between pinned host memory and the GPU (cudaMemcpy, vllm/device_allocator/cumem.py). Measured on the
 H100 (same file): a level-1 wake brought back 15.28 GiB in 0.43 s (Qwen3-8B, 35.5 GiB/s) and 27.53 GiB in 0.64 s
