@@ -58,13 +58,17 @@ def rendered(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     yield project, out
 
 
-def test_preview_of_the_committed_cluster_stack_plans_every_object(bin_dir: Path, tmp_path: Path) -> None:
+def _created_types(bin_dir: Path, tmp_path: Path, stack: str) -> set[str]:
+    """The resource types a preview of the committed ``stack`` plans, every step a create."""
     project = Project.create(tmp_path, bin_dir)
-    project.stack("cluster", committed_config("cluster"), SECRETS)
-    preview = project.preview_json("cluster")
-    ops = steps_by_urn(preview)
+    project.stack(stack, committed_config(stack), SECRETS)
+    ops = steps_by_urn(project.preview_json(stack))
     assert ops and set(ops.values()) == {"create"}, ops
-    types = {urn_type(u) for u in ops}
+    return {urn_type(u) for u in ops}
+
+
+def test_preview_of_the_committed_cluster_stack_plans_every_object(bin_dir: Path, tmp_path: Path) -> None:
+    types = _created_types(bin_dir, tmp_path, "cluster")
     # the provider checked every kind the stack declares, the CRD-backed ones included
     for t in (
         "kubernetes:apps/v1:Deployment",
@@ -81,11 +85,7 @@ def test_preview_of_the_committed_cluster_stack_plans_every_object(bin_dir: Path
 def test_preview_of_the_committed_multinode_stack_plans_the_leader_worker_set(bin_dir: Path, tmp_path: Path) -> None:
     """A server spanning nodes: the kubernetes provider checks the LeaderWorkerSet (a CRD kind), its NetworkPolicy and
     PodDisruptionBudget as the program declares them."""
-    project = Project.create(tmp_path, bin_dir)
-    project.stack("multinode", committed_config("multinode"), SECRETS)
-    ops = steps_by_urn(project.preview_json("multinode"))
-    assert ops and set(ops.values()) == {"create"}, ops
-    types = {urn_type(u) for u in ops}
+    types = _created_types(bin_dir, tmp_path, "multinode")
     for t in (
         "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet",
         "kubernetes:networking.k8s.io/v1:NetworkPolicy",

@@ -179,6 +179,7 @@ def test_every_development_route_stays_behind_the_swapper(group: Group) -> None:
 def test_metrics_of_the_swapper_and_its_members_are_valid_exposition(group: Group) -> None:
     promtool = require_program("promtool")
     # a request of its own, so the wait histogram has an observation whichever tests ran before on this worker
+    assert group.gateway is not None
     assert post(group.gateway.url + "/v1/completions", {"model": "tiny", "prompt": "metrics"})[0] == 200
     code, own = group.get("/metrics")
     assert code == 200 and b"vllm_stack_swap_wakes_total" in own and b"vllm_stack_swap_queue_wait_seconds_bucket" in own
